@@ -1,0 +1,25 @@
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -s -w -X gitlab.com/fleetrunner/fleetrunner/common/version.Version=$(VERSION) -X gitlab.com/fleetrunner/fleetrunner/common/version.Revision=$(REVISION)
+BIN       := bin
+TEST_TIMEOUT ?= 15m
+
+.PHONY: build test lint bench demo clean
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/fleetrunner ./cmd/fleetrunner
+
+test:
+	$(GO) vet ./...
+	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
+
+clean:
+	rm -rf $(BIN)

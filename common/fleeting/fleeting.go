@@ -1,0 +1,98 @@
+// Package fleeting is the provider contract between the taskscaler and a cloud: seven methods over one
+// group of instances. Every plugin implements InstanceGroup and runs the conformance suite in
+// fleeting/fleetingtest.
+package fleeting
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// State is an instance's lifecycle state as reported by Update.
+type State string
+
+// Instance states.
+const (
+	// StateCreating: requested or booting, not yet usable.
+	StateCreating State = "creating"
+	// StateRunning: ready to connect to.
+	StateRunning State = "running"
+	// StateDeleting: removal in progress.
+	StateDeleting State = "deleting"
+	// StateDeleted: gone.
+	StateDeleted State = "deleted"
+	// StateTimeout: stuck or broken; the scaler removes and replaces it.
+	StateTimeout State = "timeout"
+)
+
+// ErrInstanceUnhealthy is returned by Heartbeat for an instance that should be replaced.
+var ErrInstanceUnhealthy = errors.New("instance unhealthy")
+
+// Protocols a connector speaks.
+const (
+	ProtocolSSH   = "ssh"
+	ProtocolWinRM = "winrm"
+)
+
+// ConnectorConfig is how to reach an instance. The runner's connector_config fills it; the plugin may
+// complete it (a key it made, the instance's OS and arch).
+type ConnectorConfig struct {
+	OS           string `json:"os"`
+	Arch         string `json:"arch"`
+	Protocol     string `json:"protocol"`
+	ProtocolPort int    `json:"protocol_port"`
+	Username     string `json:"username"`
+	Password     string `json:"password"`
+	// Key is a PEM private key.
+	Key                  []byte        `json:"key"`
+	UseStaticCredentials bool          `json:"use_static_credentials"`
+	Keepalive            time.Duration `json:"keepalive"`
+	Timeout              time.Duration `json:"timeout"`
+}
+
+// ConnectInfo is everything needed to connect to one instance.
+type ConnectInfo struct {
+	ConnectorConfig
+	ID           string `json:"id"`
+	InternalAddr string `json:"internal_addr"`
+	ExternalAddr string `json:"external_addr"`
+	// Expires, when set, is when the credentials stop working (e.g. an EC2 Instance Connect key);
+	// a connection must be opened before then.
+	Expires *time.Time `json:"expires,omitempty"`
+}
+
+// Settings are handed to Init: the connector defaults the runner configured.
+type Settings struct {
+	ConnectorConfig
+}
+
+// ProviderInfo identifies the group and its limits.
+type ProviderInfo struct {
+	// ID names the group uniquely, e.g. "aws/us-east-1/my-asg".
+	ID      string
+	MaxSize int
+	Version string
+}
+
+// InstanceGroup is the contract every cloud plugin implements. Every method takes a context first.
+// Increase and Decrease report partial results honestly: the count or the IDs that succeeded,
+// together with a joined error for the rest.
+type InstanceGroup interface {
+	// Init validates the plugin's config, builds its cloud client and returns identity and limits.
+	Init(ctx context.Context, log logrus.FieldLogger, settings Settings) (ProviderInfo, error)
+	// Update lists every instance in the group and calls fn once per instance with its state.
+	Update(ctx context.Context, fn func(instance string, state State)) error
+	// Increase asks for n more instances and returns how many requests succeeded.
+	Increase(ctx context.Context, n int) (int, error)
+	// Decrease asks for the named instances to be removed and returns those whose removal was accepted.
+	Decrease(ctx context.Context, instances []string) ([]string, error)
+	// ConnectInfo returns everything needed to connect to one instance.
+	ConnectInfo(ctx context.Context, instance string) (ConnectInfo, error)
+	// Heartbeat returns an error (wrapping ErrInstanceUnhealthy) when the instance looks unhealthy.
+	Heartbeat(ctx context.Context, instance string) error
+	// Shutdown releases what the plugin holds.
+	Shutdown(ctx context.Context) error
+}

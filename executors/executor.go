@@ -1,0 +1,113 @@
+// Package executors defines what the manager hands a job to, and picks an implementation by the
+// `executor` name of a [[runners]] entry.
+package executors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+
+	"gitlab.com/fleetrunner/fleetrunner/common/config"
+	"gitlab.com/fleetrunner/fleetrunner/common/job"
+)
+
+// ErrNoCapacity is returned by Provider.Reserve when the runner cannot take a job now; the manager then
+// does not ask GitLab for one this round.
+var ErrNoCapacity = errors.New("no free executor capacity")
+
+// JobLog is the job's log as the executor sees it. Everything written is masked, limited and streamed to
+// GitLab by the caller. Section names follow upstream's stage names (prepare_executor, step_script, …).
+type JobLog interface {
+	io.Writer
+	// SectionStart opens a collapsible section and writes its header line.
+	SectionStart(name, header string)
+	// SectionEnd closes a section opened with SectionStart.
+	SectionEnd(name string)
+	// Infof, Warnf and Errorf write one coloured runner line (not user output).
+	Infof(format string, args ...any)
+	Warnf(format string, args ...any)
+	Errorf(format string, args ...any)
+}
+
+// Build is one job handed to an executor.
+type Build struct {
+	Job    *job.Job
+	Runner *config.RunnerConfig
+	Log    JobLog
+	// Logger is the manager-side logger, already scoped to the runner and job.
+	Logger logrus.FieldLogger
+	// Canceling is closed when GitLab asks for a graceful cancel (Job-Status: canceling): the script
+	// stops, after_script and the on_failure stages still run. An abort cancels Run's context instead.
+	Canceling <-chan struct{}
+	// SystemID identifies this runner manager host.
+	SystemID string
+}
+
+// Reservation is capacity held for one job between asking GitLab and running the job.
+type Reservation interface {
+	// Unreserve gives the capacity back when GitLab had no job. Calling it after Run is a no-op.
+	Unreserve()
+}
+
+// Provider runs jobs for one [[runners]] entry.
+//
+// The manager calls Reserve before each job request. If a job comes, it calls Run with that
+// reservation exactly once; if none comes, it calls Unreserve. Shutdown is called once at the end.
+type Provider interface {
+	Reserve(ctx context.Context) (Reservation, error)
+	// Run executes every stage of the job. A nil error means success; a *job.BuildError carries the
+	// failure reason and exit code; any other error is a runner_system_failure. Cancelling ctx aborts
+	// the job at once (no after_script). Run always consumes the reservation.
+	Run(ctx context.Context, res Reservation, b *Build) error
+	// Features are the job features this executor implements, declared to GitLab truthfully.
+	Features() map[string]bool
+	Shutdown(ctx context.Context) error
+}
+
+// Deps are what a provider may need from the process besides its runner entry.
+type Deps struct {
+	Logger logrus.FieldLogger
+	// ConfigDir is the directory of config.toml (state files live beside it).
+	ConfigDir string
+	SystemID  string
+}
+
+// Factory builds a Provider for one runner entry.
+type Factory func(runner *config.RunnerConfig, deps Deps) (Provider, error)
+
+// Registry maps executor names to factories.
+type Registry map[string]Factory
+
+// New builds the provider for runner, or says which executors exist.
+func (r Registry) New(runner *config.RunnerConfig, deps Deps) (Provider, error) {
+	f, ok := r[runner.Executor]
+	if !ok {
+		return nil, fmt.Errorf("runner %q: unknown executor %q (this build has: %s)", runner.Name, runner.Executor, strings.Join(r.Names(), ", "))
+	}
+	p, err := f(runner, deps)
+	if err != nil {
+		return nil, fmt.Errorf("runner %q: executor %q: %w", runner.Name, runner.Executor, err)
+	}
+	return p, nil
+}
+
+// Names lists the registered executor names, sorted.
+func (r Registry) Names() []string {
+	names := make([]string, 0, len(r))
+	for n := range r {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// NoReservation is the reservation of providers that have no capacity limit of their own.
+type NoReservation struct{}
+
+// Unreserve implements Reservation.
+func (NoReservation) Unreserve() {}
