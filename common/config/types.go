@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"time"
 )
 
@@ -8,11 +9,11 @@ import (
 // an upstream file loads unchanged (see ../shared/spec/upstream-runner.md §1–§3).
 type Config struct {
 	Concurrent       int               `toml:"concurrent" json:"concurrent"`
-	CheckInterval    int               `toml:"check_interval,omitempty" json:"check_interval"`
+	CheckInterval    int               `toml:"check_interval,omitempty,omitzero" json:"check_interval"`
 	LogLevel         string            `toml:"log_level,omitempty" json:"log_level"`
 	LogFormat        string            `toml:"log_format,omitempty" json:"log_format"`
 	ListenAddress    string            `toml:"listen_address,omitempty" json:"listen_address"`
-	ShutdownTimeout  int               `toml:"shutdown_timeout,omitempty" json:"shutdown_timeout"`
+	ShutdownTimeout  int               `toml:"shutdown_timeout,omitempty,omitzero" json:"shutdown_timeout"`
 	ConnectionMaxAge *time.Duration    `toml:"connection_max_age,omitempty" json:"connection_max_age"`
 	SentryDSN        *string           `toml:"sentry_dsn,omitempty" json:"sentry_dsn"`
 	User             string            `toml:"user,omitempty" json:"user"`
@@ -26,7 +27,7 @@ type Config struct {
 type SessionServer struct {
 	ListenAddress    string `toml:"listen_address,omitempty" json:"listen_address"`
 	AdvertiseAddress string `toml:"advertise_address,omitempty" json:"advertise_address"`
-	SessionTimeout   int    `toml:"session_timeout,omitempty" json:"session_timeout"`
+	SessionTimeout   int    `toml:"session_timeout,omitempty,omitzero" json:"session_timeout"`
 }
 
 // RunnerCredentials identify one registered runner against one GitLab.
@@ -47,10 +48,10 @@ type RunnerConfig struct {
 	RunnerCredentials
 
 	Executor                       string            `toml:"executor" json:"executor"`
-	Limit                          int               `toml:"limit,omitempty" json:"limit"`
-	RequestConcurrency             int               `toml:"request_concurrency,omitempty" json:"request_concurrency"`
+	Limit                          int               `toml:"limit,omitempty,omitzero" json:"limit"`
+	RequestConcurrency             int               `toml:"request_concurrency,omitempty,omitzero" json:"request_concurrency"`
 	StrictCheckInterval            bool              `toml:"strict_check_interval,omitempty" json:"strict_check_interval"`
-	OutputLimit                    int               `toml:"output_limit,omitempty" json:"output_limit"`
+	OutputLimit                    int               `toml:"output_limit,omitempty,omitzero" json:"output_limit"`
 	Shell                          string            `toml:"shell,omitempty" json:"shell"`
 	BuildsDir                      string            `toml:"builds_dir,omitempty" json:"builds_dir"`
 	CacheDir                       string            `toml:"cache_dir,omitempty" json:"cache_dir"`
@@ -65,9 +66,9 @@ type RunnerConfig struct {
 	DebugTraceDisabled             bool              `toml:"debug_trace_disabled,omitempty" json:"debug_trace_disabled"`
 	CleanGitConfig                 *bool             `toml:"clean_git_config,omitempty" json:"clean_git_config"`
 	SafeDirectoryCheckout          *bool             `toml:"safe_directory_checkout,omitempty" json:"safe_directory_checkout"`
-	UnhealthyRequestsLimit         int               `toml:"unhealthy_requests_limit,omitempty" json:"unhealthy_requests_limit"`
+	UnhealthyRequestsLimit         int               `toml:"unhealthy_requests_limit,omitempty,omitzero" json:"unhealthy_requests_limit"`
 	UnhealthyInterval              *time.Duration    `toml:"unhealthy_interval,omitempty" json:"unhealthy_interval"`
-	JobStatusFinalUpdateRetryLimit int               `toml:"job_status_final_update_retry_limit,omitempty" json:"job_status_final_update_retry_limit"`
+	JobStatusFinalUpdateRetryLimit int               `toml:"job_status_final_update_retry_limit,omitempty,omitzero" json:"job_status_final_update_retry_limit"`
 	FeatureFlags                   map[string]bool   `toml:"feature_flags,omitempty" json:"feature_flags"`
 	Labels                         map[string]string `toml:"labels,omitempty" json:"labels"`
 	CustomBuildDir                 CustomBuildDir    `toml:"custom_build_dir,omitempty" json:"custom_build_dir"`
@@ -87,7 +88,7 @@ type CacheConfig struct {
 	Type                   string         `toml:"Type,omitempty" json:"Type"`
 	Path                   string         `toml:"Path,omitempty" json:"Path"`
 	Shared                 bool           `toml:"Shared,omitempty" json:"Shared"`
-	MaxUploadedArchiveSize int64          `toml:"MaxUploadedArchiveSize,omitempty" json:"MaxUploadedArchiveSize"`
+	MaxUploadedArchiveSize int64          `toml:"MaxUploadedArchiveSize,omitempty,omitzero" json:"MaxUploadedArchiveSize"`
 	S3                     *CacheS3       `toml:"s3,omitempty" json:"s3"`
 	GCS                    map[string]any `toml:"gcs,omitempty" json:"gcs"`
 	Azure                  map[string]any `toml:"azure,omitempty" json:"azure"`
@@ -115,6 +116,27 @@ type CacheS3 struct {
 // StringOrSlice reads a TOML value written either as one string or as an array of strings
 // (upstream's pull_policy accepts both).
 type StringOrSlice []string
+
+// UnmarshalTOML implements toml.Unmarshaler.
+func (s *StringOrSlice) UnmarshalTOML(data any) error {
+	switch v := data.(type) {
+	case string:
+		*s = StringOrSlice{v}
+	case []any:
+		out := make(StringOrSlice, 0, len(v))
+		for i, item := range v {
+			str, ok := item.(string)
+			if !ok {
+				return fmt.Errorf("element %d is %s, want a string", i, describeTOML(item))
+			}
+			out = append(out, str)
+		}
+		*s = out
+	default:
+		return fmt.Errorf("want a string or an array of strings, got %s", describeTOML(data))
+	}
+	return nil
+}
 
 // DockerService is one [[runners.docker.services]] entry.
 type DockerService struct {
@@ -150,7 +172,7 @@ type DockerConfig struct {
 	MemorySwap                  string              `toml:"memory_swap,omitempty" json:"memory_swap"`
 	MemoryReservation           string              `toml:"memory_reservation,omitempty" json:"memory_reservation"`
 	CPUs                        string              `toml:"cpus,omitempty" json:"cpus"`
-	CPUShares                   int64               `toml:"cpu_shares,omitempty" json:"cpu_shares"`
+	CPUShares                   int64               `toml:"cpu_shares,omitempty,omitzero" json:"cpu_shares"`
 	CPUSetCPUs                  string              `toml:"cpuset_cpus,omitempty" json:"cpuset_cpus"`
 	CPUSetMems                  string              `toml:"cpuset_mems,omitempty" json:"cpuset_mems"`
 	CgroupParent                string              `toml:"cgroup_parent,omitempty" json:"cgroup_parent"`
@@ -158,14 +180,14 @@ type DockerConfig struct {
 	ServiceMemorySwap           string              `toml:"service_memory_swap,omitempty" json:"service_memory_swap"`
 	ServiceMemoryReservation    string              `toml:"service_memory_reservation,omitempty" json:"service_memory_reservation"`
 	ServiceCPUs                 string              `toml:"service_cpus,omitempty" json:"service_cpus"`
-	ServiceCPUShares            int64               `toml:"service_cpu_shares,omitempty" json:"service_cpu_shares"`
+	ServiceCPUShares            int64               `toml:"service_cpu_shares,omitempty,omitzero" json:"service_cpu_shares"`
 	ServiceCPUSetCPUs           string              `toml:"service_cpuset_cpus,omitempty" json:"service_cpuset_cpus"`
 	ServiceGPUs                 string              `toml:"service_gpus,omitempty" json:"service_gpus"`
 	ServiceCgroupParent         string              `toml:"service_cgroup_parent,omitempty" json:"service_cgroup_parent"`
 	ServiceSlotCgroupTemplate   string              `toml:"service_slot_cgroup_template,omitempty" json:"service_slot_cgroup_template"`
-	ShmSize                     int64               `toml:"shm_size,omitempty" json:"shm_size"`
+	ShmSize                     int64               `toml:"shm_size,omitempty,omitzero" json:"shm_size"`
 	NetworkMode                 string              `toml:"network_mode,omitempty" json:"network_mode"`
-	NetworkMTU                  int                 `toml:"network_mtu,omitempty" json:"network_mtu"`
+	NetworkMTU                  int                 `toml:"network_mtu,omitempty,omitzero" json:"network_mtu"`
 	EnableIPv6                  bool                `toml:"enable_ipv6,omitempty" json:"enable_ipv6"`
 	DNS                         []string            `toml:"dns,omitempty" json:"dns"`
 	DNSSearch                   []string            `toml:"dns_search,omitempty" json:"dns_search"`
@@ -188,13 +210,13 @@ type DockerConfig struct {
 	Sysctls                     map[string]string   `toml:"sysctls,omitempty" json:"sysctls"`
 	Ulimit                      map[string]string   `toml:"ulimit,omitempty" json:"ulimit"`
 	OomKillDisable              bool                `toml:"oom_kill_disable,omitempty" json:"oom_kill_disable"`
-	OomScoreAdjust              int                 `toml:"oom_score_adjust,omitempty" json:"oom_score_adjust"`
+	OomScoreAdjust              int                 `toml:"oom_score_adjust,omitempty,omitzero" json:"oom_score_adjust"`
 	User                        string              `toml:"user,omitempty" json:"user"`
 	AllowedUsers                []string            `toml:"allowed_users,omitempty" json:"allowed_users"`
 	HelperImage                 string              `toml:"helper_image,omitempty" json:"helper_image"`
 	HelperImageFlavor           string              `toml:"helper_image_flavor,omitempty" json:"helper_image_flavor"`
 	HelperImageAutosetArchAndOS bool                `toml:"helper_image_autoset_arch_and_os,omitempty" json:"helper_image_autoset_arch_and_os"`
-	WaitForServicesTimeout      int                 `toml:"wait_for_services_timeout,omitempty" json:"wait_for_services_timeout"`
+	WaitForServicesTimeout      int                 `toml:"wait_for_services_timeout,omitempty,omitzero" json:"wait_for_services_timeout"`
 	ServicesLimit               *int                `toml:"services_limit,omitempty" json:"services_limit"`
 	DisableEntrypointOverwrite  bool                `toml:"disable_entrypoint_overwrite,omitempty" json:"disable_entrypoint_overwrite"`
 	ContainerLabels             map[string]string   `toml:"container_labels,omitempty" json:"container_labels"`
@@ -207,17 +229,17 @@ type DockerConfig struct {
 // AutoscalerConfig is [runners.autoscaler].
 type AutoscalerConfig struct {
 	Plugin                       string                   `toml:"plugin" json:"plugin"`
-	CapacityPerInstance          int                      `toml:"capacity_per_instance,omitempty" json:"capacity_per_instance"`
-	MaxUseCount                  int                      `toml:"max_use_count,omitempty" json:"max_use_count"`
-	MaxInstances                 int                      `toml:"max_instances,omitempty" json:"max_instances"`
+	CapacityPerInstance          int                      `toml:"capacity_per_instance,omitempty,omitzero" json:"capacity_per_instance"`
+	MaxUseCount                  int                      `toml:"max_use_count,omitempty,omitzero" json:"max_use_count"`
+	MaxInstances                 int                      `toml:"max_instances,omitempty,omitzero" json:"max_instances"`
 	InstanceReadyCommand         string                   `toml:"instance_ready_command,omitempty" json:"instance_ready_command"`
-	InstanceAcquireTimeout       time.Duration            `toml:"instance_acquire_timeout,omitempty" json:"instance_acquire_timeout"`
-	UpdateInterval               time.Duration            `toml:"update_interval,omitempty" json:"update_interval"`
-	UpdateIntervalWhenExpecting  time.Duration            `toml:"update_interval_when_expecting,omitempty" json:"update_interval_when_expecting"`
-	DeletionRetryInterval        time.Duration            `toml:"deletion_retry_interval,omitempty" json:"deletion_retry_interval"`
-	ShutdownDeletionInterval     time.Duration            `toml:"shutdown_deletion_interval,omitempty" json:"shutdown_deletion_interval"`
-	ShutdownDeletionRetries      int                      `toml:"shutdown_deletion_retries,omitempty" json:"shutdown_deletion_retries"`
-	FailureThreshold             int                      `toml:"failure_threshold,omitempty" json:"failure_threshold"`
+	InstanceAcquireTimeout       time.Duration            `toml:"instance_acquire_timeout,omitempty,omitzero" json:"instance_acquire_timeout"`
+	UpdateInterval               time.Duration            `toml:"update_interval,omitempty,omitzero" json:"update_interval"`
+	UpdateIntervalWhenExpecting  time.Duration            `toml:"update_interval_when_expecting,omitempty,omitzero" json:"update_interval_when_expecting"`
+	DeletionRetryInterval        time.Duration            `toml:"deletion_retry_interval,omitempty,omitzero" json:"deletion_retry_interval"`
+	ShutdownDeletionInterval     time.Duration            `toml:"shutdown_deletion_interval,omitempty,omitzero" json:"shutdown_deletion_interval"`
+	ShutdownDeletionRetries      int                      `toml:"shutdown_deletion_retries,omitempty,omitzero" json:"shutdown_deletion_retries"`
+	FailureThreshold             int                      `toml:"failure_threshold,omitempty,omitzero" json:"failure_threshold"`
 	DeleteInstancesOnShutdown    bool                     `toml:"delete_instances_on_shutdown,omitempty" json:"delete_instances_on_shutdown"`
 	LogInternalIP                bool                     `toml:"log_internal_ip,omitempty" json:"log_internal_ip"`
 	LogExternalIP                bool                     `toml:"log_external_ip,omitempty" json:"log_external_ip"`
@@ -245,13 +267,13 @@ type ConnectorConfig struct {
 	OS                   string        `toml:"os,omitempty" json:"os"`
 	Arch                 string        `toml:"arch,omitempty" json:"arch"`
 	Protocol             string        `toml:"protocol,omitempty" json:"protocol"`
-	ProtocolPort         int           `toml:"protocol_port,omitempty" json:"protocol_port"`
+	ProtocolPort         int           `toml:"protocol_port,omitempty,omitzero" json:"protocol_port"`
 	Username             string        `toml:"username,omitempty" json:"username"`
 	Password             string        `toml:"password,omitempty" json:"-"`
 	KeyPath              string        `toml:"key_path,omitempty" json:"key_path"`
 	UseStaticCredentials bool          `toml:"use_static_credentials,omitempty" json:"use_static_credentials"`
-	Keepalive            time.Duration `toml:"keepalive,omitempty" json:"keepalive"`
-	Timeout              time.Duration `toml:"timeout,omitempty" json:"timeout"`
+	Keepalive            time.Duration `toml:"keepalive,omitempty,omitzero" json:"keepalive"`
+	Timeout              time.Duration `toml:"timeout,omitempty,omitzero" json:"timeout"`
 	UseExternalAddr      bool          `toml:"use_external_addr,omitempty" json:"use_external_addr"`
 }
 
@@ -259,10 +281,10 @@ type ConnectorConfig struct {
 type AutoscalerPolicyConfig struct {
 	Periods          []string      `toml:"periods,omitempty" json:"periods"`
 	Timezone         string        `toml:"timezone,omitempty" json:"timezone"`
-	IdleCount        int           `toml:"idle_count,omitempty" json:"idle_count"`
-	IdleTime         time.Duration `toml:"idle_time,omitempty" json:"idle_time"`
-	ScaleFactor      float64       `toml:"scale_factor,omitempty" json:"scale_factor"`
-	ScaleFactorLimit int           `toml:"scale_factor_limit,omitempty" json:"scale_factor_limit"`
+	IdleCount        int           `toml:"idle_count,omitempty,omitzero" json:"idle_count"`
+	IdleTime         time.Duration `toml:"idle_time,omitempty,omitzero" json:"idle_time"`
+	ScaleFactor      float64       `toml:"scale_factor,omitempty,omitzero" json:"scale_factor"`
+	ScaleFactorLimit int           `toml:"scale_factor_limit,omitempty,omitzero" json:"scale_factor_limit"`
 	PreemptiveMode   *bool         `toml:"preemptive_mode,omitempty" json:"preemptive_mode"`
 }
 
@@ -276,6 +298,6 @@ type StateStorage struct {
 
 // ScaleThrottle is [runners.autoscaler.scale_throttle]: a token bucket on instance creation.
 type ScaleThrottle struct {
-	Limit int `toml:"limit,omitempty" json:"limit"`
-	Burst int `toml:"burst,omitempty" json:"burst"`
+	Limit int `toml:"limit,omitempty,omitzero" json:"limit"`
+	Burst int `toml:"burst,omitempty,omitzero" json:"burst"`
 }
