@@ -1,0 +1,62 @@
+package gitlabsim
+
+import (
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+func (s *Server) routeTrace(mux *http.ServeMux) {
+	mux.HandleFunc("PATCH /api/v4/jobs/{id}/trace", s.patchTrace)
+}
+
+// patchTrace is PATCH /jobs/:id/trace (spec §1.9): strictly append-only. Only the start of
+// Content-Range counts; the end is start plus the body length, whatever the header says.
+func (s *Server) patchTrace(w http.ResponseWriter, r *http.Request) {
+	id, ok := jobID(w, r)
+	if !ok {
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 16<<20))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "400 Bad request - cannot read the body: "+err.Error())
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j := s.jobAuthLocked(w, id, jobToken(r, ""))
+	if j == nil {
+		return
+	}
+	cr := r.Header.Get("Content-Range")
+	if cr == "" {
+		writeError(w, http.StatusBadRequest, "400 Missing header Content-Range")
+		return
+	}
+	startText, _, _ := strings.Cut(cr, "-")
+	start, err := strconv.ParseInt(strings.TrimSpace(startText), 10, 64)
+	if err != nil || start < 0 {
+		writeError(w, http.StatusBadRequest, "400 Bad request - Content-Range must be <start>-<end>")
+		return
+	}
+	size := int64(len(j.trace))
+	if start != size || s.takeFault(&s.faults.rangeMismatch416) {
+		w.Header().Set("Range", "0-"+strconv.FormatInt(size, 10))
+		writeError(w, http.StatusRequestedRangeNotSatisfiable, "416 Range Not Satisfiable")
+		return
+	}
+	if limit := s.opts.TraceSizeLimit; limit > 0 && start+int64(len(body)) > limit {
+		j.failureReason = "trace_size_exceeded"
+		s.finishJobLocked(j, StatusFailed)
+		w.Header().Set("Job-Status", j.status)
+		writeError(w, http.StatusForbidden, "403 Forbidden - trace size exceeded")
+		return
+	}
+	j.trace = append(j.trace, body...)
+	s.notifyLocked()
+	w.Header().Set("Job-Status", j.status)
+	w.Header().Set("Range", "0-"+strconv.Itoa(len(j.trace)))
+	w.Header().Set("X-GitLab-Trace-Update-Interval", strconv.Itoa(s.opts.TraceUpdateInterval))
+	w.WriteHeader(http.StatusAccepted)
+}
