@@ -47,7 +47,9 @@ type ConnectorConfig struct {
 	Username     string `json:"username"`
 	Password     string `json:"password"`
 	// Key is a PEM private key.
-	Key                  []byte        `json:"key"`
+	Key []byte `json:"key"`
+	// KeyPath names a PEM private key file, read by the connector when Key is empty.
+	KeyPath              string        `json:"key_path"`
 	UseStaticCredentials bool          `json:"use_static_credentials"`
 	Keepalive            time.Duration `json:"keepalive"`
 	Timeout              time.Duration `json:"timeout"`

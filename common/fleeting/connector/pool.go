@@ -1,0 +1,230 @@
+package connector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+
+	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
+)
+
+// ConnectInfoFunc fetches an instance's ConnectInfo; a fleeting.InstanceGroup's ConnectInfo method fits.
+// The pool calls it only when it has to dial, so credentials that cost something to make (an EC2
+// Instance Connect push) are made once per connection, not once per job.
+type ConnectInfoFunc func(ctx context.Context, instance string) (fleeting.ConnectInfo, error)
+
+// Pool hands out one shared SSH connection per instance, counting its users. A lost connection is
+// replaced on the next Get; idle connections stay open (kept alive) until Evict or Close.
+type Pool struct {
+	cfg  Config
+	info ConnectInfoFunc
+
+	mu      sync.Mutex
+	entries map[string]*entry
+	closed  bool
+}
+
+type entry struct {
+	ready  chan struct{} // closed once the dial finished
+	client *Client
+	err    error
+	refs   int
+}
+
+// NewPool makes a pool. cfg.HostKeys is shared by every connection it opens.
+func NewPool(cfg Config, info ConnectInfoFunc) *Pool {
+	// Fixed here rather than per dial, so that every connection shares them.
+	if cfg.HostKeys == nil {
+		cfg.HostKeys = &MemoryHostKeys{}
+	}
+	if cfg.Log == nil {
+		cfg.Log = discardLogger()
+	}
+	return &Pool{cfg: cfg, info: info, entries: map[string]*entry{}}
+}
+
+// ErrPoolClosed is returned by Get after Close.
+var ErrPoolClosed = errors.New("connection pool closed")
+
+// Get returns a lease on the instance's connection, dialing it if there is none or the last one died.
+// Concurrent callers share one dial. Release the lease when done.
+func (p *Pool) Get(ctx context.Context, instance string) (*Lease, error) {
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, ErrPoolClosed
+		}
+		e := p.entries[instance]
+		if e != nil {
+			select {
+			case <-e.ready:
+				if e.err == nil && e.client.alive() {
+					e.refs++
+					p.mu.Unlock()
+					return &Lease{pool: p, instance: instance, e: e}, nil
+				}
+				// Dead or failed: replace it below. Holders of the old client keep their reference
+				// and see its error.
+				e = nil
+			default:
+			}
+		}
+		if e != nil {
+			p.mu.Unlock()
+			select {
+			case <-e.ready:
+				// Whoever dialed may have been cancelled; try again with our own context.
+				if e.err != nil && ctx.Err() == nil && isContextErr(e.err) {
+					continue
+				}
+				if e.err != nil {
+					return nil, e.err
+				}
+				continue
+			case <-ctx.Done():
+				return nil, fmt.Errorf("connect to instance %s: %w", instance, ctx.Err())
+			}
+		}
+		e = &entry{ready: make(chan struct{})}
+		p.entries[instance] = e
+		p.mu.Unlock()
+
+		e.client, e.err = p.dial(ctx, instance)
+
+		p.mu.Lock()
+		if e.err != nil {
+			if p.entries[instance] == e {
+				delete(p.entries, instance)
+			}
+			close(e.ready)
+			p.mu.Unlock()
+			return nil, e.err
+		}
+		if p.closed || p.entries[instance] != e { // closed or evicted while dialing
+			close(e.ready)
+			p.mu.Unlock()
+			_ = e.client.Close()
+			if p.closed {
+				return nil, ErrPoolClosed
+			}
+			return nil, fmt.Errorf("connect to instance %s: evicted while connecting", instance)
+		}
+		e.refs++
+		close(e.ready)
+		p.mu.Unlock()
+		return &Lease{pool: p, instance: instance, e: e}, nil
+	}
+}
+
+func isContextErr(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+func (p *Pool) dial(ctx context.Context, instance string) (*Client, error) {
+	info, err := p.info(ctx, instance)
+	if err != nil {
+		return nil, fmt.Errorf("get connect info of instance %s: %w", instance, err)
+	}
+	if info.ID == "" {
+		info.ID = instance
+	}
+	p.cfg.Log.WithField("instance", instance).Debug("dialing instance")
+	return Dial(ctx, info, p.cfg)
+}
+
+// Run runs command on the instance over its pooled connection (see Client.Run), e.g. the
+// instance_ready_command.
+func (p *Pool) Run(ctx context.Context, instance, command string) ([]byte, int, error) {
+	l, err := p.Get(ctx, instance)
+	if err != nil {
+		return nil, -1, err
+	}
+	defer l.Release()
+	return l.Client().Run(ctx, command)
+}
+
+// Refs is how many leases on the instance's current connection are outstanding.
+func (p *Pool) Refs(instance string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e := p.entries[instance]; e != nil {
+		return e.refs
+	}
+	return 0
+}
+
+// Evict closes the instance's connection (its current users see it fail) and forgets it, e.g. when the
+// instance is removed or found unhealthy.
+func (p *Pool) Evict(instance string) {
+	p.mu.Lock()
+	e := p.entries[instance]
+	delete(p.entries, instance)
+	p.mu.Unlock()
+	if e != nil {
+		closeWhenReady(e)
+	}
+}
+
+// Close closes every connection; later Gets fail with ErrPoolClosed.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	entries := p.entries
+	p.entries = map[string]*entry{}
+	p.mu.Unlock()
+	for _, e := range entries {
+		closeWhenReady(e)
+	}
+	return nil
+}
+
+// closeWhenReady closes an entry's client; one still dialing is closed by its dialer, which sees the
+// entry gone.
+func closeWhenReady(e *entry) {
+	select {
+	case <-e.ready:
+		if e.client != nil {
+			_ = e.client.Close()
+		}
+	default:
+	}
+}
+
+func (p *Pool) release(instance string, e *entry) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e.refs--
+	if e.refs == 0 && !e.client.alive() && p.entries[instance] == e {
+		delete(p.entries, instance)
+	}
+}
+
+// Lease is one user's hold on a pooled connection.
+type Lease struct {
+	pool     *Pool
+	instance string
+	e        *entry
+	once     sync.Once
+}
+
+// Client is the shared connection; do not Close it (Release the lease instead).
+func (l *Lease) Client() *Client { return l.e.client }
+
+// Done is closed when the connection is lost.
+func (l *Lease) Done() <-chan struct{} { return l.e.client.Done() }
+
+// DialDocker opens a stream to the instance's Docker Engine (see Client.DialDocker).
+func (l *Lease) DialDocker(ctx context.Context) (net.Conn, error) { return l.e.client.DialDocker(ctx) }
+
+// Run runs a command on the instance (see Client.Run).
+func (l *Lease) Run(ctx context.Context, command string) ([]byte, int, error) {
+	return l.e.client.Run(ctx, command)
+}
+
+// Release gives the lease back; calling it again does nothing.
+func (l *Lease) Release() {
+	l.once.Do(func() { l.pool.release(l.instance, l.e) })
+}

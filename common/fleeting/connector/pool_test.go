@@ -1,0 +1,158 @@
+package connector_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
+	"gitlab.com/fleetrunner/fleetrunner/common/fleeting/connector"
+)
+
+// infoFunc serves the rig's ConnectInfo and counts the calls.
+func infoFunc(r *rig, calls *atomic.Int32) connector.ConnectInfoFunc {
+	return func(_ context.Context, id string) (fleeting.ConnectInfo, error) {
+		calls.Add(1)
+		if id != r.info.ID {
+			return fleeting.ConnectInfo{}, fmt.Errorf("no instance %q", id)
+		}
+		return r.info, nil
+	}
+}
+
+func TestPoolSharesOneConnection(t *testing.T) {
+	r := startRig(t, "i-pool")
+	var calls atomic.Int32
+	p := connector.NewPool(connector.Config{}, infoFunc(r, &calls))
+	defer p.Close()
+
+	const users = 8
+	leases := make([]*connector.Lease, users)
+	var wg sync.WaitGroup
+	errs := make(chan error, users)
+	for i := range users {
+		wg.Go(func() {
+			l, err := p.Get(t.Context(), "i-pool")
+			if err != nil {
+				errs <- err
+				return
+			}
+			leases[i] = l
+			if out, code, err := l.Run(t.Context(), "echo shared"); err != nil || code != 0 || string(out) != "shared\n" {
+				errs <- fmt.Errorf("Run = %q, %d, %v", out, code, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for i, l := range leases {
+		if l.Client() != leases[0].Client() {
+			t.Errorf("lease %d has its own connection; want one shared by all", i)
+		}
+	}
+	if got := calls.Load(); got != 1 {
+		t.Errorf("ConnectInfo called %d times, want once (one dial)", got)
+	}
+	if got := p.Refs("i-pool"); got != users {
+		t.Errorf("Refs = %d, want %d", got, users)
+	}
+	for _, l := range leases {
+		l.Release()
+		l.Release() // a second Release is a no-op
+	}
+	if got := p.Refs("i-pool"); got != 0 {
+		t.Errorf("Refs after release = %d, want 0", got)
+	}
+	// The idle connection is kept for the next job.
+	l, err := p.Get(t.Context(), "i-pool")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	if l.Client() != leases[0].Client() || calls.Load() != 1 {
+		t.Errorf("Get after release dialed again; want the idle connection reused")
+	}
+}
+
+func TestPoolReconnectsEvictsAndCloses(t *testing.T) {
+	r := startRig(t, "i-re")
+	var calls atomic.Int32
+	p := connector.NewPool(connector.Config{}, infoFunc(r, &calls))
+
+	l1, err := p.Get(t.Context(), "i-re")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The instance dies and comes back (same address and host key): the holder sees the loss, the next
+	// Get dials afresh.
+	if err := r.sshd.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-l1.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("lease on a killed instance not told")
+	}
+	r.start(t)
+	l2, err := p.Get(t.Context(), "i-re")
+	if err != nil {
+		t.Fatalf("Get after the instance came back: %v", err)
+	}
+	if l2.Client() == l1.Client() {
+		t.Fatal("Get handed out the dead connection")
+	}
+	if _, code, err := l2.Run(t.Context(), "true"); err != nil || code != 0 {
+		t.Errorf("Run on the new connection = %d, %v", code, err)
+	}
+	l1.Release()
+
+	p.Evict("i-re")
+	select {
+	case <-l2.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Evict left the connection open")
+	}
+	l2.Release()
+	if got := p.Refs("i-re"); got != 0 {
+		t.Errorf("Refs after Evict = %d", got)
+	}
+
+	if _, err := p.Get(t.Context(), "i-unknown"); err == nil {
+		t.Errorf("Get of an unknown instance succeeded")
+	}
+	l3, err := p.Get(t.Context(), "i-re")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	<-l3.Done()
+	if _, err := p.Get(t.Context(), "i-re"); !errors.Is(err, connector.ErrPoolClosed) {
+		t.Errorf("Get after Close = %v, want ErrPoolClosed", err)
+	}
+	if _, _, err := p.Run(t.Context(), "i-re", "true"); !errors.Is(err, connector.ErrPoolClosed) {
+		t.Errorf("Run after Close = %v, want ErrPoolClosed", err)
+	}
+}
+
+func TestPoolRun(t *testing.T) {
+	r := startRig(t, "i-run")
+	var calls atomic.Int32
+	p := connector.NewPool(connector.Config{}, infoFunc(r, &calls))
+	defer p.Close()
+	out, code, err := p.Run(t.Context(), "i-run", "echo ready; exit 1")
+	if err != nil || code != 1 || string(out) != "ready\n" {
+		t.Errorf("Run = %q, %d, %v; want \"ready\\n\", 1, nil", out, code, err)
+	}
+	if got := p.Refs("i-run"); got != 0 {
+		t.Errorf("Refs after Run = %d, want 0", got)
+	}
+}

@@ -1,0 +1,168 @@
+// Package state keeps the taskscaler's memory across a restart: which instances it owns, how often each
+// was used, what callers pinned on them (host keys), and which jobs were in flight. The file store writes
+// atomically (temp file, fsync, rename) with mode 0600, so a crash leaves either the old or the new file.
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gitlab.com/fleetrunner/fleetrunner/common/config"
+	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
+)
+
+// Version is the format version written to new files.
+const Version = 1
+
+// Instance is one instance the taskscaler owned when the snapshot was taken.
+type Instance struct {
+	ID string `json:"id"`
+	// State is the taskscaler's own state name (creating, readying, ready, draining, remove, removing).
+	State    string `json:"state"`
+	UseCount int    `json:"use_count"`
+	// ConnectInfo is kept for the operator's benefit with its credentials (key, password) removed;
+	// a restarted taskscaler asks the plugin again.
+	ConnectInfo *fleeting.ConnectInfo `json:"connect_info,omitempty"`
+	// Data is opaque per-caller data, e.g. the SSH connector's pinned host key.
+	Data      map[string][]byte `json:"data,omitempty"`
+	CreatedAt time.Time         `json:"created_at"`
+	ReadyAt   time.Time         `json:"ready_at,omitzero"`
+	IdleSince time.Time         `json:"idle_since,omitzero"`
+}
+
+// Job is a job that was in flight: reserved, waiting for a slot, or running on an instance.
+type Job struct {
+	Key   string `json:"key"`
+	JobID int64  `json:"job_id"`
+	// InstanceID is where it ran; empty if it was still waiting for a slot.
+	InstanceID string `json:"instance_id,omitempty"`
+	// Data is the caller's opaque blob (what it needs to report the job failed).
+	Data  []byte    `json:"data,omitempty"`
+	Since time.Time `json:"since"`
+}
+
+// Snapshot is the whole persisted state.
+type Snapshot struct {
+	Version   int        `json:"version"`
+	SavedAt   time.Time  `json:"saved_at"`
+	Instances []Instance `json:"instances"`
+	Jobs      []Job      `json:"jobs"`
+}
+
+// Store loads and saves snapshots.
+type Store interface {
+	// Load returns the saved snapshot, or nil and no error when nothing was saved yet.
+	Load() (*Snapshot, error)
+	Save(*Snapshot) error
+}
+
+// File stores the snapshot as one JSON file.
+type File struct {
+	Path string
+}
+
+// NewFile returns a store writing to path.
+func NewFile(path string) *File { return &File{Path: path} }
+
+// Load implements Store.
+func (f *File) Load() (*Snapshot, error) {
+	b, err := os.ReadFile(f.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read taskscaler state %s: %w", f.Path, err)
+	}
+	var s Snapshot
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("taskscaler state %s is corrupt (move it aside to start without it; instances it listed will then be removed as unknown): %w", f.Path, err)
+	}
+	if s.Version > Version {
+		return nil, fmt.Errorf("taskscaler state %s has format version %d, this build reads up to %d", f.Path, s.Version, Version)
+	}
+	return &s, nil
+}
+
+// Save implements Store: the file is replaced atomically and readable by its owner only.
+func (f *File) Save(s *Snapshot) error {
+	cp := *s
+	cp.Version = Version
+	cp.Instances = make([]Instance, len(s.Instances))
+	for i, in := range s.Instances {
+		if in.ConnectInfo != nil {
+			ci := *in.ConnectInfo
+			ci.Key, ci.Password = nil, ""
+			in.ConnectInfo = &ci
+		}
+		cp.Instances[i] = in
+	}
+	b, err := json.MarshalIndent(&cp, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode taskscaler state: %w", err)
+	}
+	dir := filepath.Dir(f.Path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create taskscaler state directory %s: %w", dir, err)
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(f.Path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write taskscaler state in %s: %w", dir, err)
+	}
+	defer os.Remove(tmp.Name()) // a no-op once renamed
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write taskscaler state %s: %w", tmp.Name(), err)
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write taskscaler state %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("sync taskscaler state %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write taskscaler state %s: %w", tmp.Name(), err)
+	}
+	if err := os.Rename(tmp.Name(), f.Path); err != nil {
+		return fmt.Errorf("replace taskscaler state %s: %w", f.Path, err)
+	}
+	// The rename is durable only once the directory entry is on disk.
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// Path returns where one runner's state file lives and whether state storage is on. It is on unless
+// state_storage.enabled is explicitly false. The directory is state_storage.dir, or ".taskscaler" beside
+// config.toml, with one subdirectory per runner named after the token's short form.
+func Path(ss config.StateStorage, configDir, token string) (string, bool) {
+	if ss.Enabled != nil && !*ss.Enabled {
+		return "", false
+	}
+	dir := ss.Dir
+	if dir == "" {
+		dir = filepath.Join(configDir, ".taskscaler")
+	}
+	return filepath.Join(dir, shortToken(token), "state.json"), true
+}
+
+// shortToken is the part of a runner token upstream shows in its UI and logs.
+func shortToken(token string) string {
+	t := strings.TrimPrefix(token, "glrt-")
+	if len(t) > 8 {
+		t = t[:8]
+	}
+	if t == "" {
+		return "runner"
+	}
+	return t
+}
