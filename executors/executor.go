@@ -111,3 +111,21 @@ type NoReservation struct{}
 
 // Unreserve implements Reservation.
 func (NoReservation) Unreserve() {}
+
+// RecoveredJob is a job that was in flight when a previous manager process stopped. It never resumes;
+// the manager reports it failed (runner_system_failure) to GitLab at once.
+type RecoveredJob struct {
+	ID    int64
+	Token string
+	// URL is the GitLab URL the job came from.
+	URL string
+	// Instance names where it ran, for the log line.
+	Instance string
+	// Done tells the provider the job was reported, so it is not reported again after another restart.
+	Done func()
+}
+
+// Recoverer is implemented by providers that keep state across restarts (docker-autoscaler).
+type Recoverer interface {
+	RecoveredJobs() []RecoveredJob
+}
