@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+
+	"gitlab.com/fleetrunner/fleetrunner/executors/docker/helper/archive"
+	"gitlab.com/fleetrunner/fleetrunner/executors/docker/helper/artifacts"
+	"gitlab.com/fleetrunner/fleetrunner/executors/docker/helper/cache"
+	"gitlab.com/fleetrunner/fleetrunner/executors/docker/helper/gitsource"
+)
+
+func runGetSources(ctx context.Context, args []string, out io.Writer) error {
+	fs := newFlags("get-sources")
+	var o gitsource.Options
+	var refspecs stringList
+	var strategy, submodules string
+	fs.StringVar(&o.Dir, "dir", "", "build directory")
+	fs.StringVar(&o.RepoURL, "repo-url", "", "repository URL, with the job token as user info")
+	fs.StringVar(&o.SHA, "sha", "", "commit to check out")
+	fs.StringVar(&o.Ref, "ref", "", "branch or tag name")
+	fs.StringVar(&o.RefType, "ref-type", "branch", "branch or tag")
+	fs.IntVar(&o.Depth, "depth", 0, "fetch depth, 0 for full history")
+	fs.Var(&refspecs, "refspec", "refspec to fetch (repeatable)")
+	fs.StringVar(&strategy, "strategy", "fetch", "clone, fetch, none or empty")
+	fs.BoolVar(&o.Checkout, "checkout", true, "check out the commit")
+	fs.StringVar(&submodules, "submodules", "none", "none, normal or recursive")
+	if err := parse(fs, args, map[string]*string{"dir": &o.Dir}); err != nil {
+		return err
+	}
+	o.RefSpecs = refspecs
+	o.Strategy = gitsource.Strategy(strategy)
+	o.Submodules = gitsource.Submodules(submodules)
+	o.Out = out
+	return gitsource.Get(ctx, o)
+}
+
+func runCacheExtract(_ context.Context, args []string, out io.Writer) error {
+	fs := newFlags("cache-extract")
+	var dir string
+	var files stringList
+	fs.StringVar(&dir, "dir", "", "project directory")
+	fs.Var(&files, "file", "cache archive; the first that exists is used (repeatable)")
+	if err := parse(fs, args, map[string]*string{"dir": &dir}); err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return errors.New("missing --file")
+	}
+	_, err := cache.Extract(dir, files, out)
+	return err
+}
+
+func runCacheArchive(_ context.Context, args []string, out io.Writer) error {
+	fs := newFlags("cache-archive")
+	var dir, file string
+	var sel archive.Selection
+	var paths stringList
+	fs.StringVar(&dir, "dir", "", "project directory")
+	fs.StringVar(&file, "file", "", "cache archive to write")
+	fs.Var(&paths, "path", "path or glob relative to the project directory (repeatable)")
+	fs.BoolVar(&sel.Untracked, "untracked", false, "add files git does not track")
+	if err := parse(fs, args, map[string]*string{"dir": &dir, "file": &file}); err != nil {
+		return err
+	}
+	sel.Paths = paths
+	return cache.Archive(dir, file, sel, out)
+}
+
+// jobFlags are the flags both artifacts commands share.
+func jobFlags(fs *flag.FlagSet, c *artifacts.Client, id, dir *string) {
+	fs.StringVar(&c.URL, "url", "", "GitLab URL (CI_SERVER_URL)")
+	fs.StringVar(id, "id", "", "job ID")
+	fs.StringVar(&c.Token, "token", "", "job token")
+	fs.StringVar(dir, "dir", "", "project directory")
+}
+
+func jobID(s string) (int64, error) {
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, fmt.Errorf("--id %q is not a job ID", s)
+	}
+	return id, nil
+}
+
+func runArtifactsDownload(ctx context.Context, args []string, out io.Writer) error {
+	fs := newFlags("artifacts-download")
+	c := &artifacts.Client{Out: out}
+	var id, dir string
+	jobFlags(fs, c, &id, &dir)
+	if err := parse(fs, args, map[string]*string{"url": &c.URL, "id": &id, "token": &c.Token, "dir": &dir}); err != nil {
+		return err
+	}
+	n, err := jobID(id)
+	if err != nil {
+		return err
+	}
+	return c.Download(ctx, n, dir)
+}
+
+func runArtifactsUpload(ctx context.Context, args []string, out io.Writer) error {
+	fs := newFlags("artifacts-upload")
+	c := &artifacts.Client{Out: out}
+	var id, dir, format string
+	var o artifacts.UploadOptions
+	var paths, exclude stringList
+	jobFlags(fs, c, &id, &dir)
+	fs.StringVar(&o.Name, "name", "", "artifact name (base of the uploaded file name)")
+	fs.Var(&paths, "path", "path or glob relative to the project directory (repeatable)")
+	fs.Var(&exclude, "exclude", "glob of paths to leave out (repeatable)")
+	fs.BoolVar(&o.Selection.Untracked, "untracked", false, "add files git does not track")
+	fs.StringVar(&o.ExpireIn, "expire-in", "", "expiry, e.g. \"1 week\"")
+	fs.StringVar(&o.Type, "type", "archive", "artifact type: archive, junit, ...")
+	fs.StringVar(&format, "format", "zip", "zip, gzip or raw")
+	if err := parse(fs, args, map[string]*string{"url": &c.URL, "id": &id, "token": &c.Token, "dir": &dir}); err != nil {
+		return err
+	}
+	n, err := jobID(id)
+	if err != nil {
+		return err
+	}
+	if o.Format, err = archive.ParseFormat(format); err != nil {
+		return err
+	}
+	o.Selection.Paths, o.Selection.Exclude = paths, exclude
+	return c.Upload(ctx, n, dir, o)
+}

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestRun(t *testing.T) {
+	project := t.TempDir()
+	if err := os.WriteFile(filepath.Join(project, "keep.txt"), []byte("k"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cacheFile := filepath.Join(t.TempDir(), "c", "cache.zip")
+	restored := t.TempDir()
+	const secret = "glcbt-secretTOKEN"
+	tests := []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantStdout string
+		wantStderr string
+	}{
+		{"no command", nil, 2, "", "usage: fleetrunner-helper COMMAND"},
+		{"unknown command", []string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
+		{"version", []string{"version"}, 0, "fleetrunner-helper ", ""},
+		{"missing flags", []string{"artifacts-upload", "--dir", project}, 1, "", "missing --id, --token, --url"},
+		{"unknown flag", []string{"cache-extract", "--bogus"}, 1, "", "flag provided but not defined: -bogus"},
+		{"stray argument", []string{"cache-archive", "--dir", project, "--file", cacheFile, "extra"}, 1, "", `unexpected argument "extra"`},
+		{"cache archive", []string{"cache-archive", "--dir", project, "--file", cacheFile, "--path", "*.txt"}, 0, "Created cache", ""},
+		{"cache extract fallback", []string{"cache-extract", "--dir", restored, "--file", cacheFile + ".nope", "--file", cacheFile}, 0, "Successfully extracted cache", ""},
+		{"cache extract cold", []string{"cache-extract", "--dir", restored, "--file", cacheFile + ".nope"}, 0, "No cache found", ""},
+		{"upload outside refused", []string{"artifacts-upload", "--url", "http://127.0.0.1:1", "--id", "5", "--token", secret,
+			"--dir", project, "--path", "../../etc/passwd"}, 1, "", `fleetrunner-helper artifacts-upload: path "../../etc/passwd" resolves outside`},
+		{"bad format", []string{"artifacts-upload", "--url", "http://127.0.0.1:1", "--id", "5", "--token", secret,
+			"--dir", project, "--format", "tar"}, 1, "", `artifact format "tar"`},
+		{"bad job id", []string{"artifacts-download", "--url", "http://127.0.0.1:1", "--id", "x", "--token", secret, "--dir", project}, 1, "", `--id "x" is not a job ID`},
+		{"get-sources masks token", []string{"get-sources", "--dir", filepath.Join(t.TempDir(), "b"), "--repo-url",
+			"http://gitlab-ci-token:" + secret + "@127.0.0.1:1/g/p.git", "--sha", strings.Repeat("a", 40), "--ref", "main", "--strategy", "clone"},
+			1, "", "fleetrunner-helper get-sources: list refs of http://127.0.0.1:1/g/p.git"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(t.Context(), tc.args, &stdout, &stderr)
+			if code != tc.wantCode {
+				t.Errorf("exit %d, want %d; stderr %q", code, tc.wantCode, stderr.String())
+			}
+			if !strings.Contains(stdout.String(), tc.wantStdout) || !strings.Contains(stderr.String(), tc.wantStderr) {
+				t.Errorf("stdout %q, stderr %q; want %q, %q", stdout.String(), stderr.String(), tc.wantStdout, tc.wantStderr)
+			}
+			if strings.Contains(stdout.String()+stderr.String(), secret) {
+				t.Error("the token reached the output")
+			}
+			if code == 1 && strings.Count(stderr.String(), "\n") != 1 {
+				t.Errorf("failure is not one line: %q", stderr.String())
+			}
+		})
+	}
+	if b, err := os.ReadFile(filepath.Join(restored, "keep.txt")); err != nil || string(b) != "k" {
+		t.Errorf("restored keep.txt = %q, %v", b, err)
+	}
+}
