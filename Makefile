@@ -9,6 +9,9 @@ TEST_TIMEOUT ?= 15m
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/fleetrunner ./cmd/fleetrunner
+	# The helper binary travels with the manager, one per engine architecture (executors/docker/helperimage).
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/fleetrunner-helper-linux-amd64 ./cmd/fleetrunner-helper
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/fleetrunner-helper-linux-arm64 ./cmd/fleetrunner-helper
 
 test:
 	$(GO) vet ./...
