@@ -1,0 +1,240 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/volume"
+	"github.com/docker/docker/pkg/stdcopy"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+)
+
+// containerSpec is one container a stage runs to completion.
+type containerSpec struct {
+	role     string // LabelRole value
+	stage    string // part of the container name
+	name     string // full container name; r.name(stage) when empty
+	config   *container.Config
+	host     *container.HostConfig
+	net      *network.NetworkingConfig
+	platform *ocispec.Platform
+	// stdin, when set, is written to the container's stdin, which is then closed.
+	stdin string
+	// output receives stdout and stderr; nil discards.
+	output io.Writer
+}
+
+// created remembers what a job made on the engine, for cleanup.
+type created struct {
+	mu         sync.Mutex
+	containers []string
+	networks   []string
+	volumes    []string
+}
+
+func (c *created) add(list *[]string, id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	*list = append(*list, id)
+}
+
+var nameUnsafe = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)
+
+// name gives a container, network or volume a readable, unique name.
+func (r *run) name(kind string) string {
+	r.created.mu.Lock()
+	r.seq++
+	n := r.seq
+	r.created.mu.Unlock()
+	s := fmt.Sprintf("fleetrunner-%s-job-%d-%s-%s-%d", r.short, r.j.ID, r.uid, kind, n)
+	return nameUnsafe.ReplaceAllString(s, "_")
+}
+
+func (r *run) labels(role string) map[string]string {
+	l := make(map[string]string, len(r.baseLabels)+1)
+	for k, v := range r.baseLabels {
+		l[k] = v
+	}
+	l[LabelRole] = role
+	return l
+}
+
+// createContainer creates (does not start) a container and records it for cleanup.
+func (r *run) createContainer(ctx context.Context, s containerSpec) (string, error) {
+	s.config.Labels = r.labels(s.role)
+	if s.host == nil {
+		s.host = &container.HostConfig{}
+	}
+	if s.name == "" {
+		s.name = r.name(s.stage)
+	}
+	resp, err := r.cli.ContainerCreate(ctx, s.config, s.host, s.net, s.platform, s.name)
+	if err != nil {
+		return "", fmt.Errorf("create %s container: %w", s.stage, err)
+	}
+	r.created.add(&r.created.containers, resp.ID)
+	for _, w := range resp.Warnings {
+		r.logger.WithField("container", resp.ID).Warn(w)
+	}
+	return resp.ID, nil
+}
+
+// runContainer runs s to completion and returns its exit code. When ctx ends first the container is
+// killed at once and the context's cause is returned.
+func (r *run) runContainer(ctx context.Context, s containerSpec) (int, error) {
+	s.config.AttachStdout, s.config.AttachStderr = true, true
+	if s.stdin != "" {
+		s.config.AttachStdin, s.config.OpenStdin, s.config.StdinOnce = true, true, true
+	}
+	id, err := r.createContainer(ctx, s)
+	if err != nil {
+		return -1, err
+	}
+	att, err := r.cli.ContainerAttach(ctx, id, container.AttachOptions{Stream: true, Stdin: s.stdin != "", Stdout: true, Stderr: true})
+	if err != nil {
+		return -1, fmt.Errorf("attach to %s container: %w", s.stage, err)
+	}
+	defer att.Close()
+	// Wait must be registered before start, or a fast container's exit could be missed.
+	waitCtx, stopWait := context.WithCancel(ctx)
+	defer stopWait()
+	waitC, errC := r.cli.ContainerWait(waitCtx, id, container.WaitConditionNextExit)
+	if err := r.cli.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
+		return -1, fmt.Errorf("start %s container: %w", s.stage, err)
+	}
+	out := s.output
+	if out == nil {
+		out = io.Discard
+	}
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		_, _ = stdcopy.StdCopy(out, out, att.Reader)
+	}()
+	if s.stdin != "" {
+		go func() {
+			_, _ = io.WriteString(att.Conn, s.stdin)
+			_ = att.CloseWrite()
+		}()
+	}
+	select {
+	case w := <-waitC:
+		// The attach stream ends when the container exits; give the last bytes a moment to arrive.
+		select {
+		case <-copied:
+		case <-time.After(5 * time.Second):
+			att.Close()
+			<-copied
+		}
+		if w.Error != nil && w.Error.Message != "" {
+			return -1, fmt.Errorf("wait for %s container: %s", s.stage, w.Error.Message)
+		}
+		return int(w.StatusCode), nil
+	case err := <-errC:
+		r.kill(ctx, id)
+		att.Close()
+		<-copied
+		if ctx.Err() != nil {
+			return -1, context.Cause(ctx)
+		}
+		return -1, fmt.Errorf("wait for %s container: %w", s.stage, err)
+	}
+}
+
+// kill stops a container at once, on a context of its own: the stage's may already be cancelled.
+func (r *run) kill(parent context.Context, id string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), killTimeout)
+	defer cancel()
+	if err := r.cli.ContainerKill(ctx, id, "KILL"); err != nil && !strings.Contains(err.Error(), "is not running") {
+		r.logger.WithError(err).WithField("container", id).Debug("kill container")
+	}
+}
+
+// cleanup removes every container, network and volume of the job (tracked ones, plus any found by the
+// job's build label), on a fresh context bounded by CleanupTimeout.
+func (r *run) cleanup(parent context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), CleanupTimeout)
+	defer cancel()
+	start := time.Now()
+	byLabel := filters.NewArgs(filters.Arg("label", LabelBuild+"="+r.uid))
+
+	r.created.mu.Lock()
+	containers := append([]string{}, r.created.containers...)
+	networks := append([]string{}, r.created.networks...)
+	volumes := append([]string{}, r.created.volumes...)
+	r.created.mu.Unlock()
+	if list, err := r.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: byLabel}); err == nil {
+		for _, c := range list {
+			containers = appendNew(containers, c.ID)
+		}
+	}
+	var errs []error
+	var mu sync.Mutex
+	fail := func(err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+	}
+	var g errgroup.Group
+	g.SetLimit(8)
+	for _, id := range containers {
+		g.Go(func() error {
+			if err := r.cli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !cerrdefs.IsNotFound(err) {
+				fail(fmt.Errorf("remove container %s: %w", shortID(id), err))
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+
+	if list, err := r.cli.NetworkList(ctx, network.ListOptions{Filters: byLabel}); err == nil {
+		for _, n := range list {
+			networks = appendNew(networks, n.ID)
+		}
+	}
+	for _, id := range networks {
+		if err := r.cli.NetworkRemove(ctx, id); err != nil && !cerrdefs.IsNotFound(err) {
+			fail(fmt.Errorf("remove network %s: %w", shortID(id), err))
+		}
+	}
+	if list, err := r.cli.VolumeList(ctx, volume.ListOptions{Filters: byLabel}); err == nil {
+		for _, v := range list.Volumes {
+			volumes = appendNew(volumes, v.Name)
+		}
+	}
+	for _, name := range volumes {
+		if err := r.cli.VolumeRemove(ctx, name, true); err != nil && !cerrdefs.IsNotFound(err) {
+			fail(fmt.Errorf("remove volume %s: %w", name, err))
+		}
+	}
+	log := r.logger.WithField("duration", time.Since(start).Round(time.Millisecond))
+	if err := errors.Join(errs...); err != nil {
+		log.WithError(err).Warn("job cleanup left resources on the engine; they carry the label " + LabelBuild + "=" + r.uid)
+		return
+	}
+	log.Debug("job cleanup done")
+}
+
+func appendNew(list []string, id string) []string {
+	for _, x := range list {
+		if x == id {
+			return list
+		}
+	}
+	return append(list, id)
+}
+
+func shortID(id string) string {
+	return id[:min(12, len(id))]
+}

@@ -1,0 +1,372 @@
+package docker
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"path"
+	"strconv"
+	"strings"
+
+	"github.com/docker/docker/api/types/container"
+
+	"gitlab.com/fleetrunner/fleetrunner/common/job"
+)
+
+// helperEnvAllowed says which job variables reach the helper container: git and transfer settings and
+// proxies, never secrets (the helper gets its tokens as arguments).
+func helperEnvAllowed(v job.Variable) bool {
+	if v.Masked || v.File || !varName.MatchString(v.Key) {
+		return false
+	}
+	k := strings.ToUpper(v.Key)
+	switch k {
+	case "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ARTIFACT_COMPRESSION_LEVEL", "CACHE_COMPRESSION_LEVEL", "TRANSFER_METER_FREQUENCY":
+		return true
+	}
+	return strings.HasPrefix(k, "GIT_") || strings.HasPrefix(k, "FF_")
+}
+
+// helper runs one fleetrunner-helper subcommand in a helper container sharing the build volume.
+func (r *run) helper(ctx context.Context, stage string, args []string) error {
+	var env []string
+	for _, v := range r.vars {
+		if helperEnvAllowed(v) {
+			env = append(env, v.Key+"="+v.Value)
+		}
+	}
+	binds := []string{r.buildVolume + ":" + r.buildsDir}
+	if r.cacheBind != "" {
+		binds = append(binds, r.cacheBind)
+	}
+	hc := &container.HostConfig{
+		Binds:       binds,
+		NetworkMode: r.networkMode(),
+		DNS:         r.dc.DNS,
+		DNSSearch:   r.dc.DNSSearch,
+		ExtraHosts:  r.dc.ExtraHosts,
+		LogConfig:   logConfig(r.dc.LogOptions),
+	}
+	cfg := &container.Config{Image: r.helperImage, Cmd: args, Env: env}
+	code, err := r.runContainer(ctx, containerSpec{role: "helper", stage: stage, config: cfg, host: hc, output: r.log})
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return &job.BuildError{Reason: job.ScriptFailure, Err: fmt.Errorf("%s failed (helper exit code %d)", args[0], code)}
+	}
+	return nil
+}
+
+func (r *run) gitStrategy() string {
+	switch s := r.vars.Get("GIT_STRATEGY"); s {
+	case "clone", "fetch", "none", "empty":
+		return s
+	}
+	if r.j.AllowGitFetch {
+		return "fetch"
+	}
+	return "clone"
+}
+
+// repoURL is git_info.repo_url, moved to [[runners]] clone_url's scheme and host when that is set.
+func (r *run) repoURL() string {
+	repo := r.j.GitInfo.RepoURL
+	if r.rc.CloneURL == "" {
+		return repo
+	}
+	u, err := url.Parse(repo)
+	c, err2 := url.Parse(r.rc.CloneURL)
+	if err != nil || err2 != nil {
+		return repo
+	}
+	u.Scheme, u.Host = c.Scheme, c.Host
+	u.Path = strings.TrimRight(c.Path, "/") + u.Path
+	return u.String()
+}
+
+func (r *run) hookScript(name string) []string {
+	for _, h := range r.j.Hooks {
+		if h.Name == name {
+			return h.Script
+		}
+	}
+	return nil
+}
+
+func (r *run) getSources(ctx context.Context) error {
+	pre := append(append(configScript(r.rc.PreGetSourcesScript), configScript(r.rc.PreCloneScript)...), r.hookScript("pre_get_sources_script")...)
+	post := append(append(r.hookScript("post_get_sources_script"), configScript(r.rc.PostCloneScript)...), configScript(r.rc.PostGetSourcesScript)...)
+	strategy := r.gitStrategy()
+	return r.section("get_sources", "Getting source from Git repository", func() error {
+		if len(pre) > 0 {
+			if err := r.shellStage(ctx, "pre-get-sources", scriptOptions{dir: r.buildsDir, commands: pre, trace: true}); err != nil {
+				return err
+			}
+		}
+		if strategy == "none" {
+			r.log.Infof("Skipping Git repository setup (GIT_STRATEGY=none)")
+		} else {
+			gi := r.j.GitInfo
+			refType := gi.RefType
+			if refType == "" {
+				refType = "branch"
+			}
+			depth := gi.Depth
+			if d := r.vars.Get("GIT_DEPTH"); d != "" {
+				if n, err := strconv.Atoi(d); err == nil {
+					depth = n
+				}
+			}
+			checkout := "true"
+			if v := r.vars.Get("GIT_CHECKOUT"); v == "false" {
+				checkout = "false"
+			}
+			submodules := r.vars.Get("GIT_SUBMODULE_STRATEGY")
+			if submodules == "" {
+				submodules = "none"
+			}
+			args := []string{"get-sources", "--dir", r.projectDir, "--repo-url", r.repoURL(), "--sha", gi.Sha,
+				"--ref", gi.Ref, "--ref-type", refType, "--depth", strconv.Itoa(depth), "--strategy", strategy,
+				"--checkout=" + checkout, "--submodules", submodules}
+			for _, rs := range gi.Refspecs {
+				args = append(args, "--refspec", rs)
+			}
+			if err := r.helper(ctx, "get-sources", args); err != nil {
+				return err
+			}
+		}
+		if len(post) > 0 {
+			return r.shellStage(ctx, "post-get-sources", scriptOptions{dir: r.projectDir, commands: post, trace: true})
+		}
+		return nil
+	})
+}
+
+// cacheFile is where a cache key's archive lives in the cache volume; "" for a key that would escape it.
+func (r *run) cacheFile(key string) string {
+	key = r.vars.Expand(key)
+	if key == "" {
+		key = "default"
+	}
+	clean := path.Clean(key)
+	if path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") || clean == "." {
+		return ""
+	}
+	return path.Join(r.cacheDir, clean, "cache.zip")
+}
+
+func cacheWhen(c job.Cache, succeeded bool) bool {
+	switch c.When {
+	case job.WhenAlways:
+		return true
+	case job.WhenOnFailure:
+		return !succeeded
+	}
+	return succeeded
+}
+
+func (r *run) restoreCache(ctx context.Context) error {
+	var todo []job.Cache
+	for _, c := range r.j.Cache {
+		if c.Policy != job.CachePolicyPush {
+			todo = append(todo, c)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	return r.section("restore_cache", "Restoring cache", func() error {
+		if r.cacheBind == "" {
+			r.log.Warnf("Cache is disabled for this runner (disable_cache); not restoring")
+			return nil
+		}
+		for _, c := range todo {
+			args := []string{"cache-extract", "--dir", r.projectDir}
+			keys := append(append([]string{c.Key}, c.FallbackKeys...), r.vars.Get("CACHE_FALLBACK_KEY"))
+			for _, k := range keys {
+				if k == "" && len(args) > 3 {
+					continue
+				}
+				if f := r.cacheFile(k); f != "" {
+					args = append(args, "--file", f)
+				} else {
+					r.log.Warnf("Cache key %q is not a valid path; skipping it", k)
+				}
+			}
+			if len(args) == 3 {
+				continue
+			}
+			r.log.Infof("Checking cache for %s...", r.vars.Expand(c.Key))
+			if err := r.helper(ctx, "cache-extract", args); err != nil {
+				// A cache that cannot be restored is not a job failure, as upstream.
+				if ctx.Err() != nil {
+					return err
+				}
+				r.log.Warnf("Failed to extract cache: %v", err)
+			}
+		}
+		return nil
+	})
+}
+
+func (r *run) archiveCache(ctx context.Context, succeeded bool) error {
+	var todo []job.Cache
+	for _, c := range r.j.Cache {
+		if c.Policy != job.CachePolicyPull && cacheWhen(c, succeeded) {
+			todo = append(todo, c)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	name, header := "archive_cache", "Saving cache for successful job"
+	if !succeeded {
+		name, header = "archive_cache_on_failure", "Saving cache for failed job"
+	}
+	return r.section(name, header, func() error {
+		if r.cacheBind == "" {
+			r.log.Warnf("Cache is disabled for this runner (disable_cache); not saving")
+			return nil
+		}
+		for _, c := range todo {
+			f := r.cacheFile(c.Key)
+			if f == "" {
+				r.log.Warnf("Cache key %q is not a valid path; not saving", c.Key)
+				continue
+			}
+			args := []string{"cache-archive", "--dir", r.projectDir, "--file", f}
+			for _, p := range c.Paths {
+				args = append(args, "--path", r.vars.Expand(p))
+			}
+			if c.Untracked {
+				args = append(args, "--untracked")
+			}
+			r.log.Infof("Creating cache %s...", r.vars.Expand(c.Key))
+			if err := r.helper(ctx, "cache-archive", args); err != nil {
+				if ctx.Err() != nil {
+					return err
+				}
+				r.log.Warnf("Failed to create cache: %v", err)
+			}
+		}
+		return nil
+	})
+}
+
+// dependencies are the dependency jobs that have an archive to download.
+func (r *run) dependencies() []job.Dependency {
+	var out []job.Dependency
+	for _, d := range r.j.Dependencies {
+		if d.ArtifactsFile != nil && d.ArtifactsFile.Filename != "" {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func (r *run) downloadArtifacts(ctx context.Context) error {
+	deps := r.dependencies()
+	if len(deps) == 0 {
+		return nil
+	}
+	return r.section("download_artifacts", "Downloading artifacts", func() error {
+		for _, d := range deps {
+			r.log.Infof("Downloading artifacts for %s (%d)...", d.Name, d.ID)
+			token := d.Token
+			if token == "" {
+				token = r.j.Token
+			}
+			if err := r.helper(ctx, "artifacts-download", []string{"artifacts-download", "--url", r.rc.URL,
+				"--id", strconv.FormatInt(d.ID, 10), "--token", token, "--dir", r.projectDir}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// artifactPath checks that an artifacts path stays inside the project directory and returns it
+// relative to it.
+func (r *run) artifactPath(p string) (string, error) {
+	p = r.vars.Expand(p)
+	if path.IsAbs(p) {
+		rel := strings.TrimPrefix(path.Clean(p), r.projectDir)
+		if rel == path.Clean(p) || (rel != "" && rel[0] != '/') {
+			return "", configErr("artifacts path %q is outside the project directory %s", p, r.projectDir)
+		}
+		p = strings.TrimPrefix(rel, "/")
+		if p == "" {
+			p = "."
+		}
+	}
+	if c := path.Clean(p); c == ".." || strings.HasPrefix(c, "../") {
+		return "", configErr("artifacts path %q is outside the project directory %s", p, r.projectDir)
+	}
+	return p, nil
+}
+
+func (r *run) checkArtifactPaths() error {
+	for _, a := range r.j.Artifacts {
+		for _, p := range a.Paths {
+			if _, err := r.artifactPath(p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (r *run) uploadArtifacts(ctx context.Context, succeeded bool) error {
+	var todo []job.Artifact
+	for _, a := range r.j.Artifacts {
+		if (len(a.Paths) > 0 || a.Untracked) && cacheWhen(job.Cache{When: a.When}, succeeded) {
+			todo = append(todo, a)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	name, header := "upload_artifacts_on_success", "Uploading artifacts for successful job"
+	if !succeeded {
+		name, header = "upload_artifacts_on_failure", "Uploading artifacts for failed job"
+	}
+	return r.section(name, header, func() error {
+		for _, a := range todo {
+			typ, format := a.ArtifactType, a.ArtifactFormat
+			if typ == "" {
+				typ = "archive"
+			}
+			if format == "" {
+				format = "zip"
+			}
+			artName := r.vars.Expand(a.Name)
+			if artName == "" {
+				artName = "artifacts"
+			}
+			args := []string{"artifacts-upload", "--url", r.rc.URL, "--id", strconv.FormatInt(r.j.ID, 10), "--token", r.j.Token,
+				"--dir", r.projectDir, "--name", artName, "--type", typ, "--format", format}
+			if a.ExpireIn != "" {
+				args = append(args, "--expire-in", a.ExpireIn)
+			}
+			for _, p := range a.Paths {
+				rel, err := r.artifactPath(p)
+				if err != nil {
+					return err
+				}
+				args = append(args, "--path", rel)
+			}
+			for _, e := range a.Exclude {
+				args = append(args, "--exclude", r.vars.Expand(e))
+			}
+			if a.Untracked {
+				args = append(args, "--untracked")
+			}
+			r.log.Infof("Uploading artifacts (%s)...", typ)
+			if err := r.helper(ctx, "artifacts-upload", args); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
