@@ -1,0 +1,14 @@
+package main
+
+import (
+	"gitlab.com/fleetrunner/fleetrunner/common/config"
+	"gitlab.com/fleetrunner/fleetrunner/executors"
+	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
+)
+
+// executorRegistry lists the executors this build runs, by config.toml `executor` name.
+func executorRegistry() executors.Registry {
+	return executors.Registry{
+		config.ExecutorDocker: docker.NewProvider,
+	}
+}

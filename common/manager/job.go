@@ -1,0 +1,120 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"gitlab.com/fleetrunner/fleetrunner/common/gitlab"
+	"gitlab.com/fleetrunner/fleetrunner/common/job"
+	"gitlab.com/fleetrunner/fleetrunner/common/trace"
+	"gitlab.com/fleetrunner/fleetrunner/common/version"
+	"gitlab.com/fleetrunner/fleetrunner/executors"
+)
+
+// runJob runs one job GitLab handed out and reports its final state. decodeErr is set when the payload
+// was malformed: the job is then failed with runner_system_failure without reaching the executor.
+func (w *worker) runJob(client *gitlab.Client, res executors.Reservation, j *job.Job, decodeErr error) {
+	rc := w.settings()
+	log := w.log.WithFields(logrus.Fields{"job": j.ID, "project": j.JobInfo.ProjectID})
+	log.WithField("job_name", j.JobInfo.Name).Info("job received")
+
+	tr := trace.New(client, gitlab.JobCredentials{ID: j.ID, Token: j.Token}, trace.Options{
+		MaskPhrases:   j.Variables.MaskedValues(),
+		TokenPrefixes: j.Features.TokenMaskPrefixes,
+		OutputLimit:   int(rc.GetOutputLimit()),
+		Logger:        log,
+	})
+	tr.Start()
+	tr.Infof("Running with fleetrunner %s (%s)", version.Version, version.Rev())
+	tr.Infof("  on %s %s, system ID: %s", rc.Name, ShortToken(rc.Token), w.m.opts.SystemID)
+
+	if decodeErr != nil {
+		res.Unreserve()
+		log.WithError(decodeErr).Error("GitLab sent a job payload that cannot be read; failing the job")
+		tr.Errorf("Job failed (system failure): the job payload from GitLab could not be read: %v", decodeErr)
+		w.finish(log, tr, gitlab.JobFailed, job.RunnerSystemFailure, 0)
+		return
+	}
+
+	timeout := time.Duration(j.TimeoutSeconds()) * time.Second
+	ctx, cancel := context.WithTimeout(w.m.abortCtx, timeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-tr.Aborted():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+
+	started := time.Now()
+	err := w.execute(ctx, res, &executors.Build{
+		Job:       j,
+		Runner:    rc,
+		Log:       tr,
+		Logger:    log,
+		Canceling: tr.Canceling(),
+		SystemID:  w.m.opts.SystemID,
+	})
+	log = log.WithField("duration_s", time.Since(started).Seconds())
+
+	if err == nil {
+		log.Info("job succeeded")
+		tr.Infof("Job succeeded")
+		w.finish(log, tr, gitlab.JobSuccess, "", 0)
+		return
+	}
+	reason, exitCode := job.Failure(err)
+	switch {
+	case isClosed(tr.Aborted()):
+		reason = job.JobCanceled
+		log.Warn("job aborted: GitLab no longer runs it (canceled or failed on the server)")
+	case w.m.abortCtx.Err() != nil:
+		reason = job.RunnerSystemFailure
+		tr.Errorf("Job failed (system failure): aborted: the runner is shutting down")
+		log.Warn("job aborted: the runner is shutting down")
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		reason = job.JobExecutionTimeout
+		tr.Errorf("Job failed: execution took longer than %s", timeout)
+		log.Warn("job timed out")
+	case reason == job.RunnerSystemFailure:
+		tr.Errorf("Job failed (system failure): %v", err)
+		log.WithError(err).Error("job failed (system failure)")
+	default:
+		tr.Errorf("Job failed: %v", err)
+		log.WithError(err).WithField("exit_code", exitCode).Info("job failed")
+	}
+	w.finish(log, tr, gitlab.JobFailed, j.ReasonFor(reason), exitCode)
+}
+
+// execute runs the job on the provider; a panicking executor fails its job, not the process.
+func (w *worker) execute(ctx context.Context, res executors.Reservation, b *executors.Build) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("executor crashed: %v", p)
+		}
+	}()
+	return w.provider.Run(ctx, res, b)
+}
+
+// finish sends the rest of the log and the final state.
+func (w *worker) finish(log logrus.FieldLogger, tr *trace.Trace, state gitlab.JobState, reason job.FailureReason, exitCode int) {
+	if err := tr.Finish(w.m.finishCtx, state, reason, exitCode); err != nil {
+		log.WithError(err).Warn("could not report the job's final state to GitLab")
+		return
+	}
+	log.WithFields(logrus.Fields{"state": state, "failure_reason": reason, "exit_code": exitCode}).Debug("job reported")
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}

@@ -1,0 +1,314 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"reflect"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"gitlab.com/fleetrunner/fleetrunner/common/config"
+	"gitlab.com/fleetrunner/fleetrunner/common/gitlab"
+	"gitlab.com/fleetrunner/fleetrunner/executors"
+)
+
+// worker asks GitLab for jobs for one [[runners]] entry and runs them.
+type worker struct {
+	m        *Manager
+	token    string
+	provider executors.Provider
+	log      logrus.FieldLogger
+
+	// pollCtx ends the worker's polling: the runner left the configuration or the manager stops.
+	pollCtx     context.Context
+	stopPolling context.CancelFunc
+	// active counts this worker's loop, requests and jobs, for draining a removed runner.
+	active sync.WaitGroup
+	// kick wakes the loop: a request or job ended, a job arrived, the settings changed.
+	kick chan struct{}
+
+	mu          sync.Mutex
+	global      *config.Config
+	cfg         *config.RunnerConfig
+	client      *gitlab.Client
+	clientKey   clientKey
+	inflight    int // job requests in flight
+	running     int // jobs running
+	nextPoll    time.Time
+	unhealthy   int // consecutive unhealthy request results
+	pausedUntil time.Time
+}
+
+// clientKey are the settings a GitLab client is built from; a change needs a new client.
+type clientKey struct {
+	url, ca, cert, key, executor, shell string
+}
+
+func keyOf(rc *config.RunnerConfig) clientKey {
+	return clientKey{rc.URL, rc.TLSCAFile, rc.TLSCertFile, rc.TLSKeyFile, rc.Executor, rc.Shell}
+}
+
+func newWorker(m *Manager, global *config.Config, rc *config.RunnerConfig, p executors.Provider) (*worker, error) {
+	w := &worker{
+		m:        m,
+		token:    rc.Token,
+		provider: p,
+		log:      m.log.WithFields(logrus.Fields{"runner": ShortToken(rc.Token), "runner_name": rc.Name}),
+		kick:     make(chan struct{}, 1),
+		global:   global,
+		cfg:      rc,
+	}
+	client, err := w.newClient(rc)
+	if err != nil {
+		return nil, err
+	}
+	w.client, w.clientKey = client, keyOf(rc)
+	w.pollCtx, w.stopPolling = context.WithCancel(m.pollCtx)
+	w.active.Add(1)
+	return w, nil
+}
+
+func (w *worker) newClient(rc *config.RunnerConfig) (*gitlab.Client, error) {
+	c, err := gitlab.NewClient(w.log, gitlab.ClientConfig{
+		URL:         rc.URL,
+		TLSCAFile:   rc.TLSCAFile,
+		TLSCertFile: rc.TLSCertFile,
+		TLSKeyFile:  rc.TLSKeyFile,
+		Info:        gitlab.NewVersionInfo(rc.Executor, rc.Shell, w.provider.Features()),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("runner %q: %w", rc.Name, err)
+	}
+	return c, nil
+}
+
+// update applies a reloaded entry; the next request uses it.
+func (w *worker) update(global *config.Config, rc *config.RunnerConfig) {
+	w.mu.Lock()
+	if autoscalerChanged(w.cfg.Autoscaler, rc.Autoscaler) {
+		w.log.Warn("[runners.autoscaler] settings other than the policy changed; restart fleetrunner to apply them")
+	}
+	w.global, w.cfg = global, rc
+	if k := keyOf(rc); k != w.clientKey {
+		if c, err := w.newClient(rc); err != nil {
+			w.log.WithError(err).Error("cannot apply the new GitLab connection settings; keeping the old ones")
+		} else {
+			w.client, w.clientKey = c, k
+		}
+	}
+	w.mu.Unlock()
+	w.wake()
+}
+
+// autoscalerChanged reports a change of autoscaler settings the running provider keeps until a
+// restart; the policy list is left out, as the provider may apply it on its own.
+func autoscalerChanged(old, cur *config.AutoscalerConfig) bool {
+	if old == nil || cur == nil {
+		return (old == nil) != (cur == nil)
+	}
+	a, b := *old, *cur
+	a.Policy, b.Policy = nil, nil
+	return !reflect.DeepEqual(a, b)
+}
+
+// retire stops asking for jobs; requests in flight and running jobs go on.
+func (w *worker) retire() {
+	w.log.Info("runner left the configuration: no new jobs are requested for it; running jobs continue")
+	w.stopPolling()
+	w.sync()
+}
+
+// sync waits for a fill in progress, so that after polling was stopped no request starts.
+func (w *worker) sync() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+}
+
+// wait returns when the worker's loop, requests and jobs have ended.
+func (w *worker) wait() { w.active.Wait() }
+
+func (w *worker) wake() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+// track counts a goroutine of this worker in both wait groups; done undoes it.
+func (w *worker) track() {
+	w.m.active.Add(1)
+	w.active.Add(1)
+}
+
+func (w *worker) done() {
+	w.active.Done()
+	w.m.active.Done()
+}
+
+// loop starts job requests whenever the runner is due and has room, until the worker ends.
+func (w *worker) loop() {
+	defer w.done()
+	for {
+		changed := w.m.slots.changed()
+		wait := w.fill()
+		var timer *time.Timer
+		var fire <-chan time.Time
+		if wait > 0 {
+			timer = time.NewTimer(wait)
+			fire = timer.C
+		}
+		select {
+		case <-w.pollCtx.Done():
+		case <-w.kick:
+		case <-changed:
+		case <-fire:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if w.pollCtx.Err() != nil {
+			return
+		}
+	}
+}
+
+// fill starts as many job requests as request_concurrency, limit and the global concurrent slots allow
+// when the runner is due. It returns how long to sleep before the next poll, or 0 to wait for an event
+// (a free slot, a finished request or job).
+func (w *worker) fill() time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.pollCtx.Err() != nil {
+		return 0
+	}
+	now := time.Now()
+	if now.Before(w.pausedUntil) {
+		return w.pausedUntil.Sub(now)
+	}
+	if now.Before(w.nextPoll) {
+		return w.nextPoll.Sub(now)
+	}
+	reqs := w.cfg.GetRequestConcurrency()
+	limit := w.cfg.Limit
+	launched := false
+	for w.inflight < reqs && (limit <= 0 || w.inflight+w.running < limit) {
+		if !w.m.slots.tryAcquire() {
+			break
+		}
+		w.inflight++
+		launched = true
+		w.track()
+		go w.request(w.client)
+	}
+	if !launched {
+		return 0
+	}
+	w.nextPoll = now.Add(w.interval())
+	return w.nextPoll.Sub(now)
+}
+
+// interval is check_interval with ±10% jitter, so that many runners do not poll in lockstep.
+func (w *worker) interval() time.Duration {
+	d := w.global.GetCheckInterval()
+	return time.Duration(float64(d) * (0.9 + 0.2*rand.Float64()))
+}
+
+// request reserves executor capacity, asks GitLab for one job and runs it. It holds one global slot.
+// Only a forceful stop cancels it: a job GitLab assigns must reach a runner.
+func (w *worker) request(client *gitlab.Client) {
+	defer w.done()
+	ctx := w.m.abortCtx
+	res, err := w.provider.Reserve(ctx)
+	if err != nil {
+		switch {
+		case errors.Is(err, executors.ErrNoCapacity):
+			w.log.Debug("no free executor capacity; not asking GitLab for a job this round")
+		case ctx.Err() == nil:
+			w.log.WithError(err).Warn("executor could not reserve capacity; not asking GitLab for a job this round")
+		}
+		w.requestEnded(false)
+		return
+	}
+	r := client.RequestJob(ctx, w.token, w.m.opts.SystemID)
+	if r.Job == nil {
+		res.Unreserve()
+		w.logRequestFailure(r)
+	}
+	w.countHealth(r)
+	if r.Job == nil {
+		w.requestEnded(false)
+		return
+	}
+	w.requestEnded(true)
+	defer w.jobEnded()
+	w.runJob(client, res, r.Job, r.Err)
+}
+
+func (w *worker) logRequestFailure(r gitlab.RequestJobResult) {
+	switch {
+	case r.Err == nil:
+		w.log.Debug("no job")
+	case w.m.abortCtx.Err() != nil:
+	case r.Status == http.StatusForbidden:
+		w.log.WithError(r.Err).Error("GitLab refused the runner token; check that the runner still exists (fleetrunner verify)")
+	default:
+		w.log.WithError(r.Err).Warn("job request failed; asking again later")
+	}
+}
+
+// countHealth pauses the runner after unhealthy_requests_limit consecutive unhealthy answers (403,
+// transport errors), for unhealthy_interval.
+func (w *worker) countHealth(r gitlab.RequestJobResult) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if r.Healthy {
+		w.unhealthy = 0
+		return
+	}
+	w.unhealthy++
+	if w.unhealthy < w.cfg.GetUnhealthyRequestsLimit() {
+		return
+	}
+	w.unhealthy = 0
+	pause := w.cfg.GetUnhealthyInterval()
+	w.pausedUntil = time.Now().Add(pause)
+	w.log.WithField("unhealthy_interval", pause).Errorf("runner is unhealthy (%d failed job requests in a row); it asks GitLab again after unhealthy_interval", w.cfg.GetUnhealthyRequestsLimit())
+}
+
+// requestEnded gives the request's slot back, or hands it to the job that came. After a job the runner
+// asks again at once unless strict_check_interval is set.
+func (w *worker) requestEnded(gotJob bool) {
+	w.mu.Lock()
+	w.inflight--
+	if gotJob {
+		w.running++
+		if !w.cfg.StrictCheckInterval {
+			w.nextPoll = time.Time{}
+		}
+	}
+	w.mu.Unlock()
+	if !gotJob {
+		w.m.slots.release()
+	}
+	w.wake()
+}
+
+func (w *worker) jobEnded() {
+	w.mu.Lock()
+	w.running--
+	w.mu.Unlock()
+	w.m.slots.release()
+	w.wake()
+}
+
+// settings returns the current entry, for a job about to start.
+func (w *worker) settings() *config.RunnerConfig {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.cfg
+}
