@@ -129,3 +129,9 @@ type RecoveredJob struct {
 type Recoverer interface {
 	RecoveredJobs() []RecoveredJob
 }
+
+// PolicyUpdater is implemented by providers that apply a reloaded [[runners.autoscaler.policy]] list
+// without a restart.
+type PolicyUpdater interface {
+	UpdatePolicies(runner *config.RunnerConfig) error
+}

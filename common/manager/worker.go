@@ -70,6 +70,7 @@ func newWorker(m *Manager, global *config.Config, rc *config.RunnerConfig, p exe
 	w.client, w.clientKey = client, keyOf(rc)
 	w.pollCtx, w.stopPolling = context.WithCancel(m.pollCtx)
 	w.active.Add(1)
+	go w.reportRecovered(client)
 	return w, nil
 }
 
@@ -94,6 +95,11 @@ func (w *worker) update(global *config.Config, rc *config.RunnerConfig) {
 		w.log.Warn("[runners.autoscaler] settings other than the policy changed; restart fleetrunner to apply them")
 	}
 	w.global, w.cfg = global, rc
+	if pu, ok := w.provider.(executors.PolicyUpdater); ok {
+		if err := pu.UpdatePolicies(rc); err != nil {
+			w.log.WithError(err).Error("cannot apply the reloaded [[runners.autoscaler.policy]] list; keeping the old one")
+		}
+	}
 	if k := keyOf(rc); k != w.clientKey {
 		if c, err := w.newClient(rc); err != nil {
 			w.log.WithError(err).Error("cannot apply the new GitLab connection settings; keeping the old ones")

@@ -1,0 +1,37 @@
+package manager
+
+import (
+	"github.com/sirupsen/logrus"
+
+	"gitlab.com/fleetrunner/fleetrunner/common/gitlab"
+	"gitlab.com/fleetrunner/fleetrunner/common/job"
+	"gitlab.com/fleetrunner/fleetrunner/common/trace"
+	"gitlab.com/fleetrunner/fleetrunner/executors"
+)
+
+// reportRecovered fails, at once, the jobs a previous manager process was running when it stopped, so
+// they don't sit in GitLab until its timeout. Their instances were already dealt with by the provider.
+func (w *worker) reportRecovered(client *gitlab.Client) {
+	rec, ok := w.provider.(executors.Recoverer)
+	if !ok {
+		return
+	}
+	for _, rj := range rec.RecoveredJobs() {
+		log := w.log.WithFields(logrus.Fields{"job": rj.ID, "instance": rj.Instance})
+		tr := trace.New(client, gitlab.JobCredentials{ID: rj.ID, Token: rj.Token}, trace.Options{
+			MaskPhrases: []string{rj.Token},
+			Logger:      log,
+		})
+		tr.Start()
+		tr.Errorf("Job failed (system failure): the runner manager stopped while this job was running on instance %s; the job cannot be resumed, retry it", rj.Instance)
+		if err := tr.Finish(w.m.finishCtx, gitlab.JobFailed, job.RunnerSystemFailure, 0); err != nil {
+			// GitLab may already have dropped the job; it is still forgotten so it is not reported forever.
+			log.WithError(err).Warn("could not report a job interrupted by the previous manager process")
+		} else {
+			log.Warn("reported a job interrupted by the previous manager process as failed")
+		}
+		if rj.Done != nil {
+			rj.Done()
+		}
+	}
+}
