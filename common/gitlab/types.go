@@ -49,9 +49,9 @@ const (
 	UpdateTraceValidationFailed
 	// UpdateNotFound (404): the job is unknown; abort.
 	UpdateNotFound
-	// UpdateAbort (403, Job-Status canceled/failed, transport error): abort the job.
+	// UpdateAbort (403, or Job-Status canceled/failed on anything but a 200 to a final state): abort the job.
 	UpdateAbort
-	// UpdateFailed (other statuses): retry after the update interval.
+	// UpdateFailed (other statuses, transport errors): retry after the update interval.
 	UpdateFailed
 )
 
