@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
+	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/aws"
 	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/local"
 	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/static"
 )
@@ -20,6 +21,7 @@ import (
 // constructors holds every compiled-in plugin by canonical name. A new plugin is one line here; its
 // package must import only common/fleeting.
 var constructors = map[string]func() fleeting.InstanceGroup{
+	"aws":    func() fleeting.InstanceGroup { return &aws.InstanceGroup{} },
 	"local":  func() fleeting.InstanceGroup { return &local.InstanceGroup{} },
 	"static": func() fleeting.InstanceGroup { return &static.InstanceGroup{} },
 }

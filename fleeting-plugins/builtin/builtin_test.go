@@ -43,7 +43,7 @@ func TestNew(t *testing.T) {
 		{"local", "local", &local.InstanceGroup{}, ""},
 		{"fleeting-plugin-static:latest", "static", &static.InstanceGroup{}, ""},
 		{"registry.example.com/fleeting/plugins/local:2.0", "local", &local.InstanceGroup{}, ""},
-		{"hetzner", "hetzner", nil, "available: local, static"},
+		{"hetzner", "hetzner", nil, "available: aws, local, static"},
 		{"", "", nil, "no autoscaler plugin"},
 	}
 	for _, tt := range tests {

@@ -1,0 +1,233 @@
+// Package awsclient narrows aws-sdk-go-v2 to the few Auto Scaling, EC2 and EC2 Instance Connect calls the
+// aws fleeting plugin makes, and turns their answers into plain structs. Paging lives here, so the plugin
+// sees one call per question.
+package awsclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/ec2instanceconnect"
+)
+
+// Client is what the plugin needs from AWS. Every method is one API operation (paged to the end).
+type Client interface {
+	// Group is DescribeAutoScalingGroups for one group, with its instances; ErrGroupNotFound when AWS lists
+	// no such group.
+	Group(ctx context.Context, name string) (Group, error)
+	// Policies is DescribePolicies: the names of the scaling policies attached to the group.
+	Policies(ctx context.Context, group string) ([]string, error)
+	// SetDesiredCapacity sets the group's desired capacity, ignoring its cooldown.
+	SetDesiredCapacity(ctx context.Context, group string, desired int) error
+	// Terminate is TerminateInstanceInAutoScalingGroup with ShouldDecrementDesiredCapacity, so the group
+	// does not replace the instance.
+	Terminate(ctx context.Context, instanceID string) error
+	// Instances is DescribeInstances for these IDs, restricted to instances tagged as members of group.
+	// IDs that do not exist (or belong elsewhere) are simply absent from the result.
+	Instances(ctx context.Context, group string, ids []string) ([]Instance, error)
+	// SendSSHPublicKey pushes an OpenSSH public key for osUser with EC2 Instance Connect (valid 60 s).
+	SendSSHPublicKey(ctx context.Context, instanceID, az, osUser, publicKey string) error
+}
+
+// ErrGroupNotFound is returned by Group when DescribeAutoScalingGroups does not list the group.
+var ErrGroupNotFound = errors.New("auto scaling group not found")
+
+// GroupTag is the tag Auto Scaling puts on every instance it launches, naming its group.
+const GroupTag = "aws:autoscaling:groupName"
+
+// Group is the part of an Auto Scaling group the plugin reads.
+type Group struct {
+	Name                string
+	ARN                 string
+	MinSize, MaxSize    int
+	DesiredCapacity     int
+	ProtectNewInstances bool
+	AvailabilityZones   []string
+	SuspendedProcesses  []string
+	Members             []Member
+}
+
+// Member is one instance as the group sees it.
+type Member struct {
+	ID               string
+	AvailabilityZone string
+	// LifecycleState is the Auto Scaling lifecycle state, e.g. Pending, InService, Terminating:Wait.
+	LifecycleState string
+	// HealthStatus is Healthy or Unhealthy.
+	HealthStatus string
+}
+
+// Instance is the part of an EC2 instance the plugin reads to connect to it.
+type Instance struct {
+	ID               string
+	State            string
+	PrivateIP        string
+	PublicIP         string
+	Architecture     string
+	Platform         string
+	AvailabilityZone string
+}
+
+// API is the subset of the three SDK clients used; the SDK clients satisfy it.
+type API struct {
+	AutoScaling     *autoscaling.Client
+	EC2             *ec2.Client
+	InstanceConnect *ec2instanceconnect.Client
+}
+
+var _ Client = (*API)(nil)
+
+// New builds the three SDK clients from one configuration (region, credentials, retryer, endpoints).
+func New(cfg aws.Config) *API {
+	return &API{
+		AutoScaling:     autoscaling.NewFromConfig(cfg),
+		EC2:             ec2.NewFromConfig(cfg),
+		InstanceConnect: ec2instanceconnect.NewFromConfig(cfg),
+	}
+}
+
+// Group implements Client.
+func (a *API) Group(ctx context.Context, name string) (Group, error) {
+	p := autoscaling.NewDescribeAutoScalingGroupsPaginator(a.AutoScaling, &autoscaling.DescribeAutoScalingGroupsInput{
+		AutoScalingGroupNames: []string{name},
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return Group{}, err
+		}
+		for _, g := range page.AutoScalingGroups {
+			if aws.ToString(g.AutoScalingGroupName) != name {
+				continue
+			}
+			out := Group{
+				Name:                name,
+				ARN:                 aws.ToString(g.AutoScalingGroupARN),
+				MinSize:             int(aws.ToInt32(g.MinSize)),
+				MaxSize:             int(aws.ToInt32(g.MaxSize)),
+				DesiredCapacity:     int(aws.ToInt32(g.DesiredCapacity)),
+				ProtectNewInstances: aws.ToBool(g.NewInstancesProtectedFromScaleIn),
+				AvailabilityZones:   g.AvailabilityZones,
+			}
+			for _, sp := range g.SuspendedProcesses {
+				out.SuspendedProcesses = append(out.SuspendedProcesses, aws.ToString(sp.ProcessName))
+			}
+			for _, i := range g.Instances {
+				out.Members = append(out.Members, Member{
+					ID:               aws.ToString(i.InstanceId),
+					AvailabilityZone: aws.ToString(i.AvailabilityZone),
+					LifecycleState:   string(i.LifecycleState),
+					HealthStatus:     aws.ToString(i.HealthStatus),
+				})
+			}
+			return out, nil
+		}
+	}
+	return Group{}, ErrGroupNotFound
+}
+
+// Policies implements Client.
+func (a *API) Policies(ctx context.Context, group string) ([]string, error) {
+	var names []string
+	p := autoscaling.NewDescribePoliciesPaginator(a.AutoScaling, &autoscaling.DescribePoliciesInput{
+		AutoScalingGroupName: aws.String(group),
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, sp := range page.ScalingPolicies {
+			names = append(names, aws.ToString(sp.PolicyName))
+		}
+	}
+	return names, nil
+}
+
+// SetDesiredCapacity implements Client.
+func (a *API) SetDesiredCapacity(ctx context.Context, group string, desired int) error {
+	_, err := a.AutoScaling.SetDesiredCapacity(ctx, &autoscaling.SetDesiredCapacityInput{
+		AutoScalingGroupName: aws.String(group),
+		DesiredCapacity:      aws.Int32(int32(desired)),
+		HonorCooldown:        aws.Bool(false),
+	})
+	return err
+}
+
+// Terminate implements Client.
+func (a *API) Terminate(ctx context.Context, instanceID string) error {
+	_, err := a.AutoScaling.TerminateInstanceInAutoScalingGroup(ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{
+		InstanceId:                     aws.String(instanceID),
+		ShouldDecrementDesiredCapacity: aws.Bool(true),
+	})
+	return err
+}
+
+// maxFilterValues is EC2's limit on the values of one filter.
+const maxFilterValues = 200
+
+// Instances implements Client. Filters, not InstanceIds, so that one vanished ID does not fail the
+// whole batch with InvalidInstanceID.NotFound.
+func (a *API) Instances(ctx context.Context, group string, ids []string) ([]Instance, error) {
+	var out []Instance
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), maxFilterValues)]
+		ids = ids[len(batch):]
+		p := ec2.NewDescribeInstancesPaginator(a.EC2, &ec2.DescribeInstancesInput{
+			Filters: []ec2types.Filter{
+				{Name: aws.String("instance-id"), Values: batch},
+				{Name: aws.String("tag:" + GroupTag), Values: []string{group}},
+			},
+		})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				return nil, err
+			}
+			for _, r := range page.Reservations {
+				for _, i := range r.Instances {
+					inst := Instance{
+						ID:           aws.ToString(i.InstanceId),
+						PrivateIP:    aws.ToString(i.PrivateIpAddress),
+						PublicIP:     aws.ToString(i.PublicIpAddress),
+						Architecture: string(i.Architecture),
+						Platform:     string(i.Platform),
+					}
+					if i.State != nil {
+						inst.State = string(i.State.Name)
+					}
+					if i.Placement != nil {
+						inst.AvailabilityZone = aws.ToString(i.Placement.AvailabilityZone)
+					}
+					out = append(out, inst)
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// SendSSHPublicKey implements Client.
+func (a *API) SendSSHPublicKey(ctx context.Context, instanceID, az, osUser, publicKey string) error {
+	in := &ec2instanceconnect.SendSSHPublicKeyInput{
+		InstanceId:     aws.String(instanceID),
+		InstanceOSUser: aws.String(osUser),
+		SSHPublicKey:   aws.String(publicKey),
+	}
+	if az != "" {
+		in.AvailabilityZone = aws.String(az)
+	}
+	out, err := a.InstanceConnect.SendSSHPublicKey(ctx, in)
+	if err != nil {
+		return err
+	}
+	if !out.Success {
+		return fmt.Errorf("EC2 Instance Connect did not accept the key (request %s)", aws.ToString(out.RequestId))
+	}
+	return nil
+}

@@ -1,0 +1,186 @@
+package aws
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	asgtypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
+	"gitlab.com/fleetrunner/fleetrunner/common/fleeting/fleetingtest"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
+)
+
+// AMIs from moto's built-in catalogue: Amazon Linux, and Windows Server.
+const (
+	motoLinuxAMI   = "ami-760aaa0f"
+	motoWindowsAMI = "ami-12c6146b"
+)
+
+// moto is a running moto_server (see shared/spec/aws-moto.md). Its instances' addresses (10.x, 172.31.x,
+// 54.x) are never dialed: moto serves API semantics only.
+type moto struct {
+	url string
+}
+
+// startMoto starts moto_server on a free loopback port for this test and stops it afterwards.
+func startMoto(t *testing.T) *moto {
+	t.Helper()
+	bin := testenv.RequireCommand(t, "moto_server", "install moto with its server extras (pip install 'moto[server]')")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", strconv.Itoa(port))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// moto reads AWS_* itself (an endpoint override set by an earlier simulator breaks it).
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "AWS_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start moto_server: %v", err)
+	}
+	t.Cleanup(func() {
+		// moto_server is a Python wrapper; its process group holds the server.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+	})
+	m := &moto{url: "http://127.0.0.1:" + strconv.Itoa(port)}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(m.url + "/moto-api/")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("moto_server on port %d not ready after 30s: %v", port, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	isolateAWS(t, m.url)
+	return m
+}
+
+// reset wipes moto's state between tests.
+func (m *moto) reset(t *testing.T) {
+	t.Helper()
+	resp, err := http.Post(m.url+"/moto-api/reset", "application/json", nil)
+	if err != nil {
+		t.Fatalf("reset moto: %v", err)
+	}
+	_ = resp.Body.Close()
+}
+
+// sdkConfig is a client configuration for moto or awssim: one attempt, because moto answers some
+// errors with HTML 500 pages the SDK would otherwise retry.
+func sdkConfig(t *testing.T) awssdk.Config {
+	t.Helper()
+	cfg, err := config.LoadDefaultConfig(t.Context(), config.WithRegion("us-east-1"), config.WithRetryMaxAttempts(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// createMotoGroup sets up a launch template and a group through the SDK, as deploy/aws's template does.
+func createMotoGroup(ctx context.Context, cfg awssdk.Config, name, ami string, maxSize, desired int) error {
+	ec2c, asg := ec2.NewFromConfig(cfg), autoscaling.NewFromConfig(cfg)
+	if _, err := ec2c.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{
+		LaunchTemplateName: awssdk.String(name),
+		LaunchTemplateData: &ec2types.RequestLaunchTemplateData{ImageId: awssdk.String(ami), InstanceType: ec2types.InstanceTypeT3Micro},
+	}); err != nil {
+		return fmt.Errorf("CreateLaunchTemplate: %w", err)
+	}
+	if _, err := asg.CreateAutoScalingGroup(ctx, &autoscaling.CreateAutoScalingGroupInput{
+		AutoScalingGroupName:             awssdk.String(name),
+		LaunchTemplate:                   &asgtypes.LaunchTemplateSpecification{LaunchTemplateName: awssdk.String(name), Version: awssdk.String("$Latest")},
+		MinSize:                          awssdk.Int32(0),
+		MaxSize:                          awssdk.Int32(int32(maxSize)),
+		DesiredCapacity:                  awssdk.Int32(int32(desired)),
+		AvailabilityZones:                []string{"us-east-1a"},
+		NewInstancesProtectedFromScaleIn: awssdk.Bool(true),
+	}); err != nil {
+		return fmt.Errorf("CreateAutoScalingGroup: %w", err)
+	}
+	if _, err := asg.SuspendProcesses(ctx, &autoscaling.SuspendProcessesInput{
+		AutoScalingGroupName: awssdk.String(name), ScalingProcesses: []string{"AZRebalance"},
+	}); err != nil {
+		return fmt.Errorf("SuspendProcesses: %w", err)
+	}
+	return nil
+}
+
+// TestConformanceMoto runs the conformance suite's API parts against moto.
+func TestConformanceMoto(t *testing.T) {
+	m := startMoto(t)
+	cfg := sdkConfig(t)
+	fleetingtest.RunAPI(t, func(t *testing.T) fleeting.InstanceGroup {
+		m.reset(t)
+		if err := createMotoGroup(t.Context(), cfg, "runners", motoLinuxAMI, 3, 0); err != nil {
+			t.Fatalf("set up moto: %v", err)
+		}
+		return &InstanceGroup{Name: "runners", Region: "us-east-1", maxAttempts: 1}
+	}, fleetingtest.Config{})
+}
+
+// TestConnectInfoMoto: what ConnectInfo extracts from moto's instances, Linux and Windows, without
+// dialing them.
+func TestConnectInfoMoto(t *testing.T) {
+	m := startMoto(t)
+	cfg := sdkConfig(t)
+	tests := []struct {
+		name, ami                string
+		os, arch, protocol, user string
+		wantKey                  bool
+	}{
+		{name: "linux", ami: motoLinuxAMI, os: "linux", arch: "amd64", protocol: fleeting.ProtocolSSH, user: "ec2-user", wantKey: true},
+		{name: "windows", ami: motoWindowsAMI, os: "windows", arch: "amd64", protocol: fleeting.ProtocolWinRM, user: "Administrator"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m.reset(t)
+			if err := createMotoGroup(t.Context(), cfg, "runners", tt.ami, 2, 1); err != nil {
+				t.Fatalf("set up moto: %v", err)
+			}
+			g := &InstanceGroup{Name: "runners", Region: "us-east-1", maxAttempts: 1}
+			if _, err := g.Init(t.Context(), quietLog(), fleeting.Settings{}); err != nil {
+				t.Fatalf("Init = %v", err)
+			}
+			ids := waitRunning(t, g, 1)
+			info, err := g.ConnectInfo(t.Context(), ids[0])
+			if err != nil {
+				t.Fatalf("ConnectInfo = %v", err)
+			}
+			if info.OS != tt.os || info.Arch != tt.arch || info.Protocol != tt.protocol || info.Username != tt.user {
+				t.Errorf("ConnectInfo = %s/%s %s as %s; want %s/%s %s as %s", info.OS, info.Arch, info.Protocol, info.Username, tt.os, tt.arch, tt.protocol, tt.user)
+			}
+			if info.InternalAddr == "" || info.ExternalAddr == "" || info.InternalAddr == info.ExternalAddr {
+				t.Errorf("addresses internal %q external %q; want moto's private and public IPs", info.InternalAddr, info.ExternalAddr)
+			}
+			if got := len(info.Key) > 0 && info.Expires != nil; got != tt.wantKey {
+				t.Errorf("pushed key present = %v; want %v", got, tt.wantKey)
+			}
+		})
+	}
+}

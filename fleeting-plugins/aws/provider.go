@@ -1,0 +1,236 @@
+package aws
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
+	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/aws/internal/awsclient"
+)
+
+// stuckPendingAfter is how long an instance may stay in a Pending state before it counts as stuck: a
+// launch template or user data that never finishes holds a group slot forever otherwise.
+const stuckPendingAfter = 15 * time.Minute
+
+// listingMaxAge is how old the last listing may be for Heartbeat and membership checks to trust it;
+// the taskscaler lists every few seconds, so a fresh listing is normally at hand.
+const listingMaxAge = 30 * time.Second
+
+// remember records a listing. Called with g.mu not held.
+func (g *InstanceGroup) remember(grp awsclient.Group) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := time.Now()
+	g.desired, g.maxSize = grp.DesiredCapacity, grp.MaxSize
+	members := make(map[string]awsclient.Member, len(grp.Members))
+	for _, m := range grp.Members {
+		members[m.ID] = m
+		if strings.HasPrefix(m.LifecycleState, "Pending") {
+			if _, ok := g.pendingSince[m.ID]; !ok {
+				g.pendingSince[m.ID] = now
+			}
+		} else {
+			delete(g.pendingSince, m.ID)
+		}
+	}
+	for id := range g.pendingSince {
+		if _, ok := members[id]; !ok {
+			delete(g.pendingSince, id)
+		}
+	}
+	for id := range g.details {
+		if _, ok := members[id]; !ok {
+			delete(g.details, id)
+		}
+	}
+	g.members, g.listedAt = members, now
+}
+
+// list takes a fresh listing and returns the members that vanished since the previous one.
+func (g *InstanceGroup) list(ctx context.Context) (awsclient.Group, []string, error) {
+	grp, err := g.client.Group(ctx, g.Name)
+	if err != nil {
+		if errors.Is(err, awsclient.ErrGroupNotFound) {
+			return grp, nil, fmt.Errorf("%s: DescribeAutoScalingGroups no longer lists the group: it was deleted or renamed; recreate it or fix plugin_config name", g.where())
+		}
+		return grp, nil, g.apiError("DescribeAutoScalingGroups", err)
+	}
+	g.mu.Lock()
+	var gone []string
+	for id := range g.members {
+		if !hasMember(grp, id) {
+			gone = append(gone, id)
+		}
+	}
+	g.mu.Unlock()
+	g.remember(grp)
+	return grp, gone, nil
+}
+
+func hasMember(grp awsclient.Group, id string) bool {
+	for _, m := range grp.Members {
+		if m.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// Update lists the group's instances and reports each one's state. Instances that left the group since
+// the last listing are reported deleted once, so the taskscaler notices removals from outside.
+func (g *InstanceGroup) Update(ctx context.Context, fn func(instance string, state fleeting.State)) error {
+	grp, gone, err := g.list(ctx)
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	pending := make(map[string]time.Time, len(g.pendingSince))
+	for id, t := range g.pendingSince {
+		pending[id] = t
+	}
+	g.mu.Unlock()
+	now := time.Now()
+	for _, m := range grp.Members {
+		var pendingFor time.Duration
+		if since, ok := pending[m.ID]; ok {
+			pendingFor = now.Sub(since)
+		}
+		fn(m.ID, g.state(m, pendingFor))
+	}
+	for _, id := range gone {
+		fn(id, fleeting.StateDeleted)
+	}
+	return nil
+}
+
+// state maps an Auto Scaling lifecycle state to a fleeting state. pendingFor is how long the instance
+// has been seen in a Pending state.
+func (g *InstanceGroup) state(m awsclient.Member, pendingFor time.Duration) fleeting.State {
+	switch m.LifecycleState {
+	case "Pending", "Pending:Wait", "Pending:Proceed":
+		// Launching, or held by a launch lifecycle hook. Past stuckPendingAfter the boot is not slow but
+		// broken, and the slot is better given to a fresh instance.
+		if pendingFor > stuckPendingAfter {
+			return fleeting.StateTimeout
+		}
+		return fleeting.StateCreating
+	case "InService":
+		// InService only says the group counts it; a failed EC2 or ELB health check marks it Unhealthy
+		// before the group gets round to replacing it, and no job should land there meanwhile.
+		if m.HealthStatus == "Unhealthy" {
+			return fleeting.StateTimeout
+		}
+		return fleeting.StateRunning
+	case "Terminating", "Terminating:Wait", "Terminating:Proceed":
+		return fleeting.StateDeleting
+	case "Terminated":
+		return fleeting.StateDeleted
+	case "Standby", "EnteringStandby", "Detaching", "Detached":
+		// Someone took the instance out of service by hand; it is no longer ours to run jobs on. Timeout
+		// makes the taskscaler stop using it and terminate it (which ends Standby too).
+		return fleeting.StateTimeout
+	case "Warmed:Pending", "Warmed:Pending:Wait", "Warmed:Pending:Proceed", "Warmed:Running", "Warmed:Stopped", "Warmed:Hibernated":
+		// Warm-pool instances are not in service yet; the group moves them to Pending → InService when it
+		// draws on the pool, so they are still being created from the runner's view.
+		return fleeting.StateCreating
+	default:
+		// Warmed:Terminating*, Warmed:Terminated and states AWS adds later: not usable, let it be replaced.
+		g.log.WithFields(logrus.Fields{"instance": m.ID, "lifecycle_state": m.LifecycleState}).Warn("unexpected lifecycle state; reporting the instance as timed out")
+		return fleeting.StateTimeout
+	}
+}
+
+// Increase raises the desired capacity once for the whole step, capped by the group's MaxSize, and
+// reports how many instances were granted.
+func (g *InstanceGroup) Increase(ctx context.Context, n int) (int, error) {
+	if n <= 0 {
+		return 0, nil
+	}
+	g.mu.Lock()
+	desired, maxSize := g.desired, g.maxSize
+	g.mu.Unlock()
+	target := min(desired+n, maxSize)
+	granted := target - desired
+	var capErr error
+	if granted < n {
+		capErr = fmt.Errorf("%s: at MaxSize %d (desired %d): granted %d of %d instances; raise the group's MaxSize or lower the runner's max_instances",
+			g.where(), maxSize, desired, max(granted, 0), n)
+	}
+	if granted <= 0 {
+		return 0, capErr
+	}
+	if err := g.client.SetDesiredCapacity(ctx, g.Name, target); err != nil {
+		return 0, errors.Join(g.apiError("SetDesiredCapacity", err), capErr)
+	}
+	g.mu.Lock()
+	g.desired += granted
+	g.mu.Unlock()
+	g.log.WithFields(logrus.Fields{"desired": target, "granted": granted}).Debug("desired capacity raised")
+	return granted, capErr
+}
+
+// isMember reports whether id is in the group, listing again when the last listing is stale or does
+// not know the instance (it may be newer than the listing).
+func (g *InstanceGroup) isMember(ctx context.Context, id string) (awsclient.Member, error) {
+	g.mu.Lock()
+	m, ok := g.members[id]
+	fresh := time.Since(g.listedAt) < listingMaxAge
+	g.mu.Unlock()
+	if ok && fresh {
+		return m, nil
+	}
+	if _, _, err := g.list(ctx); err != nil {
+		return awsclient.Member{}, err
+	}
+	g.mu.Lock()
+	m, ok = g.members[id]
+	g.mu.Unlock()
+	if !ok {
+		return m, fmt.Errorf("%s: instance %s is not in the group (per DescribeAutoScalingGroups): it was terminated or belongs elsewhere", g.where(), id)
+	}
+	return m, nil
+}
+
+// Decrease terminates exactly the named instances, decrementing the desired capacity so they are not
+// replaced. Instances outside the group are refused without a call: terminating another group's
+// instance would be worse than failing.
+func (g *InstanceGroup) Decrease(ctx context.Context, instances []string) ([]string, error) {
+	var accepted []string
+	var errs []error
+	for _, id := range instances {
+		if _, err := g.isMember(ctx, id); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := g.client.Terminate(ctx, id); err != nil {
+			errs = append(errs, fmt.Errorf("instance %s: %w", id, g.apiError("TerminateInstanceInAutoScalingGroup", err)))
+			continue
+		}
+		accepted = append(accepted, id)
+		g.mu.Lock()
+		g.desired--
+		if m, ok := g.members[id]; ok {
+			m.LifecycleState = "Terminating"
+			g.members[id] = m
+		}
+		g.mu.Unlock()
+	}
+	return accepted, errors.Join(errs...)
+}
+
+// Heartbeat reports an instance unhealthy unless the last listing shows it InService and Healthy.
+func (g *InstanceGroup) Heartbeat(ctx context.Context, instance string) error {
+	m, err := g.isMember(ctx, instance)
+	if err != nil {
+		return fmt.Errorf("%w: %w", fleeting.ErrInstanceUnhealthy, err)
+	}
+	if m.LifecycleState != "InService" || m.HealthStatus == "Unhealthy" {
+		return fmt.Errorf("%w: %s: instance %s is %s/%s", fleeting.ErrInstanceUnhealthy, g.where(), instance, m.LifecycleState, m.HealthStatus)
+	}
+	return nil
+}
