@@ -31,12 +31,16 @@ func (w *worker) runJob(client *gitlab.Client, res executors.Reservation, j *job
 	tr.Start()
 	tr.Infof("Running with fleetrunner %s (%s)", version.Version, version.Rev())
 	tr.Infof("  on %s %s, system ID: %s", rc.Name, ShortToken(rc.Token), w.m.opts.SystemID)
+	obs := w.m.opts.Observer.JobStarted(JobInfo{
+		Runner: w.m.runnerInfo(rc), ID: j.ID, URL: jobURL(j),
+		QueueDuration: time.Duration(j.JobInfo.TimeInQueueSecs * float64(time.Second)),
+	})
 
 	if decodeErr != nil {
 		res.Unreserve()
 		log.WithError(decodeErr).Error("GitLab sent a job payload that cannot be read; failing the job")
 		tr.Errorf("Job failed (system failure): the job payload from GitLab could not be read: %v", decodeErr)
-		w.finish(log, tr, gitlab.JobFailed, job.RunnerSystemFailure, 0)
+		w.finish(log, tr, obs, gitlab.JobFailed, job.RunnerSystemFailure, 0)
 		return
 	}
 
@@ -55,7 +59,7 @@ func (w *worker) runJob(client *gitlab.Client, res executors.Reservation, j *job
 	err := w.execute(ctx, res, &executors.Build{
 		Job:       j,
 		Runner:    rc,
-		Log:       tr,
+		Log:       stageLog{JobLog: tr, obs: obs},
 		Logger:    log,
 		Canceling: tr.Canceling(),
 		SystemID:  w.m.opts.SystemID,
@@ -65,7 +69,7 @@ func (w *worker) runJob(client *gitlab.Client, res executors.Reservation, j *job
 	if err == nil {
 		log.Info("job succeeded")
 		tr.Infof("Job succeeded")
-		w.finish(log, tr, gitlab.JobSuccess, "", 0)
+		w.finish(log, tr, obs, gitlab.JobSuccess, "", 0)
 		return
 	}
 	reason, exitCode := job.Failure(err)
@@ -88,7 +92,7 @@ func (w *worker) runJob(client *gitlab.Client, res executors.Reservation, j *job
 		tr.Errorf("Job failed: %v", err)
 		log.WithError(err).WithField("exit_code", exitCode).Info("job failed")
 	}
-	w.finish(log, tr, gitlab.JobFailed, j.ReasonFor(reason), exitCode)
+	w.finish(log, tr, obs, gitlab.JobFailed, j.ReasonFor(reason), exitCode)
 }
 
 // execute runs the job on the provider; a panicking executor fails its job, not the process.
@@ -101,8 +105,9 @@ func (w *worker) execute(ctx context.Context, res executors.Reservation, b *exec
 	return w.provider.Run(ctx, res, b)
 }
 
-// finish sends the rest of the log and the final state.
-func (w *worker) finish(log logrus.FieldLogger, tr *trace.Trace, state gitlab.JobState, reason job.FailureReason, exitCode int) {
+// finish tells the observer the outcome, then sends the rest of the log and the final state.
+func (w *worker) finish(log logrus.FieldLogger, tr *trace.Trace, obs JobObserver, state gitlab.JobState, reason job.FailureReason, exitCode int) {
+	obs.Finished(reason)
 	if err := tr.Finish(w.m.finishCtx, state, reason, exitCode); err != nil {
 		log.WithError(err).Warn("could not report the job's final state to GitLab")
 		return

@@ -40,6 +40,8 @@ type Options struct {
 	// OnConfig, when set, is called with every configuration the manager loads (at start and on each
 	// reload), so the caller can re-apply process-wide settings such as the log level.
 	OnConfig func(*config.Config)
+	// Observer, when set, is told about runners, requests and jobs (metrics, debug endpoints).
+	Observer Observer
 }
 
 // Manager runs the workers of all configured runners.
@@ -91,6 +93,9 @@ type providerEntry struct {
 func New(log logrus.FieldLogger, opts Options) *Manager {
 	if opts.ReloadInterval <= 0 {
 		opts.ReloadInterval = DefaultReloadInterval
+	}
+	if opts.Observer == nil {
+		opts.Observer = nopObserver{}
 	}
 	m := &Manager{
 		log:       log,
@@ -178,6 +183,8 @@ func (m *Manager) Run(ctx context.Context) error {
 		return err
 	}
 	m.log.WithFields(logrus.Fields{"concurrent": cfg.Concurrent, "runners": len(cfg.Runners)}).Info("fleetrunner is running")
+	m.opts.Observer.Serving(true)
+	defer m.opts.Observer.Serving(false)
 
 	ticker := time.NewTicker(m.opts.ReloadInterval)
 	defer ticker.Stop()
@@ -293,6 +300,7 @@ func (m *Manager) apply(cfg *config.Config, mtime time.Time, atStart bool) error
 	if atStart && len(errs) > 0 {
 		return errors.Join(errs...)
 	}
+	m.observeConfig(cfg)
 	for _, w := range fresh {
 		m.workers[w.token] = w
 		m.active.Add(1)
@@ -327,6 +335,7 @@ func (m *Manager) providerFor(rc *config.RunnerConfig) (*providerEntry, error) {
 	}
 	pe := &providerEntry{p: p, executor: rc.Executor}
 	m.providers[rc.Token] = pe
+	m.opts.Observer.ProviderStarted(m.runnerInfo(rc), p)
 	return pe, nil
 }
 
@@ -356,6 +365,7 @@ func (m *Manager) drainRemoved(token string, w *worker) {
 		return
 	}
 	w.log.Info("runner removed from the configuration; its executor is shut down")
+	m.opts.Observer.ProviderStopped(w.runnerInfo(), pe.p)
 }
 
 // allDone is closed when every worker loop, request and job has ended.

@@ -229,18 +229,23 @@ func (w *worker) interval() time.Duration {
 func (w *worker) request(client *gitlab.Client) {
 	defer w.done()
 	ctx := w.m.abortCtx
+	obs, info := w.m.opts.Observer, w.runnerInfo()
 	res, err := w.provider.Reserve(ctx)
 	if err != nil {
 		switch {
 		case errors.Is(err, executors.ErrNoCapacity):
+			obs.ProcessingFailure(info, FailureNoFreeExecutor)
 			w.log.Debug("no free executor capacity; not asking GitLab for a job this round")
 		case ctx.Err() == nil:
+			obs.ProcessingFailure(info, FailureOther)
 			w.log.WithError(err).Warn("executor could not reserve capacity; not asking GitLab for a job this round")
 		}
 		w.requestEnded(false)
 		return
 	}
+	obs.RequestStarted(info)
 	r := client.RequestJob(ctx, w.token, w.m.opts.SystemID)
+	obs.RequestEnded(info, r.Status)
 	if r.Job == nil {
 		res.Unreserve()
 		w.logRequestFailure(r)

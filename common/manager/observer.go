@@ -1,0 +1,139 @@
+package manager
+
+import (
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"gitlab.com/fleetrunner/fleetrunner/common/config"
+	"gitlab.com/fleetrunner/fleetrunner/common/job"
+	"gitlab.com/fleetrunner/fleetrunner/executors"
+)
+
+// Observer is told what the manager does, for metrics and the debug endpoints (common/metrics
+// implements it). Calls come from many goroutines and must return at once. Nothing secret is passed:
+// runner tokens are shortened and job URLs carry no credentials.
+type Observer interface {
+	// Serving is called with true once the runners started, and with false when Run returns.
+	Serving(bool)
+	// Configured is called with every configuration applied: `concurrent` and the runners served.
+	Configured(concurrent int, runners []RunnerInfo)
+	// ProviderStarted is called once for every executor provider the manager built, and
+	// ProviderStopped when a runner that left the configuration had its provider shut down.
+	ProviderStarted(r RunnerInfo, p executors.Provider)
+	ProviderStopped(r RunnerInfo, p executors.Provider)
+	// RequestStarted and RequestEnded bracket one POST /jobs/request; status is the HTTP status of the
+	// answer, or gitlab.StatusTransportError.
+	RequestStarted(r RunnerInfo)
+	RequestEnded(r RunnerInfo, status int)
+	// ProcessingFailure is a request round that did not ask GitLab because the executor could not
+	// reserve capacity: FailureNoFreeExecutor or FailureOther.
+	ProcessingFailure(r RunnerInfo, failureType string)
+	// JobStarted is called when GitLab handed out a job; the JobObserver follows that job.
+	JobStarted(j JobInfo) JobObserver
+}
+
+// JobObserver follows one job.
+type JobObserver interface {
+	// Stage is called when the job's log opens a section (the build stage: get_sources, step_script…).
+	Stage(name string)
+	// Finished is called once, when the outcome is known and before it is reported to GitLab; reason
+	// is empty for a successful job.
+	Finished(reason job.FailureReason)
+}
+
+// Processing failure types, with upstream's names.
+const (
+	FailureNoFreeExecutor = "no_free_executor"
+	FailureOther          = "other"
+)
+
+// RunnerInfo names a [[runners]] entry without its token.
+type RunnerInfo struct {
+	// Runner is the short token (ShortToken).
+	Runner   string
+	Name     string
+	SystemID string
+	Limit    int
+}
+
+// JobInfo describes a job that started.
+type JobInfo struct {
+	Runner RunnerInfo
+	ID     int64
+	// URL is the job's web page, without credentials.
+	URL string
+	// QueueDuration is how long the job waited in GitLab's queue (job_info.time_in_queue_seconds).
+	QueueDuration time.Duration
+}
+
+func (m *Manager) runnerInfo(rc *config.RunnerConfig) RunnerInfo {
+	return RunnerInfo{Runner: ShortToken(rc.Token), Name: rc.Name, SystemID: m.opts.SystemID, Limit: rc.Limit}
+}
+
+// jobURL is CI_JOB_URL, or the project URL derived from the clone URL (credentials stripped) plus
+// /-/jobs/ID, as upstream builds it.
+func jobURL(j *job.Job) string {
+	if u := j.Variables.Get("CI_JOB_URL"); u != "" {
+		return stripCredentials(u)
+	}
+	if j.GitInfo.RepoURL == "" {
+		return ""
+	}
+	return strings.TrimSuffix(stripCredentials(j.GitInfo.RepoURL), ".git") + "/-/jobs/" + strconv.FormatInt(j.ID, 10)
+}
+
+func stripCredentials(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		// An unparsable URL might hide credentials anywhere; show nothing of it.
+		return ""
+	}
+	u.User = nil
+	return u.String()
+}
+
+// stageLog reports the sections an executor opens to the job's observer.
+type stageLog struct {
+	executors.JobLog
+	obs JobObserver
+}
+
+func (l stageLog) SectionStart(name, header string) {
+	l.obs.Stage(name)
+	l.JobLog.SectionStart(name, header)
+}
+
+// nopObserver is the Observer of a manager built without one.
+type nopObserver struct{}
+
+func (nopObserver) Serving(bool)                                   {}
+func (nopObserver) Configured(int, []RunnerInfo)                   {}
+func (nopObserver) ProviderStarted(RunnerInfo, executors.Provider) {}
+func (nopObserver) ProviderStopped(RunnerInfo, executors.Provider) {}
+func (nopObserver) RequestStarted(RunnerInfo)                      {}
+func (nopObserver) RequestEnded(RunnerInfo, int)                   {}
+func (nopObserver) ProcessingFailure(RunnerInfo, string)           {}
+func (nopObserver) JobStarted(JobInfo) JobObserver                 { return nopObserver{} }
+func (nopObserver) Stage(string)                                   {}
+func (nopObserver) Finished(job.FailureReason)                     {}
+
+// observeConfig tells the observer about the runners cfg serves: those with a supported executor,
+// once per token, as apply starts them.
+func (m *Manager) observeConfig(cfg *config.Config) {
+	var runners []RunnerInfo
+	seen := map[string]bool{}
+	for _, rc := range cfg.Runners {
+		if !rc.ExecutorSupported() || seen[rc.Token] {
+			continue
+		}
+		seen[rc.Token] = true
+		runners = append(runners, m.runnerInfo(rc))
+	}
+	m.opts.Observer.Configured(cfg.Concurrent, runners)
+}
+
+func (w *worker) runnerInfo() RunnerInfo {
+	return w.m.runnerInfo(w.settings())
+}
