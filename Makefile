@@ -21,6 +21,10 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# The main job on an embedded default: simulated GitLab, a local fleet of sshd instances, real Docker.
+demo:
+	$(GO) run ./cmd/fleetrunner-demo
+
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
 

@@ -157,8 +157,10 @@ func (c *stdioConn) Write(p []byte) (int, error) { return c.stdin.Write(p) }
 // CloseWrite half-closes the stream, which the Docker client uses after an attach's stdin ends.
 func (c *stdioConn) CloseWrite() error { return c.stdin.Close() }
 
+// Close closes the session's channel, which ends the remote command. It must not half-close stdin:
+// x/crypto/ssh does not allow CloseWrite concurrently with a Write, and the HTTP transport closes a
+// connection from its read loop while its write loop may still be writing.
 func (c *stdioConn) Close() error {
-	_ = c.stdin.Close()
 	return c.session.Close()
 }
 

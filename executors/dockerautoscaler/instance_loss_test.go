@@ -1,0 +1,135 @@
+package dockerautoscaler
+
+import (
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gitlab.com/fleetrunner/fleetrunner/common/config"
+	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
+	"gitlab.com/fleetrunner/fleetrunner/common/job"
+	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
+)
+
+// readyInstances lists the instances serving slots.
+func readyInstances(p *Provider) []taskscaler.InstanceInfo {
+	var out []taskscaler.InstanceInfo
+	for _, in := range p.Instances() {
+		if in.State == "ready" {
+			out = append(out, in)
+		}
+	}
+	return out
+}
+
+// TestInstanceKilledBeforeScript: the only ready instance dies while idle, before the taskscaler could
+// notice (long update_interval). The job acquires it, cannot reach it, marks it unhealthy and runs to
+// success on a fresh instance.
+func TestInstanceKilledBeforeScript(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ac := r.runner.Autoscaler
+	ac.UpdateInterval = time.Minute // no listing or health check notices the kill on its own
+	ac.Policy = []config.AutoscalerPolicyConfig{{IdleCount: 1, IdleTime: time.Minute}}
+	p := r.newProvider(t)
+
+	waitFor(t, 30*time.Second, "one ready instance", func() bool { return len(readyInstances(p)) == 1 })
+	// Let the pass that saw it ready end, so the next listing is a minute away.
+	time.Sleep(500 * time.Millisecond)
+	victim := readyInstances(p)[0].ID
+	if err := p.local(t).Kill(victim); err != nil {
+		t.Fatal(err)
+	}
+
+	r.sim.Enqueue(gitlabsim.JobSpec{Name: "moves", Image: r.image, Script: []string{"echo job ran fine"}})
+	err, snap := r.runOne(t, p, nil)
+	if err != nil || snap.Status != gitlabsim.StatusSuccess {
+		t.Fatalf("job: err %v, status %s; trace:\n%s", err, snap.Status, snap.Trace)
+	}
+	out := string(snap.Trace)
+	if !strings.Contains(out, "Instance "+victim+" cannot be used") || !strings.Contains(out, "moving the job to another instance") {
+		t.Errorf("the job log does not say the job moved off %s:\n%s", victim, out)
+	}
+	ids := connectedTo(snap.Trace)
+	if len(ids) != 1 || ids[0] == victim {
+		t.Errorf("job connected to %v; want exactly one instance other than the killed %s", ids, victim)
+	}
+	if n := p.Stats().Counters.MarkedUnhealthy; n != 1 {
+		t.Errorf("MarkedUnhealthy = %d, want 1", n)
+	}
+	if slices.ContainsFunc(readyInstances(p), func(in taskscaler.InstanceInfo) bool { return in.ID == victim }) {
+		t.Errorf("killed instance %s still serves slots", victim)
+	}
+}
+
+// TestInstanceKilledMidScript: the instance dies while the job's script runs. The job fails with
+// runner_system_failure as soon as the SSH connection is found dead (keepalive 1 s), long before the
+// script would have ended.
+func TestInstanceKilledMidScript(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.runner.Autoscaler.CapacityPerInstance = 1
+	p := r.newProvider(t)
+
+	r.sim.Enqueue(gitlabsim.JobSpec{Name: "long", Image: r.image, Script: []string{"echo sleeping", "sleep 30"}})
+	var once sync.Once
+	var killedAt time.Time
+	var mu sync.Mutex
+	var output strings.Builder
+	inScript := false
+	err, snap := r.runOne(t, p, &sectionLog{
+		onSection: func(name string) {
+			mu.Lock()
+			inScript = name == "step_script"
+			mu.Unlock()
+		},
+		onOutput: func(b []byte) {
+			mu.Lock()
+			if inScript {
+				output.Write(b)
+			}
+			started := strings.Contains(output.String(), "sleeping")
+			mu.Unlock()
+			if !started {
+				return
+			}
+			// The script's container runs `sleep 30` now: pull the plug.
+			once.Do(func() {
+				var busy string
+				for _, in := range p.Instances() {
+					if in.Acquired > 0 {
+						busy = in.ID
+					}
+				}
+				if busy == "" {
+					t.Error("no instance holds the running job")
+					return
+				}
+				killedAt = time.Now()
+				if err := p.local(t).Kill(busy); err != nil {
+					t.Error(err)
+				}
+			})
+		},
+	})
+	if killedAt.IsZero() {
+		t.Fatalf("the script never started; err %v; trace:\n%s", err, snap.Trace)
+	}
+	took := time.Since(killedAt)
+	t.Logf("job failed %s after its instance was killed", took.Round(time.Millisecond))
+	if reason, _ := job.Failure(err); reason != job.RunnerSystemFailure {
+		t.Errorf("Run error %v has reason %q, want %s", err, reason, job.RunnerSystemFailure)
+	}
+	if snap.Status != gitlabsim.StatusFailed || snap.FailureReason != string(job.RunnerSystemFailure) {
+		t.Errorf("job %d: status %s reason %q, want failed %s", snap.ID, snap.Status, snap.FailureReason, job.RunnerSystemFailure)
+	}
+	if !strings.Contains(string(snap.Trace), "was lost while the job ran") {
+		t.Errorf("job log does not say the instance was lost:\n%s", snap.Trace)
+	}
+	// The script sleeps 30 s: finishing well before that shows the loss, not the script, ended the job.
+	if took > 20*time.Second {
+		t.Errorf("job took %s after the kill to fail; the lost connection was not noticed", took)
+	}
+}

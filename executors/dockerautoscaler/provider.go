@@ -1,0 +1,336 @@
+// Package dockerautoscaler is executor "docker-autoscaler": a job reserves a slot from the taskscaler,
+// acquires it on a ready instance of the fleeting plugin's group, reaches the instance's Docker Engine
+// through a pooled SSH connection and runs its stages there with executors/docker, then releases the
+// slot. An instance that cannot be reached before the job's script started is replaced and the job moves
+// on to another one; an instance lost during the script fails the job with runner_system_failure.
+package dockerautoscaler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/sirupsen/logrus"
+
+	"gitlab.com/fleetrunner/fleetrunner/common/config"
+	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
+	"gitlab.com/fleetrunner/fleetrunner/common/fleeting/connector"
+	"gitlab.com/fleetrunner/fleetrunner/executors"
+	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
+	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/builtin"
+	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
+	"gitlab.com/fleetrunner/fleetrunner/taskscaler/capacity"
+	"gitlab.com/fleetrunner/fleetrunner/taskscaler/state"
+)
+
+// Name is the executor name in config.toml.
+const Name = "docker-autoscaler"
+
+// startTimeout bounds the plugin's Init and the taskscaler's first listing of the group when the
+// provider is created.
+const startTimeout = 2 * time.Minute
+
+// Provider runs the jobs of one [[runners]] entry on autoscaled instances. It implements
+// executors.Provider and executors.Recoverer.
+type Provider struct {
+	runner *config.RunnerConfig
+	log    logrus.FieldLogger
+	group  fleeting.InstanceGroup
+	plugin string
+	info   fleeting.ProviderInfo
+	pool   *connector.Pool
+	ts     *taskscaler.Taskscaler
+	docker docker.Options
+
+	readyCommand     string
+	heartbeatOverSSH bool
+	logInternalIP    bool
+	logExternalIP    bool
+
+	// started is closed once the taskscaler exists; hooks that run during its first pass wait for it.
+	started chan struct{}
+	// readyInfo holds the ConnectInfo the taskscaler fetched for an instance's ready hook, so that the
+	// pool's first dial does not ask the plugin again (an EC2 Instance Connect push each time).
+	readyInfo sync.Map // instance ID → fleeting.ConnectInfo
+
+	mu        sync.Mutex
+	policies  []config.AutoscalerPolicyConfig
+	connected map[string]bool // instances the pool has dialed, evicted once they leave the group
+
+	stopSweep context.CancelFunc
+	swept     chan struct{}
+	shutdown  sync.Once
+}
+
+var (
+	_ executors.Provider  = (*Provider)(nil)
+	_ executors.Recoverer = (*Provider)(nil)
+)
+
+// NewProvider builds the provider for runner: the fleeting plugin named by [runners.autoscaler] plugin
+// (configured with plugin_config and initialised with connector_config), the SSH connection pool and
+// the taskscaler, which adopts the instances its state file knows.
+func NewProvider(runner *config.RunnerConfig, deps executors.Deps) (executors.Provider, error) {
+	return newProvider(runner, deps, docker.Options{})
+}
+
+func newProvider(runner *config.RunnerConfig, deps executors.Deps, dopts docker.Options) (*Provider, error) {
+	ac := runner.Autoscaler
+	if ac == nil {
+		return nil, errors.New("[runners.autoscaler] is missing: the docker-autoscaler executor needs it (plugin, capacity_per_instance, max_instances, …)")
+	}
+	if runner.Docker == nil {
+		return nil, errors.New("[runners.docker] is missing: the docker-autoscaler executor needs at least its image")
+	}
+	log := deps.Logger
+	if log == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		log = l
+	}
+
+	group, plugin, err := builtin.New(ac.Plugin)
+	if err != nil {
+		return nil, fmt.Errorf("[runners.autoscaler] plugin: %w", err)
+	}
+	pluginConfig, err := ac.PluginConfig.JSON()
+	if err != nil {
+		return nil, fmt.Errorf("[runners.autoscaler.plugin_config]: %w", err)
+	}
+	if err := builtin.Configure(group, pluginConfig); err != nil {
+		return nil, fmt.Errorf("[runners.autoscaler.plugin_config] for plugin %q: %w", plugin, err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	log = log.WithField("plugin", plugin)
+	info, err := group.Init(ctx, log, fleeting.Settings{ConnectorConfig: settingsOf(ac.ConnectorConfig)})
+	if err != nil {
+		return nil, fmt.Errorf("plugin %q rejected its configuration ([runners.autoscaler.plugin_config] / connector_config): %w", plugin, err)
+	}
+
+	p := &Provider{
+		runner:           runner,
+		log:              log,
+		group:            group,
+		plugin:           plugin,
+		info:             info,
+		docker:           dopts,
+		readyCommand:     ac.InstanceReadyCommand,
+		heartbeatOverSSH: runner.FeatureFlag(config.FFUseFleetingAcquireHeartbeats),
+		logInternalIP:    ac.LogInternalIP,
+		logExternalIP:    ac.LogExternalIP,
+		started:          make(chan struct{}),
+		policies:         clonePolicies(ac.Policy),
+		connected:        map[string]bool{},
+	}
+	p.pool = connector.NewPool(connector.Config{
+		Timeout:         ac.ConnectorConfig.Timeout,
+		Keepalive:       ac.ConnectorConfig.Keepalive,
+		UseExternalAddr: ac.ConnectorConfig.UseExternalAddr,
+		HostKeys:        &hostKeys{p: p},
+		DialStdio:       runner.FeatureFlag(config.FFUseDockerAutoscalerDialStdio),
+		DockerHost:      runner.Docker.Host,
+		Log:             log,
+	}, p.connectInfo)
+
+	opts, err := p.taskscalerOptions(deps.ConfigDir)
+	if err != nil {
+		_ = group.Shutdown(ctx)
+		return nil, err
+	}
+	ts, err := taskscaler.New(ctx, group, opts)
+	if err != nil {
+		_ = group.Shutdown(ctx)
+		return nil, err
+	}
+	p.ts = ts
+	close(p.started)
+
+	sweepCtx, stop := context.WithCancel(context.Background())
+	p.stopSweep, p.swept = stop, make(chan struct{})
+	go p.sweep(sweepCtx, ac.GetUpdateInterval())
+
+	log.WithFields(logrus.Fields{"group": info.ID, "plugin_version": info.Version, "max_instances": opts.MaxInstances,
+		"capacity_per_instance": opts.CapacityPerInstance}).Info("docker-autoscaler ready")
+	return p, nil
+}
+
+func (p *Provider) taskscalerOptions(configDir string) (taskscaler.Options, error) {
+	ac := p.runner.Autoscaler
+	opts, err := taskscaler.OptionsFromConfig(ac)
+	if err != nil {
+		return taskscaler.Options{}, err
+	}
+	opts.Logger = p.log
+	opts.ReadyUp = p.readyUp
+	opts.HealthCheck = p.healthCheck
+	ss := ac.StateStorage
+	ss.Dir = ac.StateStorageDir(configDir)
+	if path, on := state.Path(ss, configDir, p.runner.Token); on {
+		opts.State = state.NewFile(path)
+	} else {
+		p.log.Warn("state_storage is disabled: instances found in the group at start are removed, and jobs in flight at a crash are left to GitLab's timeout")
+	}
+	if m := p.info.MaxSize; m > 0 && (opts.MaxInstances == 0 || opts.MaxInstances > m) {
+		p.log.WithFields(logrus.Fields{"max_instances": opts.MaxInstances, "plugin_max_size": m}).
+			Warn("max_instances is above what the plugin's group can hold; using the group's size")
+		opts.MaxInstances = m
+	}
+	return opts, nil
+}
+
+// settingsOf copies [runners.autoscaler.connector_config] into what the plugin's Init gets.
+// use_external_addr is the connector's own choice and stays with the pool.
+func settingsOf(cc config.ConnectorConfig) fleeting.ConnectorConfig {
+	return fleeting.ConnectorConfig{
+		OS:                   cc.OS,
+		Arch:                 cc.Arch,
+		Protocol:             cc.Protocol,
+		ProtocolPort:         cc.ProtocolPort,
+		Username:             cc.Username,
+		Password:             cc.Password,
+		KeyPath:              cc.KeyPath,
+		UseStaticCredentials: cc.UseStaticCredentials,
+		Keepalive:            cc.Keepalive,
+		Timeout:              cc.Timeout,
+	}
+}
+
+// connectInfo feeds the pool: the ConnectInfo the ready hook already holds, else the taskscaler's
+// (cached until the credentials are about to expire).
+func (p *Provider) connectInfo(ctx context.Context, id string) (fleeting.ConnectInfo, error) {
+	if v, ok := p.readyInfo.LoadAndDelete(id); ok {
+		return v.(fleeting.ConnectInfo), nil
+	}
+	select {
+	case <-p.started:
+	case <-ctx.Done():
+		return fleeting.ConnectInfo{}, ctx.Err()
+	}
+	return p.ts.ConnectInfo(ctx, id)
+}
+
+// reservation is a slot held under a taskscaler key between asking GitLab and running the job.
+type reservation struct {
+	p    *Provider
+	key  string
+	once sync.Once
+}
+
+// Unreserve implements executors.Reservation.
+func (r *reservation) Unreserve() {
+	r.once.Do(func() { r.p.ts.Unreserve(r.key) })
+}
+
+// consume marks the reservation as used by Run, so a later Unreserve does nothing.
+func (r *reservation) consume() { r.once.Do(func() {}) }
+
+// Reserve implements executors.Provider: it holds taskscaler capacity under a fresh key. No capacity
+// is executors.ErrNoCapacity, wrapping the taskscaler's reason.
+func (p *Provider) Reserve(context.Context) (executors.Reservation, error) {
+	key := uuid.NewString()
+	if err := p.ts.Reserve(key); err != nil {
+		if errors.Is(err, taskscaler.ErrNoCapacity) {
+			return nil, fmt.Errorf("%w: %w", executors.ErrNoCapacity, err)
+		}
+		return nil, fmt.Errorf("reserve capacity: %w", err)
+	}
+	return &reservation{p: p, key: key}, nil
+}
+
+// Features implements executors.Provider: the jobs run on executors/docker.
+func (p *Provider) Features() map[string]bool { return docker.Features() }
+
+// UpdatePolicies applies the [[runners.autoscaler.policy]] list of runner, as upstream does on a config
+// reload; every other autoscaler key takes effect only after a restart. Run calls it too whenever a
+// job's runner settings carry another policy list, so a reload reaches the taskscaler with the next job
+// even if nobody calls it.
+func (p *Provider) UpdatePolicies(runner *config.RunnerConfig) error {
+	if runner == nil || runner.Autoscaler == nil {
+		return errors.New("update policies: the runner has no [runners.autoscaler]")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if reflect.DeepEqual(p.policies, runner.Autoscaler.Policy) {
+		return nil
+	}
+	compiled, err := capacity.NewPolicies(runner.Autoscaler.Policy)
+	if err != nil {
+		return fmt.Errorf("[[runners.autoscaler.policy]] not applied, keeping the running one: %w", err)
+	}
+	p.ts.SetPolicies(compiled)
+	p.policies = clonePolicies(runner.Autoscaler.Policy)
+	p.log.WithField("policies", len(compiled)).Info("autoscaler policies updated")
+	return nil
+}
+
+func clonePolicies(in []config.AutoscalerPolicyConfig) []config.AutoscalerPolicyConfig {
+	if in == nil {
+		return nil
+	}
+	out := make([]config.AutoscalerPolicyConfig, len(in))
+	copy(out, in)
+	return out
+}
+
+// Stats exposes the taskscaler's counts (for metrics and the status page).
+func (p *Provider) Stats() taskscaler.Stats { return p.ts.Stats() }
+
+// Instances lists the instances the taskscaler knows.
+func (p *Provider) Instances() []taskscaler.InstanceInfo { return p.ts.Instances() }
+
+// Shutdown implements executors.Provider: the taskscaler stops (deleting the instances only with
+// delete_instances_on_shutdown), then the plugin, then every SSH connection.
+func (p *Provider) Shutdown(ctx context.Context) error {
+	var err error
+	p.shutdown.Do(func() {
+		p.stopSweep()
+		<-p.swept
+		var errs []error
+		if e := p.ts.Shutdown(ctx); e != nil {
+			errs = append(errs, fmt.Errorf("taskscaler shutdown: %w", e))
+		}
+		if e := p.group.Shutdown(ctx); e != nil {
+			errs = append(errs, fmt.Errorf("plugin %q shutdown: %w", p.plugin, e))
+		}
+		_ = p.pool.Close()
+		err = errors.Join(errs...)
+	})
+	return err
+}
+
+// recoveredBlob is what RecordJob keeps per job, enough to report it failed after a crash. The job
+// token is a secret; it lives only in the state file (mode 0600), like upstream's state storage.
+type recoveredBlob struct {
+	JobID int64  `json:"job_id"`
+	Token string `json:"job_token"`
+	URL   string `json:"gitlab_url"`
+}
+
+// RecoveredJobs implements executors.Recoverer: jobs that were running when the previous process
+// stopped. Done forgets one once it was reported.
+func (p *Provider) RecoveredJobs() []executors.RecoveredJob {
+	var out []executors.RecoveredJob
+	for _, r := range p.ts.RecoveredAcquisitions() {
+		var b recoveredBlob
+		if err := json.Unmarshal(r.Data, &b); err != nil || b.Token == "" {
+			p.log.WithFields(logrus.Fields{"job": r.JobID, "instance": r.InstanceID}).
+				Warn("a job in flight at the last stop has no usable record; it cannot be reported failed and is left to GitLab's timeout")
+			p.ts.ForgetRecovered(r.Key)
+			continue
+		}
+		key := r.Key
+		out = append(out, executors.RecoveredJob{
+			ID: b.JobID, Token: b.Token, URL: b.URL, Instance: r.InstanceID,
+			Done: func() { p.ts.ForgetRecovered(key) },
+		})
+	}
+	return out
+}

@@ -1,0 +1,325 @@
+package dockerautoscaler
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/volume"
+	"github.com/docker/docker/client"
+	"github.com/sirupsen/logrus"
+
+	"gitlab.com/fleetrunner/fleetrunner/common/config"
+	"gitlab.com/fleetrunner/fleetrunner/common/gitlab"
+	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
+	"gitlab.com/fleetrunner/fleetrunner/common/job"
+	"gitlab.com/fleetrunner/fleetrunner/common/trace"
+	"gitlab.com/fleetrunner/fleetrunner/executors"
+	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
+	"gitlab.com/fleetrunner/fleetrunner/executors/docker/helperimage"
+	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/local"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testimage"
+)
+
+func quietLogger() *logrus.Logger {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return l
+}
+
+// testLogger sends the provider's log to the test log when -v is given, and nowhere otherwise.
+func testLogger(t testing.TB) logrus.FieldLogger {
+	if !testing.Verbose() {
+		return quietLogger()
+	}
+	l := logrus.New()
+	l.SetOutput(tWriter{t})
+	l.SetLevel(logrus.DebugLevel)
+	return l
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// testBase picks a loopback /24 of its own per group, so that parallel tests and packages do not collide.
+func testBase() string {
+	return fmt.Sprintf("127.%d.%d.1", 150+mrand.IntN(50), mrand.IntN(256))
+}
+
+// rig is a gitlabsim with one runner, a local Docker Engine with the busybox job image and the helper
+// image, and a docker-autoscaler runner config on the local plugin. Job containers use host networking
+// to reach the simulator on loopback.
+type rig struct {
+	sim    *gitlabsim.Server
+	gl     *gitlab.Client
+	cli    *client.Client
+	image  string
+	runner *config.RunnerConfig
+	dir    string
+}
+
+var (
+	helperOnce sync.Once
+	helperErr  error
+)
+
+func newRig(t testing.TB) *rig {
+	t.Helper()
+	testenv.RequireDocker(t)
+	testenv.RequireSSHD(t)
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+	image := testimage.Busybox(t, cli)
+	// The helper image is built once per test binary, on the engine every "instance" shares.
+	helperOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		_, helperErr = helperimage.Ensure(ctx, cli, quietLogger())
+	})
+	if helperErr != nil {
+		t.Fatalf("helper image: %v", helperErr)
+	}
+
+	sim, err := gitlabsim.New(gitlabsim.Options{TraceUpdateInterval: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sim.Close() })
+	_, token := sim.CreateRunner(gitlabsim.RunnerOptions{Description: "docker-autoscaler test"})
+	gl, err := gitlab.NewClient(quietLogger(), gitlab.ClientConfig{URL: sim.URL(),
+		Info: gitlab.NewVersionInfo(Name, "sh", docker.Features())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	r := &rig{sim: sim, gl: gl, cli: cli, image: image, dir: dir, runner: &config.RunnerConfig{
+		Name:              "autoscaler-test",
+		RunnerCredentials: config.RunnerCredentials{URL: sim.URL(), Token: token},
+		Executor:          Name,
+		Docker: &config.DockerConfig{
+			Image:       image,
+			PullPolicy:  config.StringOrSlice{"if-not-present"},
+			NetworkMode: "host",
+		},
+		Autoscaler: &config.AutoscalerConfig{
+			Plugin:                      "local",
+			CapacityPerInstance:         2,
+			MaxInstances:                4,
+			UpdateInterval:              time.Second,
+			UpdateIntervalWhenExpecting: 200 * time.Millisecond,
+			DeletionRetryInterval:       time.Second,
+			PluginConfig: config.PluginConfig{
+				"max_size":      4,
+				"boot_delay":    "200ms",
+				"base_address":  testBase(),
+				"docker_socket": testenv.DockerSocket(),
+			},
+			ConnectorConfig: config.ConnectorConfig{Keepalive: time.Second, Timeout: 10 * time.Second},
+			StateStorage:    config.StateStorage{Dir: filepath.Join(dir, "state")},
+		},
+	}}
+	t.Cleanup(func() { r.removeLeftovers(t) })
+	return r
+}
+
+// removeLeftovers removes whatever a job left on the engine: a job whose instance was killed cannot
+// clean up through the dead tunnel, just as a vanished cloud instance takes its containers with it.
+func (r *rig) removeLeftovers(t testing.TB) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	short := strings.TrimPrefix(r.runner.Token, "glrt-")[:8]
+	f := filters.NewArgs(filters.Arg("label", docker.LabelRunner+"="+short))
+	cs, err := r.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	if err != nil {
+		t.Logf("list leftovers: %v", err)
+		return
+	}
+	for _, c := range cs {
+		_ = r.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	}
+	if ns, err := r.cli.NetworkList(ctx, network.ListOptions{Filters: f}); err == nil {
+		for _, n := range ns {
+			_ = r.cli.NetworkRemove(ctx, n.ID)
+		}
+	}
+	if vs, err := r.cli.VolumeList(ctx, volume.ListOptions{Filters: f}); err == nil {
+		for _, v := range vs.Volumes {
+			if v.Labels[docker.LabelRole] != "cache" {
+				_ = r.cli.VolumeRemove(ctx, v.Name, true)
+			}
+		}
+	}
+}
+
+// newProvider starts a provider on the rig's config and shuts it down at the end of the test.
+func (r *rig) newProvider(t testing.TB) *Provider {
+	t.Helper()
+	p, err := newProvider(r.runner, executors.Deps{Logger: testLogger(t), ConfigDir: r.dir, SystemID: "s_test"}, docker.Options{})
+	if err != nil {
+		t.Fatalf("new provider: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := p.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return p
+}
+
+func (p *Provider) local(t testing.TB) *local.InstanceGroup {
+	t.Helper()
+	g, ok := p.group.(*local.InstanceGroup)
+	if !ok {
+		t.Fatalf("plugin is %T, not local", p.group)
+	}
+	return g
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// sectionLog passes the job log through and reports every section that starts and all output.
+type sectionLog struct {
+	executors.JobLog
+	onSection  func(name string)
+	onOutput   func(p []byte)
+	onReceived func() // called when GitLab handed out the job
+}
+
+func (l *sectionLog) Write(p []byte) (int, error) {
+	n, err := l.JobLog.Write(p)
+	if l.onOutput != nil {
+		l.onOutput(p)
+	}
+	return n, err
+}
+
+func (l *sectionLog) SectionStart(name, header string) {
+	l.JobLog.SectionStart(name, header)
+	if l.onSection != nil {
+		l.onSection(name)
+	}
+}
+
+// runOne does what the manager does for one job: reserve, ask GitLab, run with a real trace, report.
+// It returns Run's error and the simulator's view of the finished job.
+func (r *rig) runOne(t testing.TB, p *Provider, watch *sectionLog) (error, gitlabsim.JobSnapshot) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	var res executors.Reservation
+	var j *job.Job
+	for j == nil {
+		var err error
+		res, err = p.Reserve(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				t.Fatalf("reserve: %v", err)
+			}
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		got := r.gl.RequestJob(ctx, r.runner.Token, "s_test")
+		if got.Err != nil {
+			t.Fatalf("request job: %v", got.Err)
+		}
+		if j = got.Job; j == nil {
+			res.Unreserve()
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	tr := trace.New(r.gl, gitlab.JobCredentials{ID: j.ID, Token: j.Token}, trace.Options{
+		MaskPhrases: j.Variables.MaskedValues(), UpdateInterval: 200 * time.Millisecond,
+		ForceSendInterval: time.Second, Logger: quietLogger(),
+	})
+	tr.Start()
+	if watch == nil {
+		watch = &sectionLog{}
+	}
+	if watch.onReceived != nil {
+		watch.onReceived()
+	}
+	watch.JobLog = tr
+	runErr := p.Run(ctx, res, &executors.Build{Job: j, Runner: r.runner, Log: watch,
+		Logger: testLogger(t), Canceling: tr.Canceling(), SystemID: "s_test"})
+	state := gitlab.JobSuccess
+	reason, code := job.Failure(runErr)
+	if runErr != nil {
+		state = gitlab.JobFailed
+		tr.Errorf("Job failed: %v", runErr)
+	}
+	// A final "failed" is answered with Job-Status: failed, which the client reads as an abort; the
+	// simulator's state below is what counts.
+	if err := tr.Finish(ctx, state, j.ReasonFor(reason), code); err != nil && !errors.Is(err, trace.ErrAborted) {
+		snap, _ := r.sim.Job(j.ID)
+		t.Fatalf("finish job %d (run error %v): %v; simulator: %s %s; trace:\n%s", j.ID, runErr, err, snap.Status, snap.FailureReason, snap.Trace)
+	}
+	snap, err := r.sim.WaitFinished(ctx, j.ID)
+	if err != nil {
+		t.Fatalf("job %d never finished: %v", j.ID, err)
+	}
+	return runErr, snap
+}
+
+// connectedRE matches the job log line naming the instance a job ran on.
+var connectedRE = regexp.MustCompile(`Instance (\S+) connected`)
+
+// connectedTo returns the instances a job's log says it connected to, in order.
+func connectedTo(trace []byte) []string {
+	var ids []string
+	for _, m := range connectedRE.FindAllSubmatch(trace, -1) {
+		ids = append(ids, string(m[1]))
+	}
+	return ids
+}
+
+func randomToken() string {
+	b := make([]byte, 10)
+	_, _ = rand.Read(b)
+	return "glrt-" + hex.EncodeToString(b)
+}
+
+// dumpFile logs a file when the test failed, for logs of child processes.
+func dumpFile(t *testing.T, path string) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		if b, err := os.ReadFile(path); err == nil {
+			t.Logf("%s:\n%s", path, b)
+		}
+	})
+}
