@@ -30,8 +30,10 @@ type fakeGroup struct {
 	increaseCalls []int
 	increaseAt    []time.Time
 	decreaseCalls [][]string
-	maxAlive      int // most instances in the group at once, deleting ones included
-	updates       int // Update calls so far
+	maxAlive      int           // most instances in the group at once, deleting ones included
+	updates       int           // Update calls so far
+	connectInfos  int           // ConnectInfo calls so far
+	connectTTL    time.Duration // credentials expire this long after ConnectInfo, like EC2 Instance Connect keys; 0 = never
 }
 
 type fakeInst struct {
@@ -143,10 +145,16 @@ func (g *fakeGroup) Decrease(_ context.Context, ids []string) ([]string, error) 
 func (g *fakeGroup) ConnectInfo(_ context.Context, id string) (fleeting.ConnectInfo, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.connectInfos++
 	if _, ok := g.insts[id]; !ok {
 		return fleeting.ConnectInfo{}, fmt.Errorf("instance %s not found", id)
 	}
-	return fleeting.ConnectInfo{ID: id, InternalAddr: "127.0.1.1:22", ConnectorConfig: fleeting.ConnectorConfig{Username: "ci", Protocol: fleeting.ProtocolSSH}}, nil
+	ci := fleeting.ConnectInfo{ID: id, InternalAddr: "127.0.1.1:22", ConnectorConfig: fleeting.ConnectorConfig{Username: "ci", Protocol: fleeting.ProtocolSSH}}
+	if g.connectTTL > 0 {
+		exp := g.clock.Now().Add(g.connectTTL)
+		ci.Expires = &exp
+	}
+	return ci, nil
 }
 
 func (g *fakeGroup) Heartbeat(context.Context, string) error { return nil }

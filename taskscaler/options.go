@@ -90,7 +90,8 @@ type Options struct {
 	// ReadyUp runs once on every new running instance before its slots are used (instance_ready_command,
 	// host key pinning). An error removes the instance and slows down further creation.
 	ReadyUp func(ctx context.Context, inst Instance) error
-	// HealthCheck runs on every ready instance each update_interval; FailureThreshold consecutive
+	// HealthCheck runs on every ready instance each update_interval with its cached ConnectInfo (empty
+	// when none was fetched yet; it is not refreshed for the check); FailureThreshold consecutive
 	// errors replace the instance. Nil disables health checks.
 	HealthCheck func(ctx context.Context, inst Instance) error
 

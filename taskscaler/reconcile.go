@@ -383,10 +383,18 @@ func (ts *Taskscaler) maybeHealthCheck() {
 		ts.mu.Unlock()
 		return
 	}
+	// The cached connection details go with each check: fetching fresh ones here would make a plugin
+	// with short-lived credentials (EC2 Instance Connect) push a key to every instance on every pass.
 	var ids []string
+	var infos []fleeting.ConnectInfo
 	for _, in := range ts.instances {
 		if in.state == stReady || in.state == stDraining {
 			ids = append(ids, in.id)
+			var ci fleeting.ConnectInfo
+			if in.connectInfo != nil {
+				ci = *in.connectInfo
+			}
+			infos = append(infos, ci)
 		}
 	}
 	ts.hbRunning, ts.lastHB = true, now
@@ -402,12 +410,7 @@ func (ts *Taskscaler) maybeHealthCheck() {
 			g.Go(func() error {
 				ctx, cancel := context.WithTimeout(ts.baseCtx, ts.opts.UpdateInterval)
 				defer cancel()
-				ci, err := ts.ConnectInfo(ctx, id)
-				if err != nil {
-					results[i] = err
-					return nil
-				}
-				results[i] = ts.opts.HealthCheck(ctx, Instance{ID: id, ConnectInfo: ci, ts: ts})
+				results[i] = ts.opts.HealthCheck(ctx, Instance{ID: id, ConnectInfo: infos[i], ts: ts})
 				return nil
 			})
 		}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	_ "time/tzdata" // the policy test reads Europe/Berlin whatever the machine has installed
@@ -766,4 +767,38 @@ func TestReservationsAreDemandWithoutThrottling(t *testing.T) {
 		}
 	}
 	eventually(t, c, "an instance per reservation", func() bool { return ready(ts) == 3 })
+}
+
+// TestHealthChecksReuseConnectInfo: a health round must not fetch connection details again; with EC2
+// Instance Connect every fetch is a key push.
+func TestHealthChecksReuseConnectInfo(t *testing.T) {
+	c := clock.NewFake(t0)
+	g := newFakeGroup(c)
+	g.connectTTL = time.Minute
+	var checks atomic.Int64
+	ts := start(t, g, Options{
+		UpdateInterval: time.Minute,
+		Policies:       policies(t, config.AutoscalerPolicyConfig{IdleCount: 2, IdleTime: time.Hour}),
+		HealthCheck: func(_ context.Context, inst Instance) error {
+			if inst.ConnectInfo.ID != inst.ID {
+				return fmt.Errorf("health check got connect info for %q", inst.ConnectInfo.ID)
+			}
+			checks.Add(1)
+			return nil
+		},
+	})
+	eventually(t, c, "two ready instances", func() bool { return ready(ts) == 2 })
+	g.mu.Lock()
+	before := g.connectInfos
+	g.mu.Unlock()
+	eventually(t, c, "five health rounds", func() bool { return checks.Load() >= 10 })
+	g.mu.Lock()
+	after := g.connectInfos
+	g.mu.Unlock()
+	if after != before {
+		t.Errorf("health checks fetched connection details %d times; want none", after-before)
+	}
+	if s := ts.Stats(); s.Counters.HealthCheckFailures != 0 {
+		t.Errorf("health check failures: %d", s.Counters.HealthCheckFailures)
+	}
 }
