@@ -1,0 +1,455 @@
+package e2eaws_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/volume"
+	"github.com/docker/docker/client"
+	"github.com/sirupsen/logrus"
+
+	"gitlab.com/fleetrunner/fleetrunner/common/config"
+	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
+	"gitlab.com/fleetrunner/fleetrunner/common/manager"
+	"gitlab.com/fleetrunner/fleetrunner/executors"
+	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
+	"gitlab.com/fleetrunner/fleetrunner/executors/docker/helperimage"
+	"gitlab.com/fleetrunner/fleetrunner/executors/dockerautoscaler"
+	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/aws/awssim"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testimage"
+)
+
+// TestMain keeps this machine's environment from redirecting the SDK: every test points the plugin at
+// its own awssim through the endpoint_url of the shared config file it writes (plugin_config
+// config_file), and an AWS_ENDPOINT_URL* variable would win over that. Doing it once here, rather than
+// with t.Setenv, lets the tests run in parallel.
+func TestMain(m *testing.M) {
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "AWS_ENDPOINT_URL") || k == "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS" {
+			_ = os.Unsetenv(k)
+		}
+	}
+	// No instance metadata service on loopback: never wait for one.
+	_ = os.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	os.Exit(m.Run())
+}
+
+// awsProfile is the shared-config profile each test writes for its awssim.
+const awsProfile = "awssim"
+
+// awsWorld is one awssim with one Auto Scaling group, and the shared config and credentials files that
+// point the SDK at it.
+type awsWorld struct {
+	sim             *awssim.Server
+	spec            awssim.GroupSpec
+	simDir          string
+	configFile      string
+	credentialsFile string
+}
+
+// watchedSim is awssim's set-up for tests that count logins: a terminated instance's directory, with
+// its sshd log, stays a second, long enough for the login watch to read it.
+var watchedSim = awssim.Options{TerminateDelay: time.Second}
+
+// newAWSWorld starts awssim with opts (its Dir is set here) and creates the group.
+func newAWSWorld(t testing.TB, spec awssim.GroupSpec, opts awssim.Options) *awsWorld {
+	t.Helper()
+	testenv.RequireSSHD(t)
+	dir := t.TempDir()
+	w := &awsWorld{
+		spec:            spec,
+		simDir:          filepath.Join(dir, "awssim"),
+		configFile:      filepath.Join(dir, "aws-config"),
+		credentialsFile: filepath.Join(dir, "aws-credentials"),
+	}
+	opts.Dir = w.simDir
+	sim, err := awssim.New(opts)
+	if err != nil {
+		t.Fatalf("awssim: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := sim.Close(); err != nil {
+			t.Errorf("awssim close: %v", err)
+		}
+	})
+	w.sim = sim
+	if err := sim.CreateGroup(spec); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		w.configFile: fmt.Sprintf("[profile %s]\nregion = %s\nendpoint_url = %s\n", awsProfile, sim.Region(), sim.URL()),
+		w.credentialsFile: fmt.Sprintf("[%s]\naws_access_key_id = AKIAFLEETRUNNERE2E\naws_secret_access_key = fleetrunner-e2e-secret\n",
+			awsProfile),
+	}
+	for path, text := range files {
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return w
+}
+
+// pluginConfigTOML is [runners.autoscaler.plugin_config] as an operator writes it for this group.
+func (w *awsWorld) pluginConfigTOML() string {
+	return fmt.Sprintf("name = %q\n    region = %q\n    profile = %q\n    config_file = %q\n    credentials_file = %q",
+		w.spec.Name, w.sim.Region(), awsProfile, w.configFile, w.credentialsFile)
+}
+
+// inService counts the group's InService instances.
+func (w *awsWorld) inService() int {
+	n := 0
+	for _, in := range w.sim.Instances(w.spec.Name) {
+		if in.LifecycleState == "InService" {
+			n++
+		}
+	}
+	return n
+}
+
+// acceptedLogin matches sshd's line for a successful login, one per SSH connection.
+var acceptedLogin = regexp.MustCompile(`(?m)^Accepted publickey for `)
+
+// loginWatch counts, per instance, the SSH connections its sshd accepted, by reading the sshd logs
+// awssim keeps in each instance's directory until the instance is terminated.
+type loginWatch struct {
+	dir  string
+	mu   sync.Mutex
+	seen map[string]int
+	stop chan struct{}
+	done chan struct{}
+}
+
+func (w *awsWorld) watchLogins(t testing.TB) *loginWatch {
+	lw := &loginWatch{dir: filepath.Join(w.simDir, "instances"), seen: map[string]int{}, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(lw.done)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			lw.scan()
+			select {
+			case <-lw.stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	t.Cleanup(lw.end)
+	return lw
+}
+
+func (lw *loginWatch) scan() {
+	logs, _ := filepath.Glob(filepath.Join(lw.dir, "*", "sshd.log"))
+	for _, path := range logs {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		id := filepath.Base(filepath.Dir(path))
+		n := len(acceptedLogin.FindAll(b, -1))
+		lw.mu.Lock()
+		lw.seen[id] = max(lw.seen[id], n)
+		lw.mu.Unlock()
+	}
+}
+
+func (lw *loginWatch) end() {
+	select {
+	case <-lw.stop:
+	default:
+		close(lw.stop)
+	}
+	<-lw.done
+}
+
+// logins returns the connections accepted so far, per instance.
+func (lw *loginWatch) logins() map[string]int {
+	lw.scan()
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	out := make(map[string]int, len(lw.seen))
+	for id, n := range lw.seen {
+		out[id] = n
+	}
+	return out
+}
+
+// checkKeyPushes: every SendSSHPublicKey names an instance of the group and the configured user, and
+// no instance got more accepted pushes than SSH connections were opened to it (pushes are made per
+// pooled connection, not per job). With oneEach, which holds when no connection was lost, every
+// instance that got a key got exactly one.
+func checkKeyPushes(t *testing.T, w *awsWorld, lw *loginWatch, oneEach bool) {
+	t.Helper()
+	accepted := map[string]int{}
+	for _, p := range w.sim.KeyPushes() {
+		if p.Group != w.spec.Name {
+			t.Errorf("SendSSHPublicKey for instance %s of group %q; want only instances of %s", p.InstanceID, p.Group, w.spec.Name)
+		}
+		if p.User != "root" {
+			t.Errorf("SendSSHPublicKey for user %q on %s; connector_config username is root", p.User, p.InstanceID)
+		}
+		if p.Err == "" {
+			accepted[p.InstanceID]++
+		} else {
+			t.Logf("SendSSHPublicKey for %s answered %s", p.InstanceID, p.Err)
+		}
+	}
+	if len(accepted) == 0 {
+		t.Errorf("no SSH key was pushed with SendSSHPublicKey")
+	}
+	logins := lw.logins()
+	for id, n := range accepted {
+		if n > logins[id] {
+			t.Errorf("instance %s: %d keys pushed for %d SSH connections; want at most one push per pooled connection", id, n, logins[id])
+		}
+		if oneEach && n != 1 {
+			t.Errorf("instance %s: %d keys pushed; without lost connections the pooled connection needs exactly one", id, n)
+		}
+	}
+	t.Logf("SendSSHPublicKey accepted per instance: %v; SSH connections per instance: %v", accepted, logins)
+}
+
+// jobRig is gitlabsim with one runner, the local Docker Engine with the busybox job image and the
+// helper image, and a log of everything the manager said (shown when the test fails).
+type jobRig struct {
+	gl    *gitlabsim.Server
+	token string
+	cli   *client.Client
+	image string
+	dir   string
+	log   *testLog
+}
+
+var (
+	helperOnce sync.Once
+	helperErr  error
+)
+
+func newJobRig(t *testing.T) *jobRig {
+	t.Helper()
+	testenv.RequireDocker(t)
+	testenv.RequireSSHD(t)
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+	image := testimage.Busybox(t, cli)
+	// Built once per test binary, so that no test's jobs wait for the first build. The instances are
+	// this machine, so they all share this engine.
+	helperOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		quiet := logrus.New()
+		quiet.SetOutput(io.Discard)
+		_, helperErr = helperimage.Ensure(ctx, cli, quiet)
+	})
+	if helperErr != nil {
+		t.Fatalf("helper image: %v", helperErr)
+	}
+	gl, err := gitlabsim.New(gitlabsim.Options{TraceUpdateInterval: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = gl.Close() })
+	_, token := gl.CreateRunner(gitlabsim.RunnerOptions{Description: "aws e2e " + t.Name()})
+	r := &jobRig{gl: gl, token: token, cli: cli, image: image, dir: t.TempDir(), log: newTestLog(t)}
+	t.Cleanup(func() { r.removeLeftovers(t) })
+	return r
+}
+
+// removeLeftovers removes what jobs left on the engine: a job whose instance was terminated cannot
+// clean up through the dead connection, as a vanished EC2 instance takes its containers with it.
+func (r *jobRig) removeLeftovers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	short := strings.TrimPrefix(r.token, "glrt-")[:8]
+	f := filters.NewArgs(filters.Arg("label", docker.LabelRunner+"="+short))
+	cs, err := r.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	if err != nil {
+		t.Logf("list leftover containers: %v", err)
+		return
+	}
+	for _, c := range cs {
+		_ = r.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	}
+	if ns, err := r.cli.NetworkList(ctx, network.ListOptions{Filters: f}); err == nil {
+		for _, n := range ns {
+			_ = r.cli.NetworkRemove(ctx, n.ID)
+		}
+	}
+	if vs, err := r.cli.VolumeList(ctx, volume.ListOptions{Filters: f}); err == nil {
+		for _, v := range vs.Volumes {
+			_ = r.cli.VolumeRemove(ctx, v.Name, true)
+		}
+	}
+}
+
+// fleet is the [runners.autoscaler] part of a test's config.toml.
+type fleet struct {
+	capacity, maxInstances, idleCount int
+	idleTime                          time.Duration
+}
+
+// writeConfig writes the config.toml an operator would write for docker-autoscaler on this group:
+// upstream key names throughout, job containers on the host network to reach gitlabsim on loopback.
+func (r *jobRig) writeConfig(t *testing.T, w *awsWorld, f fleet) string {
+	t.Helper()
+	text := fmt.Sprintf(`concurrent = %[1]d
+check_interval = 1
+shutdown_timeout = 30
+
+[[runners]]
+  name = "aws-e2e"
+  url = %[2]q
+  token = %[3]q
+  executor = "docker-autoscaler"
+  request_concurrency = 2
+  [runners.docker]
+    image = %[4]q
+    pull_policy = ["if-not-present"]
+    network_mode = "host"
+    host = %[5]q
+  [runners.autoscaler]
+    plugin = "aws"
+    capacity_per_instance = %[6]d
+    max_instances = %[7]d
+    update_interval = "1s"
+    update_interval_when_expecting = "200ms"
+    deletion_retry_interval = "1s"
+    [runners.autoscaler.plugin_config]
+    %[8]s
+    [runners.autoscaler.connector_config]
+      username = "root"
+      protocol_port = %[9]d
+      keepalive = "1s"
+      timeout = "10s"
+    [runners.autoscaler.state_storage]
+      dir = %[10]q
+    [[runners.autoscaler.policy]]
+      idle_count = %[11]d
+      idle_time = %[12]q
+      preemptive_mode = false
+`, f.capacity*f.maxInstances, r.gl.URL(), r.token, r.image, "unix://"+testenv.DockerSocket(),
+		f.capacity, f.maxInstances, w.pluginConfigTOML(), w.sim.SSHPort(), filepath.Join(r.dir, "state"),
+		f.idleCount, f.idleTime.String())
+	path := filepath.Join(r.dir, "config.toml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// startManager does what `fleetrunner run -c path` does, in-process: the real manager on the config
+// file with the docker-autoscaler executor. It returns the provider the manager made and a stop
+// function (a graceful stop, waited for) that also runs at cleanup.
+func (r *jobRig) startManager(t *testing.T, path string) (*dockerautoscaler.Provider, func()) {
+	t.Helper()
+	made := make(chan *dockerautoscaler.Provider, 1)
+	reg := executors.Registry{dockerautoscaler.Name: func(rc *config.RunnerConfig, deps executors.Deps) (executors.Provider, error) {
+		p, err := dockerautoscaler.NewProvider(rc, deps)
+		if err == nil {
+			made <- p.(*dockerautoscaler.Provider)
+		}
+		return p, err
+	}}
+	m := manager.New(r.log.logger, manager.Options{ConfigPath: path, Registry: reg, SystemID: "s_aws_e2e"})
+	done := make(chan error, 1)
+	go func() { done <- m.Run(context.Background()) }()
+	var p *dockerautoscaler.Provider
+	select {
+	case p = <-made:
+	case err := <-done:
+		t.Fatalf("manager ended at start: %v", err)
+	case <-time.After(time.Minute):
+		t.Fatal("manager made no provider within a minute")
+	}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			m.StopGracefully()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("manager: %v", err)
+				}
+			case <-time.After(time.Minute):
+				t.Error("manager did not stop within a minute")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return p, stop
+}
+
+// testLog collects the manager's log and shows its tail when the test fails (or all of it with -v).
+type testLog struct {
+	logger *logrus.Logger
+	mu     sync.Mutex
+	buf    bytes.Buffer
+}
+
+const logTail = 64 << 10
+
+func newTestLog(t *testing.T) *testLog {
+	l := &testLog{logger: logrus.New()}
+	l.logger.SetOutput(l)
+	l.logger.SetLevel(logrus.DebugLevel)
+	t.Cleanup(func() {
+		if !t.Failed() && !testing.Verbose() {
+			return
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		b := l.buf.Bytes()
+		if len(b) > logTail && !testing.Verbose() {
+			b = b[len(b)-logTail:]
+		}
+		t.Logf("manager log:\n%s", b)
+	})
+	return l
+}
+
+func (l *testLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// waitFor polls cond until it holds or d passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// connectedRE matches the job log line naming the instance a job ran on.
+var connectedRE = regexp.MustCompile(`Instance (i-[0-9a-f]+) connected`)
+
+// ranOn returns the instances a job's log says it connected to.
+func ranOn(trace []byte) []string {
+	var ids []string
+	for _, m := range connectedRE.FindAllSubmatch(trace, -1) {
+		ids = append(ids, string(m[1]))
+	}
+	return ids
+}
