@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/smithy-go"
 )
 
@@ -19,6 +20,9 @@ func fixFor(call string, err error) string {
 	if !errors.As(err, &apiErr) {
 		if isCredentialsError(err) {
 			return "fix: give the manager credentials (an IAM role on its instance, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or plugin_config profile/credentials_file)"
+		}
+		if isClientThrottled(err) {
+			return "fix: AWS throttled this manager and the SDK is pacing its calls; it recovers on its own, lower the runner's scale_throttle or update_interval pressure if it persists"
 		}
 		return "fix: check that the manager reaches the AWS endpoint (network, proxy, AWS_ENDPOINT_URL)"
 	}
@@ -40,6 +44,17 @@ func fixFor(call string, err error) string {
 func isCredentialsError(err error) bool {
 	msg := err.Error()
 	return strings.Contains(msg, "get credentials") || strings.Contains(msg, "failed to retrieve credentials")
+}
+
+// isClientThrottled recognises the SDK giving up before sending: its retry quota or its adaptive
+// client-side rate limiter ran out (both follow AWS throttling answers), which are not API errors.
+func isClientThrottled(err error) bool {
+	var quota ratelimit.QuotaExceededError
+	if errors.As(err, &quota) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "failed to get retry Send token") || strings.Contains(msg, "failed to wait for token to be available")
 }
 
 // iamAction is the IAM action behind an API call.
