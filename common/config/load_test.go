@@ -322,6 +322,45 @@ func TestUnsupportedExecutorIsAWarning(t *testing.T) {
 	}
 }
 
+// A runner entry whose executor fleetrunner skips is written for that executor (a Windows shell,
+// an npipe Docker host, Windows paths): it must load with a warning, not fail the whole file.
+func TestSkippedExecutorSettingsDoNotFail(t *testing.T) {
+	content := validDA + `
+[[runners]]
+  name = "windows"
+  url = "https://gitlab.example.com"
+  token = "glrt-win"
+  executor = "docker-windows"
+  shell = "pwsh"
+  builds_dir = "C:\\builds"
+  cache_dir = "C:\\cache"
+  [runners.docker]
+    image = "mcr.microsoft.com/windows/servercore:ltsc2022"
+    host = "npipe:////./pipe/docker_engine"
+    pull_policy = "if-not-present"
+  [runners.autoscaler]
+    plugin = "aws"
+    [runners.autoscaler.connector_config]
+      os = "windows"
+      protocol = "winrm"
+`
+	cfg, warns, err := Load(writeConfig(t, content))
+	if err != nil {
+		t.Fatalf("entry of a skipped executor failed the file: %v", err)
+	}
+	if cfg.Runners[1].ExecutorSupported() || cfg.Runners[1].Shell != "pwsh" {
+		t.Fatalf("runners[1] = %+v", cfg.Runners[1])
+	}
+	if !slices.ContainsFunc(warns, func(w Warning) bool { return w.Key == "runners[1].executor" }) {
+		t.Errorf("no warning for runners[1].executor: %v", warns)
+	}
+	// Credentials are still checked: the entry must identify a runner.
+	_, _, err = Load(writeConfig(t, strings.Replace(content, `token = "glrt-win"`, `token = ""`, 1)))
+	if err == nil || !strings.Contains(err.Error(), "runners[1].token") {
+		t.Fatalf("missing token of a skipped entry: err = %v", err)
+	}
+}
+
 // corpusDir holds public config.toml files (see its SOURCES.md).
 func corpusFiles(t *testing.T) []string {
 	t.Helper()

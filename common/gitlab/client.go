@@ -47,17 +47,22 @@ type ClientConfig struct {
 	TLSCAFile, TLSCertFile, TLSKeyFile string
 	// Info is the runner info object sent on register, job request and job update (§1.5).
 	Info VersionInfo
+	// ConnectionMaxAge is the lifetime of a keep-alive connection (config connection_max_age, see
+	// config.Config.GetConnectionMaxAge); 0 keeps connections as long as the server allows.
+	ConnectionMaxAge time.Duration
 	// Sleep waits for back-off and rate-limit delays; nil means a real, context-aware sleep.
 	Sleep func(ctx context.Context, d time.Duration) error
 }
 
 // Client talks to one GitLab instance. It is safe for concurrent use.
 type Client struct {
-	log   logrus.FieldLogger
-	base  *url.URL
-	http  *http.Client
-	info  VersionInfo
-	sleep func(ctx context.Context, d time.Duration) error
+	log       logrus.FieldLogger
+	base      *url.URL
+	http      *http.Client
+	transport *http.Transport
+	conns     *connAges
+	info      VersionInfo
+	sleep     func(ctx context.Context, d time.Duration) error
 
 	backoff *backoffs
 
@@ -78,13 +83,17 @@ func NewClient(log logrus.FieldLogger, cfg ClientConfig) (*Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tlsConf
 	tr.ResponseHeaderTimeout = responseHeaderTimeout
+	conns := newConnAges(cfg.ConnectionMaxAge)
+	tr.DialContext = conns.wrap(tr.DialContext)
 	sleep := cfg.Sleep
 	if sleep == nil {
 		sleep = sleepCtx
 	}
 	return &Client{
-		log:  log.WithField("gitlab", base.Host),
-		base: base,
+		log:       log.WithField("gitlab", base.Host),
+		base:      base,
+		transport: tr,
+		conns:     conns,
 		http: &http.Client{
 			Transport: tr,
 			Timeout:   overallTimeout,
@@ -280,6 +289,7 @@ func (c *Client) send(ctx context.Context, cl call, u *url.URL) (*http.Response,
 	if body != nil && cl.contentType != "" {
 		req.Header.Set("Content-Type", cl.contentType)
 	}
+	c.conns.retire(c.transport)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, reqID, fmt.Errorf("%s %s: %w", cl.method, u.Path, err)

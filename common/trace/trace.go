@@ -62,7 +62,11 @@ type Options struct {
 	// ForceSendInterval: a keep-alive PUT is sent when nothing was sent for this long; 0 = 30 s.
 	ForceSendInterval time.Duration
 	DebugTrace        bool
-	Logger            logrus.FieldLogger
+	// FinalUpdateRetryLimit bounds the retries after failed requests of Finish (runner setting
+	// job_status_final_update_retry_limit); 0 retries until Finish's context ends. GitLab's 202
+	// ("still processing the log") is not a failure.
+	FinalUpdateRetryLimit int
+	Logger                logrus.FieldLogger
 	// Sleep waits between final-update attempts; nil = a real, context-aware sleep.
 	Sleep func(ctx context.Context, d time.Duration) error
 }
@@ -404,8 +408,9 @@ func (t *Trace) keepAlive(ctx context.Context) {
 
 // Finish ends the log and reports the job's final state (spec §4.4): it sends all remaining output
 // until GitLab acknowledged it, then PUTs the state with the log's checksum and size; 202 repeats after
-// GitLab's interval, 412 resends the whole log, other failures retry until ctx ends. It returns
-// ErrAborted when GitLab said the job is gone, and ctx's error when it ran out of time.
+// GitLab's interval, 412 resends the whole log, other failures retry until ctx ends (or
+// FinalUpdateRetryLimit is spent). It returns ErrAborted when GitLab said the job is gone, and ctx's
+// error when it ran out of time.
 func (t *Trace) Finish(ctx context.Context, state gitlab.JobState, reason job.FailureReason, exitCode int) error {
 	t.finishMu.Lock()
 	defer t.finishMu.Unlock()
@@ -431,8 +436,9 @@ func (t *Trace) Finish(ctx context.Context, state gitlab.JobState, reason job.Fa
 		u.FailureReason = reason
 	}
 	log := t.log.WithField("state", state)
+	retries := &retryBudget{limit: t.opts.FinalUpdateRetryLimit}
 	for {
-		if err := t.flush(ctx); err != nil {
+		if err := t.flush(ctx, retries); err != nil {
 			return err
 		}
 		u.Output = t.output()
@@ -460,6 +466,9 @@ func (t *Trace) Finish(ctx context.Context, state gitlab.JobState, reason job.Fa
 			t.markAborted()
 			return ErrAborted
 		default:
+			if err := retries.spend(); err != nil {
+				return fmt.Errorf("final update of job %d: %w", t.jc.ID, err)
+			}
 			log.WithField("wait", wait).Warn("final update failed, retrying")
 		}
 		if err := t.opts.Sleep(ctx, wait); err != nil {
@@ -468,8 +477,21 @@ func (t *Trace) Finish(ctx context.Context, state gitlab.JobState, reason job.Fa
 	}
 }
 
+// retryBudget counts the failed requests of Finish against FinalUpdateRetryLimit.
+type retryBudget struct {
+	limit, used int
+}
+
+func (b *retryBudget) spend() error {
+	b.used++
+	if b.limit > 0 && b.used > b.limit {
+		return fmt.Errorf("giving up after %d retries (job_status_final_update_retry_limit)", b.limit)
+	}
+	return nil
+}
+
 // flush sends everything not yet acknowledged. A 404 gives up on the log (the PUT follows anyway).
-func (t *Trace) flush(ctx context.Context) error {
+func (t *Trace) flush(ctx context.Context, retries *retryBudget) error {
 	for {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("sending the log of job %d: %w", t.jc.ID, err)
@@ -483,6 +505,9 @@ func (t *Trace) flush(ctx context.Context) error {
 			return nil
 		case gitlab.PatchAbort:
 			return ErrAborted
+		}
+		if err := retries.spend(); err != nil {
+			return fmt.Errorf("sending the log of job %d: %w", t.jc.ID, err)
 		}
 		if err := t.opts.Sleep(ctx, t.opts.UpdateInterval); err != nil {
 			return fmt.Errorf("sending the log of job %d: %w", t.jc.ID, err)

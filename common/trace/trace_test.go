@@ -406,3 +406,36 @@ func TestStreamingEqualsWhole(t *testing.T) {
 		}
 	}
 }
+
+// FinalUpdateRetryLimit (job_status_final_update_retry_limit) bounds the retries of failed requests in
+// the final update sequence; GitLab's 202 answers are not failures and do not count.
+func TestFinalUpdateRetryLimit(t *testing.T) {
+	tests := []struct {
+		name        string
+		limit       int
+		patchFaults []gitlab.PatchState
+		putFaults   []gitlab.UpdateState
+		wantErr     bool
+		wantPuts    int
+	}{
+		{"PUT failures within the limit", 2, nil, []gitlab.UpdateState{gitlab.UpdateFailed, gitlab.UpdateFailed}, false, 3},
+		{"PUT failures beyond the limit", 2, nil, []gitlab.UpdateState{gitlab.UpdateFailed, gitlab.UpdateFailed, gitlab.UpdateFailed}, true, 3},
+		{"PATCH failures count too", 1, []gitlab.PatchState{gitlab.PatchFailed, gitlab.PatchFailed}, nil, true, 0},
+		{"202 is not a failure", 1, nil, []gitlab.UpdateState{gitlab.UpdateAcceptedButNotCompleted, gitlab.UpdateAcceptedButNotCompleted, gitlab.UpdateFailed}, false, 4},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			net := newFakeNet()
+			net.patchFaults, net.putFaults = tc.patchFaults, tc.putFaults
+			tr := newTestTrace(net, Options{FinalUpdateRetryLimit: tc.limit})
+			_, _ = tr.Write([]byte("log\n"))
+			err := tr.Finish(t.Context(), gitlab.JobSuccess, "", 0)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("Finish err = %v, want error: %v", err, tc.wantErr)
+			}
+			if _, puts := net.snapshot(); len(puts) != tc.wantPuts {
+				t.Fatalf("%d PUTs, want %d", len(puts), tc.wantPuts)
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package gitlabsim
 
 import (
+	"bytes"
 	"io"
 	"net/http"
 	"strconv"
@@ -40,12 +41,7 @@ func (s *Server) patchTrace(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "400 Bad request - Content-Range must be <start>-<end>")
 		return
 	}
-	size := int64(len(j.trace))
-	if start != size || s.takeFault(&s.faults.rangeMismatch416) {
-		w.Header().Set("Range", "0-"+strconv.FormatInt(size, 10))
-		writeError(w, http.StatusRequestedRangeNotSatisfiable, "416 Range Not Satisfiable")
-		return
-	}
+	// GitLab checks the size limit before the offset (AppendBuildTraceService).
 	if limit := s.opts.TraceSizeLimit; limit > 0 && start+int64(len(body)) > limit {
 		j.failureReason = "trace_size_exceeded"
 		s.finishJobLocked(j, StatusFailed)
@@ -53,10 +49,28 @@ func (s *Server) patchTrace(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, "403 Forbidden - trace size exceeded")
 		return
 	}
-	j.trace = append(j.trace, body...)
+	size := int64(len(j.trace))
+	if start != size || s.takeFault(&s.faults.rangeMismatch416) {
+		w.Header().Set("Range", "0-"+strconv.FormatInt(size, 10))
+		writeError(w, http.StatusRequestedRangeNotSatisfiable, "416 Range Not Satisfiable")
+		return
+	}
+	j.trace = append(j.trace, hideSecrets(body, j.token, s.registrationToken)...)
 	s.notifyLocked()
 	w.Header().Set("Job-Status", j.status)
 	w.Header().Set("Range", "0-"+strconv.Itoa(len(j.trace)))
 	w.Header().Set("X-GitLab-Trace-Update-Interval", strconv.Itoa(s.opts.TraceUpdateInterval))
 	w.WriteHeader(http.StatusAccepted)
+}
+
+// hideSecrets is GitLab's server-side masking of an appended chunk: the job token and the runner
+// registration token become as many x characters, so the length (and every offset) is unchanged. A
+// token split across two chunks is not found, as in GitLab.
+func hideSecrets(chunk []byte, secrets ...string) []byte {
+	for _, sec := range secrets {
+		if sec != "" && bytes.Contains(chunk, []byte(sec)) {
+			chunk = bytes.ReplaceAll(chunk, []byte(sec), bytes.Repeat([]byte("x"), len(sec)))
+		}
+	}
+	return chunk
 }

@@ -2,6 +2,8 @@ package gitlabsim
 
 import (
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -60,5 +62,39 @@ func TestTraceSizeLimit(t *testing.T) {
 	}
 	if snap, _ := s.Job(id); snap.FailureReason != "trace_size_exceeded" || string(snap.Trace) != "12345678" {
 		t.Fatalf("job %s/%s trace %q", snap.Status, snap.FailureReason, snap.Trace)
+	}
+}
+
+// GitLab checks the size limit before the offset: an oversized chunk at a wrong offset still fails
+// the job (AppendBuildTraceService).
+func TestTraceSizeLimitBeforeRange(t *testing.T) {
+	s := newSim(t, Options{TraceSizeLimit: 8})
+	_, token := s.CreateRunner(RunnerOptions{})
+	id := s.Enqueue(JobSpec{Name: "a", Script: []string{"true"}})
+	j := takeJob(t, s, token, allFeatures)
+	r := patchTrace(t, s, id, j.Token, "3-11", "123456789")
+	if r.code != http.StatusForbidden {
+		t.Fatalf("oversized PATCH at a wrong offset = %d, want 403", r.code)
+	}
+	if snap, _ := s.Job(id); snap.Status != StatusFailed || snap.FailureReason != "trace_size_exceeded" {
+		t.Fatalf("job %s/%s, want failed/trace_size_exceeded", snap.Status, snap.FailureReason)
+	}
+}
+
+// GitLab hides the job token and the registration token in each appended chunk with as many x
+// characters, so offsets stay valid (Ci::Build#hide_secrets).
+func TestTraceHidesTokensServerSide(t *testing.T) {
+	s := newSim(t, Options{})
+	_, token := s.CreateRunner(RunnerOptions{})
+	id := s.Enqueue(JobSpec{Name: "a", Script: []string{"true"}})
+	j := takeJob(t, s, token, allFeatures)
+	chunk := "job " + j.Token + " reg " + s.RegistrationToken() + "\n"
+	r := patchTrace(t, s, id, j.Token, "0-"+strconv.Itoa(len(chunk)-1), chunk)
+	if r.code != http.StatusAccepted || r.header.Get("Range") != "0-"+strconv.Itoa(len(chunk)) {
+		t.Fatalf("PATCH = %d Range %q", r.code, r.header.Get("Range"))
+	}
+	want := "job " + strings.Repeat("x", len(j.Token)) + " reg " + strings.Repeat("x", len(s.RegistrationToken())) + "\n"
+	if snap, _ := s.Job(id); string(snap.Trace) != want {
+		t.Fatalf("stored %q, want %q", snap.Trace, want)
 	}
 }
