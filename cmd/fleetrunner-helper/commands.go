@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
+	"os"
 	"strconv"
+	"strings"
 
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker/helper/archive"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker/helper/artifacts"
@@ -29,8 +33,26 @@ func runGetSources(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&strategy, "strategy", "fetch", "clone, fetch, none or empty")
 	fs.BoolVar(&o.Checkout, "checkout", true, "check out the commit")
 	fs.StringVar(&submodules, "submodules", "none", "none, normal or recursive")
+	var token string
+	fs.StringVar(&token, "token", "", "job token for --repo-url's user info; \"-\" reads it from stdin")
 	if err := parse(fs, args, map[string]*string{"dir": &o.Dir}); err != nil {
 		return err
+	}
+	if token != "" {
+		var err error
+		if token, err = secret(token); err != nil {
+			return err
+		}
+		u, err := url.Parse(o.RepoURL)
+		if err != nil {
+			return errors.New("the repository URL cannot be parsed; check git_info.repo_url")
+		}
+		user := "gitlab-ci-token"
+		if u.User != nil && u.User.Username() != "" {
+			user = u.User.Username()
+		}
+		u.User = url.UserPassword(user, token)
+		o.RepoURL = u.String()
 	}
 	o.RefSpecs = refspecs
 	o.Strategy = gitsource.Strategy(strategy)
@@ -75,8 +97,24 @@ func runCacheArchive(_ context.Context, args []string, out io.Writer) error {
 func jobFlags(fs *flag.FlagSet, c *artifacts.Client, id, dir *string) {
 	fs.StringVar(&c.URL, "url", "", "GitLab URL (CI_SERVER_URL)")
 	fs.StringVar(id, "id", "", "job ID")
-	fs.StringVar(&c.Token, "token", "", "job token")
+	fs.StringVar(&c.Token, "token", "", "job token; \"-\" reads it from stdin")
 	fs.StringVar(dir, "dir", "", "project directory")
+}
+
+// secretInput is where a "-" token is read from.
+var secretInput io.Reader = os.Stdin
+
+// secret returns a token flag's value; "-" reads it from the first line of stdin, which keeps it out of
+// the helper container's command line and environment (both visible to anyone who can inspect it).
+func secret(v string) (string, error) {
+	if v != "-" {
+		return v, nil
+	}
+	line, err := bufio.NewReader(io.LimitReader(secretInput, 64<<10)).ReadString('\n')
+	if err != nil && (!errors.Is(err, io.EOF) || line == "") {
+		return "", fmt.Errorf("read the job token from stdin: %w", err)
+	}
+	return strings.TrimRight(line, "\r\n"), nil
 }
 
 func jobID(s string) (int64, error) {
@@ -97,6 +135,9 @@ func runArtifactsDownload(ctx context.Context, args []string, out io.Writer) err
 	}
 	n, err := jobID(id)
 	if err != nil {
+		return err
+	}
+	if c.Token, err = secret(c.Token); err != nil {
 		return err
 	}
 	return c.Download(ctx, n, dir)
@@ -121,6 +162,9 @@ func runArtifactsUpload(ctx context.Context, args []string, out io.Writer) error
 	}
 	n, err := jobID(id)
 	if err != nil {
+		return err
+	}
+	if c.Token, err = secret(c.Token); err != nil {
 		return err
 	}
 	if o.Format, err = archive.ParseFormat(format); err != nil {

@@ -2,9 +2,13 @@ package main
 
 import (
 	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -61,5 +65,49 @@ func TestRun(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(restored, "keep.txt")); err != nil || string(b) != "k" {
 		t.Errorf("restored keep.txt = %q, %v", b, err)
+	}
+}
+
+// TestTokenFromStdin: "--token -" reads the job token from stdin, so the executor never has to put it
+// on the helper container's command line; it reaches GitLab (artifacts) and the git host (sources).
+func TestTokenFromStdin(t *testing.T) {
+	const secret = "glcbt-stdinTOKEN"
+	var mu sync.Mutex
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, pw, _ := r.BasicAuth()
+		mu.Lock()
+		got = append(got, r.Header.Get("JOB-TOKEN")+"|"+pw)
+		mu.Unlock()
+		http.Error(w, "nope", http.StatusForbidden)
+	}))
+	defer srv.Close()
+	tests := [][]string{
+		{"artifacts-download", "--url", srv.URL, "--id", "5", "--token", "-", "--dir", t.TempDir()},
+		{"get-sources", "--dir", filepath.Join(t.TempDir(), "b"), "--repo-url", strings.Replace(srv.URL, "://", "://gitlab-ci-token@", 1) + "/g/p.git",
+			"--token", "-", "--sha", strings.Repeat("a", 40), "--ref", "main", "--strategy", "clone"},
+	}
+	for _, args := range tests {
+		mu.Lock()
+		got = nil
+		mu.Unlock()
+		secretInput = strings.NewReader(secret + "\n")
+		var stdout, stderr bytes.Buffer
+		if code := run(t.Context(), args, &stdout, &stderr); code != 1 {
+			t.Errorf("%s: exit %d, want 1 (the server refuses); stderr %q", args[0], code, stderr.String())
+		}
+		mu.Lock()
+		if len(got) == 0 || !strings.Contains(got[0], secret) {
+			t.Errorf("%s: the server saw tokens %q, want %q", args[0], got, secret)
+		}
+		mu.Unlock()
+		if strings.Contains(stdout.String()+stderr.String(), secret) {
+			t.Errorf("%s: the token reached the output", args[0])
+		}
+	}
+	secretInput = strings.NewReader("")
+	var stderr bytes.Buffer
+	if code := run(t.Context(), tests[0], io.Discard, &stderr); code != 1 || !strings.Contains(stderr.String(), "read the job token from stdin") {
+		t.Errorf("empty stdin: exit %d, stderr %q", code, stderr.String())
 	}
 }

@@ -21,6 +21,7 @@ import (
 //	print TEXT  write TEXT without a newline (to split a value across writes)
 //	sleep DUR   wait DUR (a Go duration); a graceful cancel or an abort cuts it short
 //	wait        wait until GitLab cancels the job or the run is aborted
+//	gate        wait until the test calls openGate (or a cancel or an abort)
 //	exit N      fail with script_failure and exit code N
 //	crash       fail with a plain error (a runner_system_failure)
 //
@@ -38,20 +39,37 @@ type scriptExec struct {
 	wrote      map[int64]*bytes.Buffer
 	started    map[int64]bool
 	shutdowns  int
-	changed    chan struct{}
+	// providers counts the providers the registry built, by runner name.
+	providers map[string]int
+	changed   chan struct{}
+	gate      chan struct{}
 	// blockAbort, when set, holds an aborted `wait` until it is closed, like a stuck executor.
 	blockAbort chan struct{}
 }
 
 func newScriptExec() *scriptExec {
-	return &scriptExec{wrote: map[int64]*bytes.Buffer{}, started: map[int64]bool{}, changed: make(chan struct{})}
+	return &scriptExec{wrote: map[int64]*bytes.Buffer{}, started: map[int64]bool{}, providers: map[string]int{},
+		changed: make(chan struct{}), gate: make(chan struct{})}
 }
 
+// registry builds "providers" that are all this one executor, counting them.
 func (e *scriptExec) registry() executors.Registry {
-	return executors.Registry{config.ExecutorDocker: func(*config.RunnerConfig, executors.Deps) (executors.Provider, error) {
+	return executors.Registry{config.ExecutorDocker: func(rc *config.RunnerConfig, _ executors.Deps) (executors.Provider, error) {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		e.providers[rc.Name]++
 		return e, nil
 	}}
 }
+
+func (e *scriptExec) providersBuilt(name string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.providers[name]
+}
+
+// openGate lets every job waiting at `gate` go on.
+func (e *scriptExec) openGate() { close(e.gate) }
 
 type slot struct {
 	e    *scriptExec
@@ -189,6 +207,14 @@ func (e *scriptExec) Run(ctx context.Context, res executors.Reservation, b *exec
 	return err
 }
 
+// gateFor is the gate channel for the `gate` command and nil (never ready) for the others.
+func gateFor(cmd string, gate chan struct{}) <-chan struct{} {
+	if cmd == "gate" {
+		return gate
+	}
+	return nil
+}
+
 var errCanceled = &job.BuildError{Reason: job.JobCanceled, Err: errors.New("canceled")}
 
 func (e *scriptExec) runLines(ctx context.Context, b *executors.Build, w jobWriter, lines []string) error {
@@ -199,7 +225,7 @@ func (e *scriptExec) runLines(ctx context.Context, b *executors.Build, w jobWrit
 			w.write(arg + "\n")
 		case "print":
 			w.write(arg)
-		case "sleep", "wait":
+		case "sleep", "wait", "gate":
 			var timer <-chan time.Time
 			if cmd == "sleep" {
 				d, err := time.ParseDuration(arg)
@@ -210,6 +236,7 @@ func (e *scriptExec) runLines(ctx context.Context, b *executors.Build, w jobWrit
 			}
 			select {
 			case <-timer:
+			case <-gateFor(cmd, e.gate):
 			case <-b.Canceling:
 				return errCanceled
 			case <-ctx.Done():

@@ -31,7 +31,7 @@ var ErrForcedExit = errors.New("forced exit: running jobs were abandoned")
 type Options struct {
 	// ConfigPath is the config.toml to run from and watch.
 	ConfigPath string
-	// Registry builds one executor provider per runner token.
+	// Registry builds one executor provider per runner; it is kept when the runner's token rotates.
 	Registry executors.Registry
 	// SystemID identifies this runner manager host to GitLab.
 	SystemID string
@@ -74,15 +74,23 @@ type Manager struct {
 	exit      chan struct{}
 	forceSeen int
 
-	mu        sync.Mutex
-	cfg       *config.Config
-	cfgMtime  time.Time
-	stopping  bool
+	mu       sync.Mutex
+	cfg      *config.Config
+	cfgMtime time.Time
+	stopping bool
+	// workers and providers are keyed by the current runner token; a token rotation re-keys them.
 	workers   map[string]*worker
 	providers map[string]*providerEntry
+	// rotated maps every token this process replaced to the runner's current credentials, so that a
+	// config.toml still carrying an old token (not saved yet, or written back by an editor) names the
+	// same runner, not a removed one and a new one.
+	rotated map[string]config.RunnerCredentials
+
+	// saveMu serialises the read-modify-write cycles of config.toml after token rotations.
+	saveMu sync.Mutex
 }
 
-// providerEntry is a runner token's provider; it outlives reloads and is shut down when its runner
+// providerEntry is a runner's provider; it outlives reloads and is shut down when its runner
 // left the configuration and its jobs ended, or when the manager stops.
 type providerEntry struct {
 	p        executors.Provider
@@ -107,6 +115,7 @@ func New(log logrus.FieldLogger, opts Options) *Manager {
 		exit:      make(chan struct{}),
 		workers:   map[string]*worker{},
 		providers: map[string]*providerEntry{},
+		rotated:   map[string]config.RunnerCredentials{},
 	}
 	base := context.Background()
 	m.pollCtx, m.stopPolling = context.WithCancel(base)
@@ -274,15 +283,15 @@ func (m *Manager) apply(cfg *config.Config, mtime time.Time, atStart bool) error
 
 	var errs []error
 	var fresh []*worker
+	runners, stale := m.served(cfg)
 	seen := map[string]bool{}
-	for _, rc := range cfg.Runners {
-		// Upstream-only executors and repeated tokens were reported as config warnings.
-		if !rc.ExecutorSupported() || seen[rc.Token] {
-			continue
-		}
+	for _, rc := range runners {
 		seen[rc.Token] = true
 		if w, ok := m.workers[rc.Token]; ok {
 			w.update(cfg, rc)
+			if stale[rc.Token] {
+				w.markUnsaved()
+			}
 			continue
 		}
 		pe, err := m.providerFor(rc)
@@ -295,16 +304,19 @@ func (m *Manager) apply(cfg *config.Config, mtime time.Time, atStart bool) error
 			errs = append(errs, err)
 			continue
 		}
+		w.unsaved = stale[rc.Token]
 		fresh = append(fresh, w)
 	}
 	if atStart && len(errs) > 0 {
 		return errors.Join(errs...)
 	}
-	m.observeConfig(cfg)
+	m.observeConfig(cfg.Concurrent, runners)
 	for _, w := range fresh {
-		m.workers[w.token] = w
+		m.workers[w.cfg.Token] = w
 		m.active.Add(1)
 		go w.loop()
+		w.track()
+		go w.rotateLoop()
 	}
 	for token, w := range m.workers {
 		if !seen[token] {
@@ -317,7 +329,35 @@ func (m *Manager) apply(cfg *config.Config, mtime time.Time, atStart bool) error
 	return errors.Join(errs...)
 }
 
-// providerFor returns the runner token's provider, creating it on first use. Called with mu held.
+// served lists the entries of cfg the manager serves: supported executors, once per token (upstream-only
+// executors and repeated tokens were reported as config warnings). An entry carrying a token this
+// process rotated gets the current credentials; stale holds the tokens of such entries, whose worker
+// is to save them again. Called with mu held.
+func (m *Manager) served(cfg *config.Config) (out []*config.RunnerConfig, stale map[string]bool) {
+	stale = map[string]bool{}
+	seen := map[string]bool{}
+	for _, rc := range cfg.Runners {
+		if !rc.ExecutorSupported() {
+			continue
+		}
+		if cur, ok := m.rotated[rc.Token]; ok {
+			m.log.WithFields(logrus.Fields{"runner": ShortToken(cur.Token), "runner_name": rc.Name}).
+				Warn("config.toml carries a runner token this manager already replaced; using the new one and writing it back")
+			c := *rc
+			c.Token, c.TokenObtainedAt, c.TokenExpiresAt = cur.Token, cur.TokenObtainedAt, cur.TokenExpiresAt
+			rc = &c
+			stale[rc.Token] = true
+		}
+		if seen[rc.Token] {
+			continue
+		}
+		seen[rc.Token] = true
+		out = append(out, rc)
+	}
+	return out, stale
+}
+
+// providerFor returns the runner's provider, creating it on first use. Called with mu held.
 func (m *Manager) providerFor(rc *config.RunnerConfig) (*providerEntry, error) {
 	if pe, ok := m.providers[rc.Token]; ok {
 		if pe.executor != rc.Executor {

@@ -119,19 +119,13 @@ func (nopObserver) JobStarted(JobInfo) JobObserver                 { return nopO
 func (nopObserver) Stage(string)                                   {}
 func (nopObserver) Finished(job.FailureReason)                     {}
 
-// observeConfig tells the observer about the runners cfg serves: those with a supported executor,
-// once per token, as apply starts them.
-func (m *Manager) observeConfig(cfg *config.Config) {
+// observeConfig tells the observer about the runners served (see served).
+func (m *Manager) observeConfig(concurrent int, served []*config.RunnerConfig) {
 	var runners []RunnerInfo
-	seen := map[string]bool{}
-	for _, rc := range cfg.Runners {
-		if !rc.ExecutorSupported() || seen[rc.Token] {
-			continue
-		}
-		seen[rc.Token] = true
+	for _, rc := range served {
 		runners = append(runners, m.runnerInfo(rc))
 	}
-	m.opts.Observer.Configured(cfg.Concurrent, runners)
+	m.opts.Observer.Configured(concurrent, runners)
 }
 
 func (w *worker) runnerInfo() RunnerInfo {

@@ -20,7 +20,6 @@ import (
 // worker asks GitLab for jobs for one [[runners]] entry and runs them.
 type worker struct {
 	m        *Manager
-	token    string
 	provider executors.Provider
 	log      logrus.FieldLogger
 
@@ -31,9 +30,13 @@ type worker struct {
 	active sync.WaitGroup
 	// kick wakes the loop: a request or job ended, a job arrived, the settings changed.
 	kick chan struct{}
+	// rotKick wakes the token rotation loop: the settings changed or the new token must be saved.
+	rotKick chan struct{}
 
-	mu          sync.Mutex
-	global      *config.Config
+	mu     sync.Mutex
+	global *config.Config
+	// cfg carries the runner token: the key of this worker in the manager's maps, which a token
+	// rotation changes (with cfg) under the manager's lock.
 	cfg         *config.RunnerConfig
 	client      *gitlab.Client
 	clientKey   clientKey
@@ -42,6 +45,8 @@ type worker struct {
 	nextPoll    time.Time
 	unhealthy   int // consecutive unhealthy request results
 	pausedUntil time.Time
+	// unsaved: config.toml does not carry the current token yet (see saveCredentials).
+	unsaved bool
 }
 
 // clientKey are the settings a GitLab client is built from; a change needs a new client.
@@ -56,10 +61,10 @@ func keyOf(rc *config.RunnerConfig) clientKey {
 func newWorker(m *Manager, global *config.Config, rc *config.RunnerConfig, p executors.Provider) (*worker, error) {
 	w := &worker{
 		m:        m,
-		token:    rc.Token,
 		provider: p,
 		log:      m.log.WithFields(logrus.Fields{"runner": ShortToken(rc.Token), "runner_name": rc.Name}),
 		kick:     make(chan struct{}, 1),
+		rotKick:  make(chan struct{}, 1),
 		global:   global,
 		cfg:      rc,
 	}
@@ -109,6 +114,7 @@ func (w *worker) update(global *config.Config, rc *config.RunnerConfig) {
 	}
 	w.mu.Unlock()
 	w.wake()
+	w.wakeRotation()
 }
 
 // autoscalerChanged reports a change of autoscaler settings the running provider keeps until a
@@ -209,7 +215,7 @@ func (w *worker) fill() time.Duration {
 		w.inflight++
 		launched = true
 		w.track()
-		go w.request(w.client)
+		go w.request(w.client, w.cfg.Token)
 	}
 	if !launched {
 		return 0
@@ -224,9 +230,9 @@ func (w *worker) interval() time.Duration {
 	return time.Duration(float64(d) * (0.9 + 0.2*rand.Float64()))
 }
 
-// request reserves executor capacity, asks GitLab for one job and runs it. It holds one global slot.
-// Only a forceful stop cancels it: a job GitLab assigns must reach a runner.
-func (w *worker) request(client *gitlab.Client) {
+// request reserves executor capacity, asks GitLab for one job with the runner token and runs it. It
+// holds one global slot. Only a forceful stop cancels it: a job GitLab assigns must reach a runner.
+func (w *worker) request(client *gitlab.Client, token string) {
 	defer w.done()
 	ctx := w.m.abortCtx
 	obs, info := w.m.opts.Observer, w.runnerInfo()
@@ -244,13 +250,23 @@ func (w *worker) request(client *gitlab.Client) {
 		return
 	}
 	obs.RequestStarted(info)
-	r := client.RequestJob(ctx, w.token, w.m.opts.SystemID)
+	r := client.RequestJob(ctx, token, w.m.opts.SystemID)
 	obs.RequestEnded(info, r.Status)
-	if r.Job == nil {
+	// A request sent with the token a rotation just replaced is refused; that says nothing about the
+	// runner's health.
+	replaced := r.Status == http.StatusForbidden && w.token() != token
+	switch {
+	case r.Job != nil:
+	case replaced:
+		res.Unreserve()
+		w.log.Debug("a job request sent with the replaced runner token was refused")
+	default:
 		res.Unreserve()
 		w.logRequestFailure(r)
 	}
-	w.countHealth(r)
+	if !replaced {
+		w.countHealth(r)
+	}
 	if r.Job == nil {
 		w.requestEnded(false)
 		return
@@ -322,4 +338,9 @@ func (w *worker) settings() *config.RunnerConfig {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.cfg
+}
+
+// token is the runner token in use.
+func (w *worker) token() string {
+	return w.settings().Token
 }

@@ -90,8 +90,21 @@ func (r *run) createContainer(ctx context.Context, s containerSpec) (string, err
 	return resp.ID, nil
 }
 
+// streamKey marks the context of a connection that stays open while a container runs.
+type streamKey struct{}
+
+// IsStream reports whether a connection is dialed, with ctx, for a stream that stays open while a
+// container runs (an attach), rather than for one API request that ends by itself. A tunnel that limits
+// its connections (dial-stdio: one SSH session each) keeps room for requests with it, so a job holding a
+// stream can always make the request it needs next.
+func IsStream(ctx context.Context) bool {
+	v, _ := ctx.Value(streamKey{}).(bool)
+	return v
+}
+
 // runContainer runs s to completion and returns its exit code. When ctx ends first the container is
-// killed at once and the context's cause is returned.
+// killed at once and the context's cause is returned. A running container holds one connection to the
+// engine (its attach stream); the exit code is asked for once the stream has ended.
 func (r *run) runContainer(ctx context.Context, s containerSpec) (int, error) {
 	s.config.AttachStdout, s.config.AttachStderr = true, true
 	if s.stdin != "" {
@@ -101,15 +114,13 @@ func (r *run) runContainer(ctx context.Context, s containerSpec) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	att, err := r.cli.ContainerAttach(ctx, id, container.AttachOptions{Stream: true, Stdin: s.stdin != "", Stdout: true, Stderr: true})
+	// Attached before start, so no output is missed.
+	att, err := r.cli.ContainerAttach(context.WithValue(ctx, streamKey{}, true), id,
+		container.AttachOptions{Stream: true, Stdin: s.stdin != "", Stdout: true, Stderr: true})
 	if err != nil {
 		return -1, fmt.Errorf("attach to %s container: %w", s.stage, err)
 	}
 	defer att.Close()
-	// Wait must be registered before start, or a fast container's exit could be missed.
-	waitCtx, stopWait := context.WithCancel(ctx)
-	defer stopWait()
-	waitC, errC := r.cli.ContainerWait(waitCtx, id, container.WaitConditionNextExit)
 	if err := r.cli.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
 		return -1, fmt.Errorf("start %s container: %w", s.stage, err)
 	}
@@ -128,25 +139,28 @@ func (r *run) runContainer(ctx context.Context, s containerSpec) (int, error) {
 			_ = att.CloseWrite()
 		}()
 	}
+	aborted := func() (int, error) {
+		r.kill(ctx, id)
+		att.Close()
+		<-copied
+		return -1, context.Cause(ctx)
+	}
+	// The stream ends when the container exits (or the connection to the engine is lost).
+	select {
+	case <-copied:
+	case <-ctx.Done():
+		return aborted()
+	}
+	waitC, errC := r.cli.ContainerWait(ctx, id, container.WaitConditionNotRunning)
 	select {
 	case w := <-waitC:
-		// The attach stream ends when the container exits; give the last bytes a moment to arrive.
-		select {
-		case <-copied:
-		case <-time.After(5 * time.Second):
-			att.Close()
-			<-copied
-		}
 		if w.Error != nil && w.Error.Message != "" {
 			return -1, fmt.Errorf("wait for %s container: %s", s.stage, w.Error.Message)
 		}
 		return int(w.StatusCode), nil
 	case err := <-errC:
-		r.kill(ctx, id)
-		att.Close()
-		<-copied
 		if ctx.Err() != nil {
-			return -1, context.Cause(ctx)
+			return aborted()
 		}
 		return -1, fmt.Errorf("wait for %s container: %w", s.stage, err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/sirupsen/logrus"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
@@ -465,5 +466,60 @@ func TestProviderRunsJob(t *testing.T) {
 	}
 	if !strings.Contains(l.String(), "cache-mounted\n") {
 		t.Fatalf("/cache volume not mounted:\n%s", l)
+	}
+}
+
+// recordingClient keeps the config of every container created through it.
+type recordingClient struct {
+	client.APIClient
+	mu      sync.Mutex
+	configs []*container.Config
+}
+
+func (c *recordingClient) ContainerCreate(ctx context.Context, cfg *container.Config, hc *container.HostConfig,
+	nc *network.NetworkingConfig, p *ocispec.Platform, name string) (container.CreateResponse, error) {
+	c.mu.Lock()
+	c.configs = append(c.configs, cfg)
+	c.mu.Unlock()
+	return c.APIClient.ContainerCreate(ctx, cfg, hc, nc, p, name)
+}
+
+// TestJobTokenNotInHelperArgs: the helper containers that clone and upload get the job token on stdin,
+// not in their command line, environment or labels, which anyone allowed to inspect containers on the
+// instance can read.
+func TestJobTokenNotInHelperArgs(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t)
+	const token = "glcbt-64_sEcReTjObToKeN"
+	upload := rg.newJob("echo x > out.txt")
+	upload.Artifacts = []job.Artifact{{Name: "a", Paths: []string{"out.txt"}, When: job.WhenOnSuccess}}
+	clone := rg.newJob("true")
+	clone.Variables = append(clone.Variables, job.Variable{Key: "GIT_STRATEGY", Value: "clone"})
+	clone.GitInfo = job.GitInfo{RepoURL: "http://gitlab-ci-token:" + token + "@127.0.0.1:1/g/p.git", Sha: strings.Repeat("a", 40), Ref: "main"}
+	for _, j := range []*job.Job{upload, clone} {
+		j.Token = token
+		j.Variables = append(j.Variables, job.Variable{Key: "CI_JOB_TOKEN", Value: token, Masked: true})
+		rec := &recordingClient{APIClient: rg.cli}
+		l := newRecLog(j.Variables.MaskedValues())
+		b := &executors.Build{Job: j, Runner: rg.runner, Log: l, Logger: logrus.New(), SystemID: "s_test"}
+		if err := docker.RunJob(t.Context(), rec, b, docker.Options{EngineName: "local"}); err == nil {
+			t.Fatalf("job %d succeeded against an unreachable GitLab:\n%s", j.ID, l.String())
+		}
+		helpers := 0
+		for _, cfg := range rec.configs {
+			if len(cfg.Cmd) > 0 && (cfg.Cmd[0] == "artifacts-upload" || cfg.Cmd[0] == "get-sources") {
+				helpers++
+			}
+			all := strings.Join(append(append(append([]string{}, cfg.Cmd...), cfg.Entrypoint...), cfg.Env...), " ")
+			for k, v := range cfg.Labels {
+				all += " " + k + "=" + v
+			}
+			if strings.Contains(all, token) {
+				t.Errorf("job %d: a container's command, environment or labels hold the job token: %q", j.ID, all)
+			}
+		}
+		if helpers != 1 {
+			t.Errorf("job %d: %d helper containers for the upload or clone, want 1; log:\n%s", j.ID, helpers, l.String())
+		}
 	}
 }

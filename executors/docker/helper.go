@@ -14,7 +14,7 @@ import (
 )
 
 // helperEnvAllowed says which job variables reach the helper container: git and transfer settings and
-// proxies, never secrets (the helper gets its tokens as arguments).
+// proxies, never secrets (the helper reads the job token from its stdin).
 func helperEnvAllowed(v job.Variable) bool {
 	if v.Masked || v.File || !varName.MatchString(v.Key) {
 		return false
@@ -27,8 +27,10 @@ func helperEnvAllowed(v job.Variable) bool {
 	return strings.HasPrefix(k, "GIT_") || strings.HasPrefix(k, "FF_")
 }
 
-// helper runs one fleetrunner-helper subcommand in a helper container sharing the build volume.
-func (r *run) helper(ctx context.Context, stage string, args []string) error {
+// helper runs one fleetrunner-helper subcommand in a helper container sharing the build volume. A
+// token is handed over on stdin ("--token -"): a container's command line and environment can be read
+// by anyone allowed to inspect containers on the engine.
+func (r *run) helper(ctx context.Context, stage string, args []string, token string) error {
 	var env []string
 	for _, v := range r.vars {
 		if helperEnvAllowed(v) {
@@ -47,8 +49,13 @@ func (r *run) helper(ctx context.Context, stage string, args []string) error {
 		ExtraHosts:  r.dc.ExtraHosts,
 		LogConfig:   logConfig(r.dc.LogOptions),
 	}
-	cfg := &container.Config{Image: r.helperImage, Cmd: args, Env: env}
-	code, err := r.runContainer(ctx, containerSpec{role: "helper", stage: stage, config: cfg, host: hc, output: r.log})
+	spec := containerSpec{role: "helper", stage: stage, host: hc, output: r.log}
+	if token != "" {
+		args = append(args, "--token", "-")
+		spec.stdin = token + "\n"
+	}
+	spec.config = &container.Config{Image: r.helperImage, Cmd: args, Env: env}
+	code, err := r.runContainer(ctx, spec)
 	if err != nil {
 		return err
 	}
@@ -69,6 +76,12 @@ func (r *run) gitStrategy() string {
 	return "clone"
 }
 
+// gitCheckout reads GIT_CHECKOUT as upstream: strconv.ParseBool, on when unset or unparsable.
+func (r *run) gitCheckout() bool {
+	on, err := strconv.ParseBool(r.vars.Get("GIT_CHECKOUT"))
+	return on || err != nil
+}
+
 // repoURL is git_info.repo_url, moved to [[runners]] clone_url's scheme and host when that is set.
 func (r *run) repoURL() string {
 	repo := r.j.GitInfo.RepoURL
@@ -83,6 +96,20 @@ func (r *run) repoURL() string {
 	u.Scheme, u.Host = c.Scheme, c.Host
 	u.Path = strings.TrimRight(c.Path, "/") + u.Path
 	return u.String()
+}
+
+// splitPassword takes the password (the job token) out of a repository URL's user info.
+func splitPassword(repo string) (string, string) {
+	u, err := url.Parse(repo)
+	if err != nil || u.User == nil {
+		return repo, ""
+	}
+	pw, ok := u.User.Password()
+	if !ok {
+		return repo, ""
+	}
+	u.User = url.User(u.User.Username())
+	return u.String(), pw
 }
 
 func (r *run) hookScript(name string) []string {
@@ -118,21 +145,19 @@ func (r *run) getSources(ctx context.Context) error {
 					depth = n
 				}
 			}
-			checkout := "true"
-			if v := r.vars.Get("GIT_CHECKOUT"); v == "false" {
-				checkout = "false"
-			}
+			checkout := strconv.FormatBool(r.gitCheckout())
 			submodules := r.vars.Get("GIT_SUBMODULE_STRATEGY")
 			if submodules == "" {
 				submodules = "none"
 			}
-			args := []string{"get-sources", "--dir", r.projectDir, "--repo-url", r.repoURL(), "--sha", gi.Sha,
+			repo, token := splitPassword(r.repoURL())
+			args := []string{"get-sources", "--dir", r.projectDir, "--repo-url", repo, "--sha", gi.Sha,
 				"--ref", gi.Ref, "--ref-type", refType, "--depth", strconv.Itoa(depth), "--strategy", strategy,
 				"--checkout=" + checkout, "--submodules", submodules}
 			for _, rs := range gi.Refspecs {
 				args = append(args, "--refspec", rs)
 			}
-			if err := r.helper(ctx, "get-sources", args); err != nil {
+			if err := r.helper(ctx, "get-sources", args, token); err != nil {
 				return err
 			}
 		}
@@ -198,7 +223,7 @@ func (r *run) restoreCache(ctx context.Context) error {
 				continue
 			}
 			r.log.Infof("Checking cache for %s...", r.vars.Expand(c.Key))
-			if err := r.helper(ctx, "cache-extract", args); err != nil {
+			if err := r.helper(ctx, "cache-extract", args, ""); err != nil {
 				// A cache that cannot be restored is not a job failure, as upstream.
 				if ctx.Err() != nil {
 					return err
@@ -243,7 +268,7 @@ func (r *run) archiveCache(ctx context.Context, succeeded bool) error {
 				args = append(args, "--untracked")
 			}
 			r.log.Infof("Creating cache %s...", r.vars.Expand(c.Key))
-			if err := r.helper(ctx, "cache-archive", args); err != nil {
+			if err := r.helper(ctx, "cache-archive", args, ""); err != nil {
 				if ctx.Err() != nil {
 					return err
 				}
@@ -278,7 +303,7 @@ func (r *run) downloadArtifacts(ctx context.Context) error {
 				token = r.j.Token
 			}
 			if err := r.helper(ctx, "artifacts-download", []string{"artifacts-download", "--url", r.rc.URL,
-				"--id", strconv.FormatInt(d.ID, 10), "--token", token, "--dir", r.projectDir}); err != nil {
+				"--id", strconv.FormatInt(d.ID, 10), "--dir", r.projectDir}, token); err != nil {
 				return err
 			}
 		}
@@ -344,7 +369,7 @@ func (r *run) uploadArtifacts(ctx context.Context, succeeded bool) error {
 			if artName == "" {
 				artName = "artifacts"
 			}
-			args := []string{"artifacts-upload", "--url", r.rc.URL, "--id", strconv.FormatInt(r.j.ID, 10), "--token", r.j.Token,
+			args := []string{"artifacts-upload", "--url", r.rc.URL, "--id", strconv.FormatInt(r.j.ID, 10),
 				"--dir", r.projectDir, "--name", artName, "--type", typ, "--format", format}
 			if a.ExpireIn != "" {
 				args = append(args, "--expire-in", a.ExpireIn)
@@ -363,7 +388,7 @@ func (r *run) uploadArtifacts(ctx context.Context, succeeded bool) error {
 				args = append(args, "--untracked")
 			}
 			r.log.Infof("Uploading artifacts (%s)...", typ)
-			if err := r.helper(ctx, "artifacts-upload", args); err != nil {
+			if err := r.helper(ctx, "artifacts-upload", args, r.j.Token); err != nil {
 				return err
 			}
 		}

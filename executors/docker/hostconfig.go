@@ -55,10 +55,10 @@ func bytesOf(key, s string) (int64, error) {
 	return n, nil
 }
 
-// buildHostConfig applies [runners.docker] to the job (build) container. Mounts are added by the caller.
+// buildHostConfig applies [runners.docker] to the job (build) container. Mounts are added by the caller,
+// and so is Privileged, which depends on the job's image (allowed_privileged_images).
 func buildHostConfig(dc *config.DockerConfig) (*container.HostConfig, error) {
 	hc := &container.HostConfig{
-		Privileged:    dc.Privileged,
 		NetworkMode:   container.NetworkMode(dc.NetworkMode),
 		ShmSize:       dc.ShmSize,
 		CapAdd:        dc.CapAdd,
@@ -108,6 +108,7 @@ func serviceHostConfig(dc *config.DockerConfig, name string) (*container.HostCon
 	if dc.ServicesPrivileged != nil {
 		privileged = *dc.ServicesPrivileged
 	}
+	privileged = privileged && imageAllowed(name, dc.AllowedPrivilegedServices)
 	hc := &container.HostConfig{
 		Privileged:    privileged,
 		SecurityOpt:   dc.ServicesSecurityOpt,

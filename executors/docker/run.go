@@ -142,7 +142,13 @@ func newRun(cli client.APIClient, b *executors.Build, opts Options) (*run, error
 	}
 	r.tmpDir = r.projectDir + ".tmp"
 
-	r.vars = append(append(r.predefined(), r.j.Variables...), runnerEnvironment(r.rc.Environment)...)
+	// Upstream's precedence: [[runners]] environment, then the runner's CI_* variables, then the job's
+	// (which override both), then the runner version variables.
+	r.vars = append(append(append(runnerEnvironment(r.rc.Environment), r.predefined()...), r.j.Variables...), r.runnerVersion()...)
+	if r.j.Image.Name != "" {
+		// First, as upstream: the job's variables may override it.
+		r.vars = append(job.Variables{{Key: "CI_JOB_IMAGE", Value: r.j.Image.Name, Public: true}}, r.vars...)
+	}
 	r.baseLabels = map[string]string{}
 	for k, v := range r.dc.ContainerLabels {
 		r.baseLabels[k] = r.vars.Expand(v)
@@ -164,6 +170,7 @@ func newRun(cli client.APIClient, b *executors.Build, opts Options) (*run, error
 	if r.hostTmpl, err = buildHostConfig(r.dc); err != nil {
 		return nil, fmt.Errorf("[runners.docker] of runner %q: %w", r.rc.Name, err)
 	}
+	r.hostTmpl.Privileged = r.dc.Privileged && imageAllowed(r.image.name, r.dc.AllowedPrivilegedImages)
 	r.planVolumes()
 	if err := r.checkArtifactPaths(); err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
@@ -37,13 +38,11 @@ func (r *run) predefined() job.Variables {
 		pub("CI_CONCURRENT_ID", "0"),
 		pub("CI_CONCURRENT_PROJECT_ID", "0"),
 		pub("CI_SERVER", "yes"),
+		pub("CI_JOB_STATUS", "running"),
+		pub("CI_JOB_TIMEOUT", strconv.Itoa(r.j.TimeoutSeconds())),
 		pub("CI", "true"),
 		pub("GITLAB_CI", "true"),
-		pub("CI_DISPOSABLE_ENVIRONMENT", "true"),
 		pub("CI_RUNNER_SHORT_TOKEN", r.short),
-		pub("CI_RUNNER_VERSION", version.Version),
-		pub("CI_RUNNER_REVISION", version.Rev()),
-		pub("CI_RUNNER_EXECUTABLE_ARCH", runtime.GOOS+"/"+runtime.GOARCH),
 	}
 	if r.rc.ID != 0 {
 		vs = append(vs, pub("CI_RUNNER_ID", fmt.Sprint(r.rc.ID)))
@@ -52,6 +51,17 @@ func (r *run) predefined() job.Variables {
 		vs = append(vs, pub("CI_RUNNER_DESCRIPTION", r.rc.Name))
 	}
 	return vs
+}
+
+// runnerVersion are the variables upstream adds after the job's: a job cannot fake them.
+func (r *run) runnerVersion() job.Variables {
+	pub := func(k, v string) job.Variable { return job.Variable{Key: k, Value: v, Public: true} }
+	return job.Variables{
+		pub("CI_DISPOSABLE_ENVIRONMENT", "true"),
+		pub("CI_RUNNER_VERSION", version.Version),
+		pub("CI_RUNNER_REVISION", version.Rev()),
+		pub("CI_RUNNER_EXECUTABLE_ARCH", runtime.GOOS+"/"+runtime.GOARCH),
+	}
 }
 
 // runnerEnvironment turns [[runners]] environment ("KEY=VALUE") into variables.

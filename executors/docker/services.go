@@ -79,8 +79,10 @@ func (r *run) collectServices() ([]*service, error) {
 		if err != nil {
 			return nil, err
 		}
-		sv := &service{name: name, aliases: serviceAliases(name, s.Alias), entrypoint: s.Entrypoint, command: s.Command,
-			env: r.serviceEnv(), policies: pol}
+		sv := &service{name: name, aliases: serviceAliases(name, s.Alias), command: s.Command, env: r.serviceEnv(), policies: pol}
+		if !r.dc.DisableEntrypointOverwrite {
+			sv.entrypoint = s.Entrypoint
+		}
 		for _, v := range s.Variables {
 			sv.env = append(sv.env, v.Key+"="+v.Value)
 		}
@@ -190,18 +192,22 @@ func (r *run) waitForServices(ctx context.Context) error {
 	case t > 0:
 		timeout = time.Duration(t) * time.Second
 	}
+	// Every service's ports are known before any probe starts, so an error here leaves no probe running.
+	ports := make([][]string, len(r.services))
+	for i, s := range r.services {
+		var err error
+		if ports[i], err = r.servicePorts(ctx, s); err != nil {
+			return err
+		}
+	}
 	results := make([]probeResult, len(r.services))
 	var g errgroup.Group
 	for i, s := range r.services {
-		ports, err := r.servicePorts(ctx, s)
-		if err != nil {
-			return err
-		}
-		if len(ports) == 0 {
+		if len(ports[i]) == 0 {
 			continue
 		}
 		g.Go(func() error {
-			results[i] = r.probe(ctx, s, ports, timeout)
+			results[i] = r.probe(ctx, s, ports[i], timeout)
 			return nil
 		})
 	}

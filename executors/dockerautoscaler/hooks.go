@@ -95,6 +95,11 @@ func (p *Provider) sweep(ctx context.Context, every time.Duration) {
 				delete(p.connected, id)
 			}
 		}
+		for id := range p.sessions {
+			if !live[id] {
+				delete(p.sessions, id)
+			}
+		}
 		p.mu.Unlock()
 		for _, id := range gone {
 			p.pool.Evict(id)

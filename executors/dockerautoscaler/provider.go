@@ -50,6 +50,7 @@ type Provider struct {
 
 	readyCommand     string
 	heartbeatOverSSH bool
+	dialStdio        bool
 	logInternalIP    bool
 	logExternalIP    bool
 
@@ -62,6 +63,7 @@ type Provider struct {
 	mu        sync.Mutex
 	policies  []config.AutoscalerPolicyConfig
 	connected map[string]bool // instances the pool has dialed, evicted once they leave the group
+	sessions  map[string]*sessionLimit
 
 	stopSweep context.CancelFunc
 	swept     chan struct{}
@@ -124,18 +126,20 @@ func newProvider(runner *config.RunnerConfig, deps executors.Deps, dopts docker.
 		docker:           dopts,
 		readyCommand:     ac.InstanceReadyCommand,
 		heartbeatOverSSH: runner.FeatureFlag(config.FFUseFleetingAcquireHeartbeats),
+		dialStdio:        runner.FeatureFlag(config.FFUseDockerAutoscalerDialStdio),
 		logInternalIP:    ac.LogInternalIP,
 		logExternalIP:    ac.LogExternalIP,
 		started:          make(chan struct{}),
 		policies:         clonePolicies(ac.Policy),
 		connected:        map[string]bool{},
+		sessions:         map[string]*sessionLimit{},
 	}
 	p.pool = connector.NewPool(connector.Config{
 		Timeout:         ac.ConnectorConfig.Timeout,
 		Keepalive:       ac.ConnectorConfig.Keepalive,
 		UseExternalAddr: ac.ConnectorConfig.UseExternalAddr,
 		HostKeys:        &hostKeys{p: p},
-		DialStdio:       runner.FeatureFlag(config.FFUseDockerAutoscalerDialStdio),
+		DialStdio:       p.dialStdio,
 		DockerHost:      runner.Docker.Host,
 		Log:             log,
 	}, p.connectInfo)
@@ -173,7 +177,13 @@ func (p *Provider) taskscalerOptions(configDir string) (taskscaler.Options, erro
 	opts.HealthCheck = p.healthCheck
 	ss := ac.StateStorage
 	ss.Dir = ac.StateStorageDir(configDir)
-	if path, on := state.Path(ss, configDir, p.runner.Token); on {
+	// The state directory is keyed by the runner id (not its token), so a token rotation keeps it.
+	if moved, err := state.MigrateLegacy(ss, configDir, p.runner); err != nil {
+		p.log.WithError(err).Warn("taskscaler state directory named after the runner token was not moved")
+	} else if moved {
+		p.log.WithField("state_key", state.Key(p.runner)).Info("taskscaler state directory renamed from the short token to a name that survives token rotation")
+	}
+	if path, on := state.Path(ss, configDir, p.runner); on {
 		opts.State = state.NewFile(path)
 	} else {
 		p.log.Warn("state_storage is disabled: instances found in the group at start are removed, and jobs in flight at a crash are left to GitLab's timeout")

@@ -102,7 +102,7 @@ func TestManagerKilledAndRestarted(t *testing.T) {
 		Runners: []*config.RunnerConfig{r.runner}}); err != nil {
 		t.Fatal(err)
 	}
-	statePath, _ := state.Path(config.StateStorage{Dir: ac.StateStorage.Dir}, r.dir, r.runner.Token)
+	statePath, _ := state.Path(config.StateStorage{Dir: ac.StateStorage.Dir}, r.dir, r.runner)
 	logPath := filepath.Join(r.dir, "manager.log")
 	dumpFile(t, logPath)
 	// Whatever happens, no sshd outlives the test: a group on the same state_dir adopts and removes them.

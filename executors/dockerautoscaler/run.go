@@ -115,11 +115,20 @@ func (p *Provider) attempt(ctx context.Context, key string, b *executors.Build, 
 		}
 	}()
 
-	cli, err := connector.NewDockerClient(lease.DialDocker)
+	dial := lease.DialDocker
+	limit := p.sessionLimitFor(id)
+	if limit != nil {
+		dial = limit.dial(dial)
+	}
+	cli, err := connector.NewDockerClient(dial)
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
+	if limit != nil {
+		// Close only drops idle keep-alive connections; other jobs on the instance may ask for that.
+		defer limit.register(func() { _ = cli.Close() })()
+	}
 	if _, err := cli.Ping(runCtx); err != nil {
 		return p.beforeScript(ctx, runCtx, id, fmt.Errorf("reach the Docker Engine: %w", err))
 	}

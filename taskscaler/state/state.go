@@ -4,6 +4,8 @@
 package state
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -143,16 +145,71 @@ func (f *File) Save(s *Snapshot) error {
 
 // Path returns where one runner's state file lives and whether state storage is on. It is on unless
 // state_storage.enabled is explicitly false. The directory is state_storage.dir, or ".taskscaler" beside
-// config.toml, with one subdirectory per runner named after the token's short form.
-func Path(ss config.StateStorage, configDir, token string) (string, bool) {
+// config.toml (upstream's default), with one subdirectory per runner named by Key.
+func Path(ss config.StateStorage, configDir string, runner *config.RunnerConfig) (string, bool) {
 	if ss.Enabled != nil && !*ss.Enabled {
 		return "", false
 	}
-	dir := ss.Dir
-	if dir == "" {
-		dir = filepath.Join(configDir, ".taskscaler")
+	return filepath.Join(root(ss, configDir), Key(runner), "state.json"), true
+}
+
+// Key names a runner's state directory after what survives a token rotation, so that a rotated token
+// does not make the runner look new and lose (or prune) its instances (upstream issue 39380):
+// "runner-<id>-<hash of the URL>" when GitLab's runner id is known (the URL part keeps runners of two
+// GitLab instances with the same id apart), else "runner-<hash of URL and name>", else the short token
+// as upstream names it.
+func Key(runner *config.RunnerConfig) string {
+	url := strings.TrimRight(runner.URL, "/")
+	switch {
+	case runner.ID != 0:
+		return fmt.Sprintf("runner-%d-%s", runner.ID, digest(url)[:8])
+	case runner.Name != "":
+		return "runner-" + digest(url + "\n" + runner.Name)[:16]
+	default:
+		return shortToken(runner.Token)
 	}
-	return filepath.Join(dir, shortToken(token), "state.json"), true
+}
+
+// MigrateLegacy renames a state directory named after the runner's short token (upstream's layout, and
+// fleetrunner's before Key) to the one Path uses, so the instances it lists are adopted. It does
+// nothing when state storage is off, when there is no such directory, or when it already has the
+// stable name. When both exist the stable one wins and the error names the one left behind.
+func MigrateLegacy(ss config.StateStorage, configDir string, runner *config.RunnerConfig) (moved bool, err error) {
+	if ss.Enabled != nil && !*ss.Enabled {
+		return false, nil
+	}
+	base := root(ss, configDir)
+	legacy := filepath.Join(base, shortToken(runner.Token))
+	stable := filepath.Join(base, Key(runner))
+	if legacy == stable {
+		return false, nil
+	}
+	if _, err := os.Stat(legacy); errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("taskscaler state: %w", err)
+	}
+	if _, err := os.Stat(stable); err == nil {
+		return false, fmt.Errorf("taskscaler state: both %s and %s exist; using %s (remove the other once no instance it lists is needed)", legacy, stable, stable)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("taskscaler state: %w", err)
+	}
+	if err := os.Rename(legacy, stable); err != nil {
+		return false, fmt.Errorf("taskscaler state: moving %s to %s (move it by hand while fleetrunner is stopped): %w", legacy, stable, err)
+	}
+	return true, nil
+}
+
+func root(ss config.StateStorage, configDir string) string {
+	if ss.Dir != "" {
+		return ss.Dir
+	}
+	return filepath.Join(configDir, config.StateStorageDirName)
+}
+
+func digest(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
 }
 
 // shortToken is the part of a runner token upstream shows in its UI and logs.

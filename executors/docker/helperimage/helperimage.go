@@ -41,6 +41,8 @@ const (
 	LabelDigest  = "org.fleetrunner.helper.digest"
 	// EnvDir names a directory holding fleetrunner-helper-linux-<arch> binaries.
 	EnvDir = "FLEETRUNNER_HELPER_DIR"
+	// buildTimeout bounds one shared helper image build (binary and image).
+	buildTimeout = 10 * time.Minute
 	// caFile is copied from the manager's host into the image when present, for TLS to GitLab.
 	caFile = "/etc/ssl/certs/ca-certificates.crt"
 )
@@ -92,13 +94,22 @@ func (e *ensurer) ensure(ctx context.Context, cli client.APIClient, log logrus.F
 		return "", err
 	}
 	ref := e.repository + ":" + tagVersion(version.Version) + "-" + arch
-	v, err, _ := e.images.Do(info.ID+"|"+ref, func() (any, error) {
-		return ref, e.ensureImage(ctx, cli, log.WithFields(logrus.Fields{"image": ref, "engine": info.ID}), arch, ref)
+	// The shared build runs on a context of its own: the job that happened to start it may be aborted
+	// while other jobs on the same engine wait for the same image.
+	shared := e.images.DoChan(info.ID+"|"+ref, func() (any, error) {
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), buildTimeout)
+		defer cancel()
+		return ref, e.ensureImage(bctx, cli, log.WithFields(logrus.Fields{"image": ref, "engine": info.ID}), arch, ref)
 	})
-	if err != nil {
-		return "", err
+	select {
+	case res := <-shared:
+		if res.Err != nil {
+			return "", res.Err
+		}
+		return res.Val.(string), nil
+	case <-ctx.Done():
+		return "", fmt.Errorf("wait for the helper image %s: %w", ref, ctx.Err())
 	}
-	return v.(string), nil
 }
 
 func (e *ensurer) ensureImage(ctx context.Context, cli client.APIClient, log logrus.FieldLogger, arch, ref string) error {

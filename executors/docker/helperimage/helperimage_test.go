@@ -254,3 +254,58 @@ func runGetSources(t *testing.T, ctx context.Context, cli client.APIClient, ref 
 		t.Errorf("hello.txt in the volume = %q", b)
 	}
 }
+
+// TestEnsureSurvivesACanceledCaller: concurrent jobs on one engine share one helper build; the job whose
+// context started it being aborted must not fail the others.
+func TestEnsureSurvivesACanceledCaller(t *testing.T) {
+	testenv.RequireDocker(t)
+	t.Setenv(EnvDir, t.TempDir()) // no shipped binary: the (slow) build below runs
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	e := newEnsurer(fmt.Sprintf("fleetrunner-helper-cancel-test-%d", os.Getpid()))
+	building, release := make(chan struct{}), make(chan struct{})
+	var builds atomic.Int32
+	e.build = func(ctx context.Context, _, _ string) (string, error) {
+		if builds.Add(1) == 1 {
+			close(building)
+		}
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+		p := filepath.Join(t.TempDir(), "fleetrunner-helper")
+		return p, os.WriteFile(p, []byte("not really a binary"), 0o755)
+	}
+
+	firstCtx, abortFirst := context.WithCancel(t.Context())
+	first := make(chan error, 1)
+	go func() {
+		_, err := e.ensure(firstCtx, cli, quietLog())
+		first <- err
+	}()
+	<-building
+	second := make(chan error, 1)
+	var ref string
+	go func() {
+		var err error
+		ref, err = e.ensure(t.Context(), cli, quietLog())
+		second <- err
+	}()
+	abortFirst()
+	if err := <-first; !errors.Is(err, context.Canceled) {
+		t.Errorf("aborted caller: err %v, want context.Canceled", err)
+	}
+	close(release)
+	if err := <-second; err != nil {
+		t.Fatalf("the other caller failed with the aborted one: %v", err)
+	}
+	// Whether or not it joined before the abort, the other caller must not need a build of its own.
+	if n := builds.Load(); n != 1 {
+		t.Errorf("%d helper builds, want the one the aborted caller started", n)
+	}
+	_, _ = cli.ImageRemove(context.WithoutCancel(t.Context()), ref, image.RemoveOptions{Force: true, PruneChildren: true})
+}

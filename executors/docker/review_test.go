@@ -1,0 +1,118 @@
+package docker
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/sirupsen/logrus"
+
+	"gitlab.com/fleetrunner/fleetrunner/common/config"
+	"gitlab.com/fleetrunner/fleetrunner/common/job"
+	"gitlab.com/fleetrunner/fleetrunner/executors"
+)
+
+// planRun builds a run for j on a runner with dc, without touching an engine (newRun only plans).
+func planRun(t *testing.T, rc *config.RunnerConfig, j *job.Job) *run {
+	t.Helper()
+	if rc.Token == "" {
+		rc.Token = "glrt-abcdefgh12345"
+	}
+	if rc.Docker == nil {
+		rc.Docker = &config.DockerConfig{}
+	}
+	if j.Image.Name == "" && rc.Docker.Image == "" {
+		j.Image.Name = "busybox:latest"
+	}
+	if j.RunnerInfo.Timeout == 0 {
+		j.RunnerInfo.Timeout = 600
+	}
+	r, err := newRun(nil, &executors.Build{Job: j, Runner: rc, Log: &nopLog{}, Logger: logrus.New()}, Options{})
+	if err != nil {
+		t.Fatalf("newRun: %v", err)
+	}
+	return r
+}
+
+// TestVariablePrecedence: as upstream's GetAllVariables, [[runners]] environment comes first, the
+// runner's predefined CI_* variables next, then the job's variables, which therefore override both.
+func TestVariablePrecedence(t *testing.T) {
+	rc := &config.RunnerConfig{Environment: []string{"GIT_DEPTH=5", "FROM_RUNNER=yes", "CI_PROJECT_DIR=/elsewhere"}}
+	j := &job.Job{Image: job.Image{Name: "alpine:3"}, RunnerInfo: job.RunnerInfo{Timeout: 900},
+		Variables: job.Variables{{Key: "GIT_DEPTH", Value: "1"}}}
+	r := planRun(t, rc, j)
+	for key, want := range map[string]string{
+		"GIT_DEPTH":      "1",          // the job's value wins over the runner environment
+		"FROM_RUNNER":    "yes",        // the runner environment still reaches the job
+		"CI_PROJECT_DIR": r.projectDir, // a runner environment entry cannot move the project
+		"CI_JOB_TIMEOUT": "900",
+		"CI_JOB_STATUS":  "running",
+		"CI_JOB_IMAGE":   "alpine:3",
+	} {
+		if got := r.vars.Get(key); got != want {
+			t.Errorf("%s = %q, want %q", key, got, want)
+		}
+	}
+}
+
+// TestGitCheckoutParsesBool: GIT_CHECKOUT is read with strconv.ParseBool as upstream ("0", "FALSE"
+// turn the checkout off; an unparsable value keeps it on).
+func TestGitCheckoutParsesBool(t *testing.T) {
+	for value, want := range map[string]bool{"": true, "false": false, "0": false, "FALSE": false, "f": false, "true": true, "1": true, "maybe": true} {
+		r := planRun(t, &config.RunnerConfig{}, &job.Job{Variables: job.Variables{{Key: "GIT_CHECKOUT", Value: value}}})
+		if got := r.gitCheckout(); got != want {
+			t.Errorf("GIT_CHECKOUT=%q: checkout %v, want %v", value, got, want)
+		}
+	}
+}
+
+// TestAllowedPrivilegedImages: privileged = true applies only to images matching
+// allowed_privileged_images (and services to allowed_privileged_services) when those lists are set.
+func TestAllowedPrivilegedImages(t *testing.T) {
+	tests := []struct {
+		name           string
+		dc             config.DockerConfig
+		image, service string
+		wantBuild      bool
+		wantService    bool
+	}{
+		{name: "no lists", dc: config.DockerConfig{Privileged: true}, image: "docker:27", service: "docker:27-dind", wantBuild: true, wantService: true},
+		{name: "allowed", dc: config.DockerConfig{Privileged: true, AllowedPrivilegedImages: []string{"docker:*"}, AllowedPrivilegedServices: []string{"docker:*-dind"}},
+			image: "docker:27", service: "docker:27-dind", wantBuild: true, wantService: true},
+		{name: "not allowed", dc: config.DockerConfig{Privileged: true, AllowedPrivilegedImages: []string{"docker:*"}, AllowedPrivilegedServices: []string{"docker:*-dind"}},
+			image: "alpine:3", service: "postgres:16", wantBuild: false, wantService: false},
+		{name: "not privileged at all", dc: config.DockerConfig{AllowedPrivilegedImages: []string{"*"}}, image: "alpine:3", service: "postgres:16"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dc := tt.dc
+			r := planRun(t, &config.RunnerConfig{Docker: &dc}, &job.Job{Image: job.Image{Name: tt.image}, Services: []job.Image{{Name: tt.service}}})
+			if got := r.buildSpec("script", "").host.Privileged; got != tt.wantBuild {
+				t.Errorf("build container privileged = %v, want %v", got, tt.wantBuild)
+			}
+			hc, err := serviceHostConfig(r.dc, r.services[0].name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if hc.Privileged != tt.wantService {
+				t.Errorf("service container privileged = %v, want %v", hc.Privileged, tt.wantService)
+			}
+		})
+	}
+}
+
+// TestServiceEntrypointOverwriteDisabled: disable_entrypoint_overwrite applies to services as well as
+// to the job image, as upstream.
+func TestServiceEntrypointOverwriteDisabled(t *testing.T) {
+	j := func() *job.Job {
+		return &job.Job{Image: job.Image{Name: "alpine:3", Entrypoint: []string{"/bin/sh"}},
+			Services: []job.Image{{Name: "postgres:16", Entrypoint: []string{"/evil"}}}}
+	}
+	r := planRun(t, &config.RunnerConfig{Docker: &config.DockerConfig{DisableEntrypointOverwrite: true}}, j())
+	if r.image.entrypoint != nil || r.services[0].entrypoint != nil {
+		t.Errorf("entrypoints kept with disable_entrypoint_overwrite: image %v, service %v", r.image.entrypoint, r.services[0].entrypoint)
+	}
+	r = planRun(t, &config.RunnerConfig{}, j())
+	if !slices.Equal(r.services[0].entrypoint, []string{"/evil"}) {
+		t.Errorf("service entrypoint = %v, want the job's", r.services[0].entrypoint)
+	}
+}
