@@ -135,3 +135,11 @@ type Recoverer interface {
 type PolicyUpdater interface {
 	UpdatePolicies(runner *config.RunnerConfig) error
 }
+
+// FinalStateObserver is implemented by providers that keep each job on record until its final state
+// reached GitLab, so that a crash after Run but before that update still gets the job reported as failed
+// after a restart. The manager calls FinalStateSent once GitLab has the final state (or no longer runs
+// the job); the record is kept otherwise.
+type FinalStateObserver interface {
+	FinalStateSent(b *Build)
+}

@@ -26,7 +26,10 @@ func (w *worker) runJob(client *gitlab.Client, res executors.Reservation, j *job
 		MaskPhrases:   j.Variables.MaskedValues(),
 		TokenPrefixes: j.Features.TokenMaskPrefixes,
 		OutputLimit:   int(rc.GetOutputLimit()),
-		Logger:        log,
+		DebugTrace:    j.Variables.Bool("CI_DEBUG_TRACE") && !rc.DebugTraceDisabled,
+		// 0 (unset) keeps retrying the final update until the runner stops.
+		FinalUpdateRetryLimit: rc.JobStatusFinalUpdateRetryLimit,
+		Logger:                log,
 	})
 	tr.Start()
 	tr.Infof("Running with fleetrunner %s (%s)", version.Version, version.Rev())
@@ -56,20 +59,21 @@ func (w *worker) runJob(client *gitlab.Client, res executors.Reservation, j *job
 	}()
 
 	started := time.Now()
-	err := w.execute(ctx, res, &executors.Build{
+	b := &executors.Build{
 		Job:       j,
 		Runner:    rc,
 		Log:       stageLog{JobLog: tr, obs: obs},
 		Logger:    log,
 		Canceling: tr.Canceling(),
 		SystemID:  w.m.opts.SystemID,
-	})
+	}
+	err := w.execute(ctx, res, b)
 	log = log.WithField("duration_s", time.Since(started).Seconds())
 
 	if err == nil {
 		log.Info("job succeeded")
 		tr.Infof("Job succeeded")
-		w.finish(log, tr, obs, gitlab.JobSuccess, "", 0)
+		w.reported(b, w.finish(log, tr, obs, gitlab.JobSuccess, "", 0))
 		return
 	}
 	reason, exitCode := job.Failure(err)
@@ -92,7 +96,15 @@ func (w *worker) runJob(client *gitlab.Client, res executors.Reservation, j *job
 		tr.Errorf("Job failed: %v", err)
 		log.WithError(err).WithField("exit_code", exitCode).Info("job failed")
 	}
-	w.finish(log, tr, obs, gitlab.JobFailed, j.ReasonFor(reason), exitCode)
+	w.reported(b, w.finish(log, tr, obs, gitlab.JobFailed, j.ReasonFor(reason), exitCode))
+}
+
+// reported tells a provider that keeps each job on record until GitLab has its final state (so that a
+// crash in between still gets the job reported after a restart) that it may drop the record.
+func (w *worker) reported(b *executors.Build, done bool) {
+	if fo, ok := w.provider.(executors.FinalStateObserver); ok && done {
+		fo.FinalStateSent(b)
+	}
 }
 
 // execute runs the job on the provider; a panicking executor fails its job, not the process.
@@ -105,14 +117,22 @@ func (w *worker) execute(ctx context.Context, res executors.Reservation, b *exec
 	return w.provider.Run(ctx, res, b)
 }
 
-// finish tells the observer the outcome, then sends the rest of the log and the final state.
-func (w *worker) finish(log logrus.FieldLogger, tr *trace.Trace, obs JobObserver, state gitlab.JobState, reason job.FailureReason, exitCode int) {
+// finish tells the observer the outcome, then sends the rest of the log and the final state. It returns
+// false when GitLab may still think the job runs (the final update did not get through before the
+// runner had to stop).
+func (w *worker) finish(log logrus.FieldLogger, tr *trace.Trace, obs JobObserver, state gitlab.JobState, reason job.FailureReason, exitCode int) bool {
 	obs.Finished(reason)
-	if err := tr.Finish(w.m.finishCtx, state, reason, exitCode); err != nil {
+	err := tr.Finish(w.m.finishCtx, state, reason, exitCode)
+	switch {
+	case errors.Is(err, trace.ErrAborted):
+		log.WithError(err).Info("GitLab no longer runs the job; final state not needed")
+		return true
+	case err != nil:
 		log.WithError(err).Warn("could not report the job's final state to GitLab")
-		return
+		return false
 	}
 	log.WithFields(logrus.Fields{"state": state, "failure_reason": reason, "exit_code": exitCode}).Debug("job reported")
+	return true
 }
 
 func isClosed(c <-chan struct{}) bool {

@@ -23,7 +23,11 @@ func (w *worker) reportRecovered(client *gitlab.Client) {
 			Logger:      log,
 		})
 		tr.Start()
-		tr.Errorf("Job failed (system failure): the runner manager stopped while this job was running on instance %s; the job cannot be resumed, retry it", rj.Instance)
+		if rj.Instance != "" {
+			tr.Errorf("Job failed (system failure): the runner manager stopped while this job was running on instance %s; the job cannot be resumed, retry it", rj.Instance)
+		} else {
+			tr.Errorf("Job failed (system failure): the runner manager stopped before this job's final state reached GitLab; its outcome is unknown, retry it")
+		}
 		if err := tr.Finish(w.m.finishCtx, gitlab.JobFailed, job.RunnerSystemFailure, 0); err != nil {
 			// GitLab may already have dropped the job; it is still forgotten so it is not reported forever.
 			log.WithError(err).Warn("could not report a job interrupted by the previous manager process")

@@ -52,10 +52,11 @@ type worker struct {
 // clientKey are the settings a GitLab client is built from; a change needs a new client.
 type clientKey struct {
 	url, ca, cert, key, executor, shell string
+	maxAge                              time.Duration
 }
 
-func keyOf(rc *config.RunnerConfig) clientKey {
-	return clientKey{rc.URL, rc.TLSCAFile, rc.TLSCertFile, rc.TLSKeyFile, rc.Executor, rc.Shell}
+func keyOf(global *config.Config, rc *config.RunnerConfig) clientKey {
+	return clientKey{rc.URL, rc.TLSCAFile, rc.TLSCertFile, rc.TLSKeyFile, rc.Executor, rc.Shell, global.GetConnectionMaxAge()}
 }
 
 func newWorker(m *Manager, global *config.Config, rc *config.RunnerConfig, p executors.Provider) (*worker, error) {
@@ -72,7 +73,7 @@ func newWorker(m *Manager, global *config.Config, rc *config.RunnerConfig, p exe
 	if err != nil {
 		return nil, err
 	}
-	w.client, w.clientKey = client, keyOf(rc)
+	w.client, w.clientKey = client, keyOf(global, rc)
 	w.pollCtx, w.stopPolling = context.WithCancel(m.pollCtx)
 	w.active.Add(1)
 	go w.reportRecovered(client)
@@ -86,6 +87,8 @@ func (w *worker) newClient(rc *config.RunnerConfig) (*gitlab.Client, error) {
 		TLSCertFile: rc.TLSCertFile,
 		TLSKeyFile:  rc.TLSKeyFile,
 		Info:        gitlab.NewVersionInfo(rc.Executor, rc.Shell, w.provider.Features()),
+		// Reading w.global is safe here: newWorker and update set it before building a client.
+		ConnectionMaxAge: w.global.GetConnectionMaxAge(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("runner %q: %w", rc.Name, err)
@@ -105,7 +108,7 @@ func (w *worker) update(global *config.Config, rc *config.RunnerConfig) {
 			w.log.WithError(err).Error("cannot apply the reloaded [[runners.autoscaler.policy]] list; keeping the old one")
 		}
 	}
-	if k := keyOf(rc); k != w.clientKey {
+	if k := keyOf(global, rc); k != w.clientKey {
 		if c, err := w.newClient(rc); err != nil {
 			w.log.WithError(err).Error("cannot apply the new GitLab connection settings; keeping the old ones")
 		} else {

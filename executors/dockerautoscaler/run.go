@@ -36,18 +36,26 @@ func (p *Provider) Run(ctx context.Context, res executors.Reservation, b *execut
 		r.consume()
 		key = r.key
 	}
-	defer p.ts.Release(key)
 	log := b.Logger
 	if log == nil {
 		log = p.log
 	}
+	blob, _ := json.Marshal(recoveredBlob{JobID: b.Job.ID, Token: b.Job.Token, URL: p.runner.URL})
+	defer func() {
+		// The job stays on record, without its slot, until the manager has sent its final state
+		// (FinalStateSent): a crash in between still gets it reported after a restart. Recorded before
+		// the release so that the state file never lacks it.
+		if err := p.ts.RecordJob(reportKey(b.Job.ID), b.Job.ID, blob); err != nil {
+			log.WithError(err).Warn("could not record the finished job in the state file; if fleetrunner crashes before its final update, GitLab's timeout ends the job")
+		}
+		p.ts.Release(key)
+	}()
 	if b.Runner != nil && b.Runner.Autoscaler != nil {
 		if err := p.UpdatePolicies(b.Runner); err != nil {
 			log.WithError(err).Warn("the reloaded autoscaler policies are invalid")
 		}
 	}
 
-	blob, _ := json.Marshal(recoveredBlob{JobID: b.Job.ID, Token: b.Job.Token, URL: p.runner.URL})
 	if err := p.ts.RecordJob(key, b.Job.ID, blob); err != nil {
 		log.WithError(err).Warn("could not record the job in the state file; if fleetrunner crashes now, GitLab's timeout ends the job")
 	}
@@ -71,6 +79,16 @@ func (p *Provider) Run(ctx context.Context, res executors.Reservation, b *execut
 		b.Log.Warnf("Instance %s cannot be used (%v); moving the job to another instance", un.instance, un.err)
 	}
 }
+
+// FinalStateSent implements executors.FinalStateObserver: GitLab has the job's final state, so its
+// record can go.
+func (p *Provider) FinalStateSent(b *executors.Build) {
+	p.ts.Release(reportKey(b.Job.ID))
+}
+
+// reportKey is the state-file key of a job whose slot is released but whose final state may not have
+// reached GitLab yet.
+func reportKey(jobID int64) string { return fmt.Sprintf("report-%d", jobID) }
 
 // unreachableError is an instance that failed before the job's script started: the job may move on.
 type unreachableError struct {
