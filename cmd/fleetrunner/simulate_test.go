@@ -1,0 +1,157 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"gitlab.com/fleetrunner/fleetrunner/executors"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
+)
+
+const simConfig = `concurrent = 100
+[[runners]]
+  name = "fleet"
+  url = "https://gitlab.example.com"
+  token = "glrt-simulatesimulatesim"
+  executor = "docker-autoscaler"
+  [runners.docker]
+    image = "busybox"
+  [runners.autoscaler]
+    plugin = "aws"
+    capacity_per_instance = 2
+    max_instances = 40
+    [runners.autoscaler.plugin_config]
+      name = "asg"
+    [[runners.autoscaler.policy]]
+      idle_count = 0
+      idle_time = "10m"
+    [[runners.autoscaler.policy]]
+      periods = ["* 8-17 * * mon-fri"]
+      timezone = "Europe/Berlin"
+      idle_count = IDLE
+      idle_time = "30m"
+`
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// sharedTrace finds a trace in ../shared/traces next to the repository root.
+func sharedTrace(t *testing.T, name string) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the test's directory")
+		}
+		dir = parent
+	}
+	p := filepath.Join(dir, "..", "shared", "traces", name)
+	if _, err := os.Stat(p); err != nil {
+		msg := "shared trace " + p + " is missing (../shared/traces from the repository root)"
+		if os.Getenv(testenv.RequireAllEnv) != "" {
+			t.Fatal(msg)
+		}
+		t.Skip("skipping: " + msg)
+	}
+	return p
+}
+
+func simulateCLI(t *testing.T, args ...string) cliResult {
+	t.Helper()
+	t.Setenv("CONFIG_FILE", "")
+	return cli(t.Context(), executors.Registry{}, nil, append([]string{"simulate"}, args...)...)
+}
+
+func TestSimulateSharedTraceCompare(t *testing.T) {
+	trace := sharedTrace(t, "nightly-batch.csv")
+	dir := t.TempDir()
+	base := writeFile(t, dir, "base.toml", strings.Replace(simConfig, "IDLE", "0", 1))
+	candidate := writeFile(t, dir, "candidate.toml", strings.Replace(simConfig, "IDLE", "8", 1))
+	svg := filepath.Join(dir, "fleet.svg")
+
+	res := simulateCLI(t, "--trace", trace, "-c", base, "--compare", candidate, "--svg", svg)
+	if res.err != nil {
+		t.Fatalf("simulate: %v\nstderr: %s", res.err, res.stderr)
+	}
+	out := res.stdout.String()
+	t.Log(out)
+	for _, want := range []string{"1543 jobs", "INSTANCE-MIN", "P95 WAIT", "WAIT/COST", "base.toml/fleet", "candidate.toml/fleet", "picture: " + svg} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if rows := strings.Count(out, ".toml/fleet"); rows != 2 {
+		t.Errorf("%d result rows, want 2", rows)
+	}
+	data, err := os.ReadFile(svg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), "<svg") || !strings.Contains(string(data), "jobs waiting") {
+		t.Errorf("%s is not the picture (%d bytes)", svg, len(data))
+	}
+}
+
+// TestSimulateFlags: four jobs far apart on fresh instances with a 10 s boot wait 10.1 s each (a 100 ms
+// gather, then five 2 s polls of the booting group) and cost 4 × 132 s.
+func TestSimulateFlags(t *testing.T) {
+	trace := writeFile(t, t.TempDir(), "four.csv", "arrival_s,duration_s,pipeline\n0,100,1\n1000,100,2\n2000,100,3\n3000,100,4\n")
+	res := simulateCLI(t, "--trace", trace, "--boot-delay", "10s", "--capacity-per-instance", "1", "--idle-count", "0")
+	if res.err != nil {
+		t.Fatalf("simulate: %v\nstderr: %s", res.err, res.stderr)
+	}
+	var row []string
+	for _, line := range strings.Split(res.stdout.String(), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == "flags" {
+			row = f
+		}
+	}
+	want := []string{"flags", "4", "0", "8.8", "1", "4", "1.0", "10.1s", "10.1s", "10.1s", "10.1s"}
+	if len(row) < len(want) || strings.Join(row[:len(want)], " ") != strings.Join(want, " ") {
+		t.Fatalf("row = %q, want it to start with %q\n%s", row, want, res.stdout)
+	}
+}
+
+func TestSimulateErrors(t *testing.T) {
+	dir := t.TempDir()
+	good := writeFile(t, dir, "good.csv", "arrival_s,duration_s,pipeline\n0,10,1\n")
+	bad := writeFile(t, dir, "bad.csv", "arrival_s,duration_s,pipeline\n0,10,1\n5,ten,2\n")
+	cfg := writeFile(t, dir, "config.toml", strings.Replace(simConfig, "IDLE", "1", 1))
+	noScaler := writeFile(t, dir, "docker.toml", "concurrent = 1\n[[runners]]\n  name = \"plain\"\n  url = \"https://gitlab.example.com\"\n  token = \"glrt-plainplainplainplain\"\n  executor = \"docker\"\n  [runners.docker]\n    image = \"busybox\"\n")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no trace", nil, `required flag(s) "trace" not set`},
+		{"missing trace", []string{"--trace", filepath.Join(dir, "nope.csv")}, "opening trace"},
+		{"malformed trace", []string{"--trace", bad}, `line 3: duration_s: "ten" is not a number of seconds`},
+		{"bad start", []string{"--trace", good, "--start", "monday"}, `--start "monday"`},
+		{"unknown runner", []string{"--trace", good, "-c", cfg, "--runner", "other"}, `no [[runners]] entry named "other"`},
+		{"no autoscaler", []string{"--trace", good, "-c", noScaler}, "no [[runners]] entry with [runners.autoscaler]"},
+		{"runner without config", []string{"--trace", good, "--runner", "fleet"}, "pass -c/--config too"},
+		{"negative", []string{"--trace", good, "--max-instances", "-1"}, "--max-instances must not be negative"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := simulateCLI(t, tc.args...)
+			if res.err == nil || !strings.Contains(res.err.Error(), tc.want) {
+				t.Fatalf("simulate %q = %v, want an error containing %q", tc.args, res.err, tc.want)
+			}
+		})
+	}
+}
