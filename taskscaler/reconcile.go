@@ -1,6 +1,7 @@
 package taskscaler
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -250,7 +251,11 @@ func (ts *Taskscaler) planLocked(now time.Time) (create int, remove []string) {
 			IdleSince: in.idleSince,
 		})
 	}
-	slices.SortFunc(views, func(a, b capacity.InstanceView) int { return a.IdleSince.Compare(b.IdleSince) })
+	// The ID breaks ties so that which of two instances idle since the same instant goes is decided
+	// the same way every time (the simulator relies on it).
+	slices.SortFunc(views, func(a, b capacity.InstanceView) int {
+		return cmp.Or(a.IdleSince.Compare(b.IdleSince), cmp.Compare(a.ID, b.ID))
+	})
 	for _, id := range capacity.SelectRemovals(now, p, desired, ts.requestedLocked(), views) {
 		in := ts.instances[id]
 		reason := fmt.Sprintf("idle for %s beyond the idle target", now.Sub(in.idleSince).Round(time.Second))

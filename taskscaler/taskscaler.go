@@ -346,6 +346,9 @@ func (ts *Taskscaler) Acquire(ctx context.Context, key string) (*Acquisition, er
 
 	select {
 	case <-w.done:
+		// An idle slot was taken: the idle target may want another instance now rather than at the
+		// next update_interval, or preemptive bursts wait a whole interval for capacity.
+		ts.poke()
 		return w.acq, w.err
 	default:
 	}

@@ -802,3 +802,39 @@ func TestHealthChecksReuseConnectInfo(t *testing.T) {
 		t.Errorf("health check failures: %d", s.Counters.HealthCheckFailures)
 	}
 }
+
+// TestTakingIdleSlotsReplenishesAtOnce: in preemptive mode jobs only come when idle slots exist, so
+// once they are taken the idle target must be restored by the next pass, not an update_interval later.
+func TestTakingIdleSlotsReplenishesAtOnce(t *testing.T) {
+	c := clock.NewFake(t0)
+	g := newFakeGroup(c)
+	ts := start(t, g, Options{
+		UpdateInterval: time.Hour,
+		Policies:       policies(t, config.AutoscalerPolicyConfig{IdleCount: 2, IdleTime: time.Hour}),
+	})
+	eventually(t, c, "two idle instances", func() bool { return ready(ts) == 2 })
+	// Let the loop settle on its 1h interval: nothing is expected any more.
+	settled := c.Now().Add(30 * time.Second)
+	eventually(t, c, "a quiet half minute", func() bool { return !c.Now().Before(settled) })
+	before := len(func() []int { calls, _ := g.calls(); return calls }())
+	for _, key := range []string{"a", "b"} {
+		if err := ts.Reserve(key); err != nil {
+			t.Fatalf("Reserve(%s): %v", key, err)
+		}
+		if _, err := ts.Acquire(t.Context(), key); err != nil {
+			t.Fatalf("Acquire(%s): %v", key, err)
+		}
+	}
+	start := c.Now()
+	eventually(t, c, "two more instances requested", func() bool {
+		calls, _ := g.calls()
+		asked := 0
+		for _, n := range calls[before:] {
+			asked += n
+		}
+		return asked >= 2
+	})
+	if waited := c.Now().Sub(start); waited > time.Minute {
+		t.Errorf("idle slots were replenished after %s of fake time; want well before the 1h update_interval", waited)
+	}
+}

@@ -481,9 +481,9 @@ func (r *run) acquire(idx int, key string) error {
 	if err != nil {
 		return err
 	}
-	if r.clk.view().acquireCreated > created {
-		r.poked(w) // a waiting Acquire wakes the loop
-	}
+	// Acquire always wakes the loop: a waiting one for capacity, one served at once because it took an
+	// idle slot that the idle target may want replaced.
+	r.poked(w)
 	return r.settle()
 }
 
