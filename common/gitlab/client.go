@@ -52,6 +52,9 @@ type ClientConfig struct {
 	ConnectionMaxAge time.Duration
 	// Sleep waits for back-off and rate-limit delays; nil means a real, context-aware sleep.
 	Sleep func(ctx context.Context, d time.Duration) error
+	// OnResponse, when set, is told every HTTP answer: the endpoint in upstream's metric naming
+	// (request_job, update_job, patch_trace, …; see Endpoint) and the status. It must return at once.
+	OnResponse func(endpoint string, status int)
 }
 
 // Client talks to one GitLab instance. It is safe for concurrent use.
@@ -63,6 +66,7 @@ type Client struct {
 	conns     *connAges
 	info      VersionInfo
 	sleep     func(ctx context.Context, d time.Duration) error
+	onResp    func(endpoint string, status int)
 
 	backoff *backoffs
 
@@ -111,6 +115,7 @@ func NewClient(log logrus.FieldLogger, cfg ClientConfig) (*Client, error) {
 			},
 		},
 		info:       cfg.Info,
+		onResp:     cfg.OnResponse,
 		sleep:      sleep,
 		backoff:    newBackoffs(),
 		lastUpdate: map[string]string{},
@@ -231,6 +236,9 @@ func (c *Client) doURL(ctx context.Context, cl call, u *url.URL) (*http.Response
 			}
 			return nil, err
 		}
+		if c.onResp != nil {
+			c.onResp(Endpoint(cl.method, cl.path), resp.StatusCode)
+		}
 		log := log.WithFields(logrus.Fields{"status": resp.StatusCode, "request_id": reqID})
 		if resp.StatusCode == http.StatusTooManyRequests && attempt < maxRateLimitRetries {
 			if reset := resp.Header.Get("RateLimit-ResetTime"); reset != "" {
@@ -259,6 +267,35 @@ func (c *Client) doURL(ctx context.Context, cl call, u *url.URL) (*http.Response
 		}
 		return resp, nil
 	}
+}
+
+// Endpoint names a runner-API call the way upstream's gitlab_runner_api_request_statuses_total labels
+// it; path is relative to /api/v4/.
+func Endpoint(method, path string) string {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	switch {
+	case parts[0] == "runners" && strings.HasSuffix(path, "reset_authentication_token"):
+		return "reset_token"
+	case parts[0] == "runners" && len(parts) == 1 && method == http.MethodPost:
+		return "register_runner"
+	case parts[0] == "runners" && len(parts) == 1 && method == http.MethodDelete:
+		return "unregister_runner"
+	case parts[0] == "runners" && len(parts) == 2 && parts[1] == "verify":
+		return "verify_runner"
+	case parts[0] == "runners" && len(parts) == 2 && parts[1] == "managers":
+		return "unregister_runner_manager"
+	case parts[0] == "jobs" && len(parts) == 2 && parts[1] == "request":
+		return "request_job"
+	case parts[0] == "jobs" && len(parts) == 2 && method == http.MethodPut:
+		return "update_job"
+	case parts[0] == "jobs" && len(parts) == 3 && parts[2] == "trace":
+		return "patch_trace"
+	case parts[0] == "jobs" && len(parts) == 3 && parts[2] == "artifacts" && method == http.MethodPost:
+		return "upload_artifacts"
+	case parts[0] == "jobs" && len(parts) == 3 && parts[2] == "artifacts":
+		return "download_artifacts"
+	}
+	return "other"
 }
 
 // send performs one attempt and returns the X-Request-Id it sent.

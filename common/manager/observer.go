@@ -27,6 +27,9 @@ type Observer interface {
 	// answer, or gitlab.StatusTransportError.
 	RequestStarted(r RunnerInfo)
 	RequestEnded(r RunnerInfo, status int)
+	// APIResponse is every HTTP answer from GitLab for the runner (job requests, job updates, trace
+	// patches, artifacts), with the endpoint named as upstream's metric labels it.
+	APIResponse(r RunnerInfo, endpoint string, status int)
 	// ProcessingFailure is a request round that did not ask GitLab because the executor could not
 	// reserve capacity: FailureNoFreeExecutor or FailureOther.
 	ProcessingFailure(r RunnerInfo, failureType string)
@@ -114,6 +117,7 @@ func (nopObserver) ProviderStarted(RunnerInfo, executors.Provider) {}
 func (nopObserver) ProviderStopped(RunnerInfo, executors.Provider) {}
 func (nopObserver) RequestStarted(RunnerInfo)                      {}
 func (nopObserver) RequestEnded(RunnerInfo, int)                   {}
+func (nopObserver) APIResponse(RunnerInfo, string, int)            {}
 func (nopObserver) ProcessingFailure(RunnerInfo, string)           {}
 func (nopObserver) JobStarted(JobInfo) JobObserver                 { return nopObserver{} }
 func (nopObserver) Stage(string)                                   {}

@@ -89,6 +89,9 @@ func (w *worker) newClient(rc *config.RunnerConfig) (*gitlab.Client, error) {
 		Info:        gitlab.NewVersionInfo(rc.Executor, rc.Shell, w.provider.Features()),
 		// Reading w.global is safe here: newWorker and update set it before building a client.
 		ConnectionMaxAge: w.global.GetConnectionMaxAge(),
+		OnResponse: func(endpoint string, status int) {
+			w.m.opts.Observer.APIResponse(w.runnerInfo(), endpoint, status)
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("runner %q: %w", rc.Name, err)

@@ -196,13 +196,15 @@ func (m *Metrics) RequestStarted(r manager.RunnerInfo) {
 	m.requestConcurrency.WithLabelValues(r.Runner, r.SystemID).Inc()
 }
 
-// RequestEnded implements manager.Observer. Only answers are counted by status; a request that got
-// none (a transport error) is not an API status.
-func (m *Metrics) RequestEnded(r manager.RunnerInfo, status int) {
+// RequestEnded implements manager.Observer.
+func (m *Metrics) RequestEnded(r manager.RunnerInfo, _ int) {
 	m.requestConcurrency.WithLabelValues(r.Runner, r.SystemID).Dec()
-	if status > 0 {
-		m.apiStatuses.WithLabelValues(r.Runner, "request_job", strconv.Itoa(status)).Inc()
-	}
+}
+
+// APIResponse implements manager.Observer. Only answers are counted by status; a request that got
+// none (a transport error) is not an API status.
+func (m *Metrics) APIResponse(r manager.RunnerInfo, endpoint string, status int) {
+	m.apiStatuses.WithLabelValues(r.Runner, endpoint, strconv.Itoa(status)).Inc()
 }
 
 // ProcessingFailure implements manager.Observer.

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -28,9 +29,16 @@ func TestScrapeAfterJobs(t *testing.T) {
 		r.finished(id)
 	}
 
-	s := scrapeMetrics(t, r.base)
 	short := manager.ShortToken(r.token)
 	runner := map[string]string{"runner": short, "system_id": systemID}
+	// GitLab marks a job finished before the runner has read the answer to its final update, so the
+	// last update_job answer may be counted a moment after the simulator shows the job finished.
+	updates := map[string]string{"runner": short, "endpoint": "update_job", "status": "200"}
+	s := scrapeMetrics(t, r.base)
+	for deadline := time.Now().Add(10 * time.Second); s.value("gitlab_runner_api_request_statuses_total", updates) < 3 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		s = scrapeMetrics(t, r.base)
+	}
 	checks := []struct {
 		name   string
 		labels map[string]string
@@ -41,6 +49,8 @@ func TestScrapeAfterJobs(t *testing.T) {
 		{"gitlab_runner_jobs_total", runner, 3},
 		{"gitlab_runner_failed_jobs_total", map[string]string{"failure_reason": string(job.ScriptFailure), "runner": short, "system_id": systemID}, 1},
 		{"gitlab_runner_api_request_statuses_total", map[string]string{"runner": short, "endpoint": "request_job", "status": "201"}, 3},
+		// Each of the 3 jobs ends with one accepted final update.
+		{"gitlab_runner_api_request_statuses_total", updates, 3},
 		{"gitlab_runner_version_info", map[string]string{"name": "fleetrunner"}, 1},
 		{"gitlab_runner_errors_total", map[string]string{"level": "error"}, 0},
 		// The executor's own collector carries the runner's labels.
