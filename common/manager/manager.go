@@ -77,7 +77,9 @@ type Manager struct {
 	mu       sync.Mutex
 	cfg      *config.Config
 	cfgMtime time.Time
-	stopping bool
+	// changeSeen is the changed config file as the watcher last saw it, applied once it stays the same.
+	changeSeen fileStamp
+	stopping   bool
 	// workers and providers are keyed by the current runner token; a token rotation re-keys them.
 	workers   map[string]*worker
 	providers map[string]*providerEntry
@@ -252,6 +254,9 @@ func (m *Manager) reload(force bool) {
 	if !force && st.ModTime().Equal(last) {
 		return
 	}
+	if !force && !m.settled(st) {
+		return
+	}
 	cfg, mtime, err := m.load()
 	if err != nil {
 		m.log.WithError(err).Error("cannot reload the configuration; keeping the running one")
@@ -266,6 +271,26 @@ func (m *Manager) reload(force bool) {
 		return
 	}
 	m.log.Info("configuration reloaded")
+}
+
+// settled reports whether a changed config.toml looks the same (time and size) as at the previous check.
+// An editor that truncates the file and then writes it must not be caught in between: an empty or
+// half-written file can parse, and would stop every runner it lacks.
+func (m *Manager) settled(st os.FileInfo) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	seen := fileStamp{st.ModTime(), st.Size()}
+	if m.changeSeen != seen {
+		m.changeSeen = seen
+		return false
+	}
+	return true
+}
+
+// fileStamp is what the config watcher compares between two checks.
+type fileStamp struct {
+	mtime time.Time
+	size  int64
 }
 
 // apply makes the workers match cfg: new runners start, removed ones stop asking and drain, changed
