@@ -309,6 +309,7 @@ func (m *Manager) apply(cfg *config.Config, mtime time.Time, atStart bool) error
 	var errs []error
 	var fresh []*worker
 	runners, stale := m.served(cfg)
+	m.adoptResetTokens(runners)
 	seen := map[string]bool{}
 	for _, rc := range runners {
 		seen[rc.Token] = true
@@ -352,6 +353,41 @@ func (m *Manager) apply(cfg *config.Config, mtime time.Time, atStart bool) error
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// adoptResetTokens hands the worker and executor of a runner whose token was reset outside this
+// process (fleetrunner reset-token, an edit) to the entry with the new token: same GitLab URL and
+// runner ID. Without it the reload would see one runner removed and another added, and a second
+// executor (for docker-autoscaler, a second fleet) would start beside the draining one. Called with mu
+// held.
+func (m *Manager) adoptResetTokens(runners []*config.RunnerConfig) {
+	inConfig := map[string]bool{}
+	for _, rc := range runners {
+		inConfig[rc.Token] = true
+	}
+	for _, rc := range runners {
+		if rc.ID == 0 {
+			continue
+		}
+		if _, ok := m.workers[rc.Token]; ok {
+			continue
+		}
+		for old, w := range m.workers {
+			cur := w.settings()
+			if inConfig[old] || cur.ID != rc.ID || strings.TrimRight(cur.URL, "/") != strings.TrimRight(rc.URL, "/") {
+				continue
+			}
+			delete(m.workers, old)
+			m.workers[rc.Token] = w
+			if pe, ok := m.providers[old]; ok {
+				delete(m.providers, old)
+				m.providers[rc.Token] = pe
+			}
+			m.log.WithFields(logrus.Fields{"runner": ShortToken(rc.Token), "old_runner": ShortToken(old), "runner_name": rc.Name}).
+				Info("runner token changed in config.toml; the runner and its executor go on with the new token")
+			break
+		}
+	}
 }
 
 // served lists the entries of cfg the manager serves: supported executors, once per token (upstream-only

@@ -298,3 +298,49 @@ func mustRead(t *testing.T, path string) []byte {
 	}
 	return b
 }
+
+// TestOutsideTokenResetKeepsRunnerAndProvider: a token reset by another process (fleetrunner
+// reset-token) reaches the manager as an edited config.toml; the entry with the same URL and runner ID
+// keeps its worker and executor instead of looking like a removed runner plus a new one.
+func TestOutsideTokenResetKeepsRunnerAndProvider(t *testing.T) {
+	r := newRotationRig(t, `  [runners.feature_flags]
+    FF_DISABLE_AUTOMATIC_TOKEN_ROTATION = true`)
+	r.proxy.open.Store(true)
+	r.start(50 * time.Millisecond)
+	first := r.sim.Enqueue(gitlabsim.JobSpec{Name: "before", Script: []string{"echo old token"}})
+	if snap := r.finished(first); snap.Status != gitlabsim.StatusSuccess {
+		t.Fatalf("job before the reset: %s", snap.Status)
+	}
+
+	c, err := gitlab.NewClient(logrus.New(), gitlab.ClientConfig{URL: r.sim.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.ResetToken(r.ctx(), r.rotating)
+	if err != nil {
+		t.Fatalf("reset: %v", err)
+	}
+	edited := strings.Replace(string(r.initialFile), r.rotating, resp.Token, 1)
+	tmp := r.cfgPath + ".new"
+	if err := os.WriteFile(tmp, []byte(edited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, r.cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, r.logs, "runner token changed in config.toml")
+
+	after := r.sim.Enqueue(gitlabsim.JobSpec{Name: "after", Script: []string{"echo new token"}})
+	if snap := r.finished(after); snap.Status != gitlabsim.StatusSuccess || snap.RunnerID != r.rotatingID {
+		t.Fatalf("job after the reset: %s on runner %d; want success on %d", snap.Status, snap.RunnerID, r.rotatingID)
+	}
+	if n := r.exec.providersBuilt("rotating"); n != 1 {
+		t.Errorf("%d executor providers built for the runner; want 1", n)
+	}
+	if _, _, _, _, shutdowns := r.exec.stats(); shutdowns != 0 {
+		t.Errorf("%d provider shutdowns; want 0", shutdowns)
+	}
+	if strings.Contains(r.logs.String(), "runner left the configuration") {
+		t.Error("the reset looked like a removed runner to the manager")
+	}
+}
