@@ -64,6 +64,8 @@ type Metrics struct {
 	jobs map[*runningJob]struct{}
 	// providers holds the registerer each provider's collectors went to, to take them out again.
 	providers map[executors.Provider]providerCollectors
+	// listers are the running providers that list their instances (InstanceLister).
+	listers map[executors.Provider]lister
 }
 
 type providerCollectors struct {
@@ -81,6 +83,7 @@ func New(log logrus.FieldLogger) *Metrics {
 		reg:       prometheus.NewRegistry(),
 		jobs:      map[*runningJob]struct{}{},
 		providers: map[executors.Provider]providerCollectors{},
+		listers:   map[executors.Provider]lister{},
 	}
 	runner := []string{labelRunner, labelSystemID}
 	m.concurrent = prometheus.NewGauge(prometheus.GaugeOpts{
@@ -155,8 +158,10 @@ func (m *Metrics) Configured(concurrent int, runners []manager.RunnerInfo) {
 }
 
 // ProviderStarted implements manager.Observer: a CollectorProvider's collectors are registered with
-// the runner's labels. A collector that cannot be registered is logged and left out.
+// the runner's labels, and an InstanceLister's instances are served on /debug/autoscaler/instances. A
+// collector that cannot be registered is logged and left out.
 func (m *Metrics) ProviderStarted(r manager.RunnerInfo, p executors.Provider) {
+	m.addLister(r, p)
 	cp, ok := p.(CollectorProvider)
 	if !ok {
 		return
@@ -177,8 +182,9 @@ func (m *Metrics) ProviderStarted(r manager.RunnerInfo, p executors.Provider) {
 	m.mu.Unlock()
 }
 
-// ProviderStopped implements manager.Observer: the provider's collectors are taken out.
+// ProviderStopped implements manager.Observer: the provider's collectors and instances are taken out.
 func (m *Metrics) ProviderStopped(_ manager.RunnerInfo, p executors.Provider) {
+	m.removeLister(p)
 	m.mu.Lock()
 	pc, ok := m.providers[p]
 	delete(m.providers, p)

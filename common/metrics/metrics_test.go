@@ -1,9 +1,11 @@
 package metrics_test
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -162,6 +164,8 @@ func TestEndpoints(t *testing.T) {
 		{http.MethodPut, "/metrics", http.StatusMethodNotAllowed},
 		{http.MethodDelete, "/metrics", http.StatusMethodNotAllowed},
 		{http.MethodGet, "/debug/jobs/list", http.StatusOK},
+		{http.MethodGet, "/debug/autoscaler/instances", http.StatusOK},
+		{http.MethodPost, "/debug/autoscaler/instances", http.StatusMethodNotAllowed},
 		{http.MethodGet, "/debug/pprof/", http.StatusOK},
 		{http.MethodGet, "/debug/pprof/cmdline", http.StatusOK},
 		{http.MethodGet, "/debug/pprof/goroutine?debug=1", http.StatusOK},
@@ -226,9 +230,71 @@ func TestProviderStoppedRemovesItsCollectors(t *testing.T) {
 	if s := scrapeMetrics(t, srv.URL); s.parsed["fleeting_taskscaler_desired_instances"] != nil {
 		t.Errorf("a stopped provider's collector is still exported:\n%s", s.grep("fleeting"))
 	}
+	if _, _, body := get(t, http.MethodGet, srv.URL+"/debug/autoscaler/instances"); body != "[]\n" {
+		t.Errorf("/debug/autoscaler/instances after the provider stopped = %q, want []", body)
+	}
 	// The same provider may start again (a runner that came back).
 	mx.ProviderStarted(info, exec)
 	if s := scrapeMetrics(t, srv.URL); s.parsed["fleeting_taskscaler_desired_instances"] == nil {
 		t.Error("a restarted provider's collector is not exported")
+	}
+}
+
+func TestAutoscalerInstancesWithoutToken(t *testing.T) {
+	idle := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	exec := newTestExec()
+	exec.instances = []metrics.Instance{
+		{ID: "i-busy", State: "ready", UseCount: 3, Acquired: 2},
+		{ID: "i-idle", State: "draining", UseCount: 4, IdleSince: &idle},
+	}
+	r := newRig(t, exec)
+	url := r.base + "/debug/autoscaler/instances"
+	if _, _, body := get(t, http.MethodGet, url); body != "[]\n" {
+		t.Errorf("before any provider started: %q, want []", body)
+	}
+	r.start(1, 0)
+
+	// The manager starts the provider on its own schedule.
+	var body string
+	for ctx := r.ctx(); ; {
+		var status int
+		var header http.Header
+		status, header, body = get(t, http.MethodGet, url)
+		if status != http.StatusOK || header.Get("Content-Type") != "application/json" {
+			t.Fatalf("GET %s: %d %s", url, status, header.Get("Content-Type"))
+		}
+		if body != "[]\n" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the provider's instances never appeared")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if strings.Contains(body, r.token) {
+		t.Fatal("/debug/autoscaler/instances shows the runner token")
+	}
+	var got []metrics.RunnerInstances
+	dec := json.NewDecoder(strings.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&got); err != nil {
+		t.Fatalf("decode %s: %v", body, err)
+	}
+	want := []metrics.RunnerInstances{{
+		Runner: manager.ShortToken(r.token), RunnerName: "metrics-runner", SystemID: systemID, Instances: exec.instances,
+	}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	// The wire names are part of the contract (the demo and operators read them).
+	for _, key := range []string{`"runner":`, `"runner_name":`, `"system_id":`, `"instances":`, `"id":"i-busy"`, `"state":"ready"`,
+		`"use_count":3`, `"acquired":2`, `"idle_since":"2025-03-01T12:00:00Z"`} {
+		if !strings.Contains(body, key) {
+			t.Errorf("body lacks %s: %s", key, body)
+		}
+	}
+	if strings.Count(body, "idle_since") != 1 {
+		t.Errorf("idle_since should be absent for a busy instance: %s", body)
 	}
 }

@@ -38,12 +38,13 @@ const systemID = "s_0123456789ab"
 //	wait          announce the job on waiting, then wait for GitLab's cancel or an abort
 //	exit N        fail with script_failure and exit code N
 //
-// With noCapacity, Reserve always answers ErrNoCapacity. It exports one collector of its own, as the
-// docker-autoscaler provider does.
+// With noCapacity, Reserve always answers ErrNoCapacity. It exports one collector of its own and lists
+// instances (set before the manager starts), as the docker-autoscaler provider does.
 type testExec struct {
 	noCapacity bool
 	desired    prometheus.Gauge
 	waiting    chan waitingJob
+	instances  []metrics.Instance
 }
 
 type waitingJob struct {
@@ -58,6 +59,8 @@ func newTestExec() *testExec {
 }
 
 func (e *testExec) Collectors() []prometheus.Collector { return []prometheus.Collector{e.desired} }
+
+func (e *testExec) AutoscalerInstances() []metrics.Instance { return e.instances }
 
 func (e *testExec) Reserve(context.Context) (executors.Reservation, error) {
 	if e.noCapacity {

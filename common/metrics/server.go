@@ -15,10 +15,11 @@ import (
 
 // Handler serves, without authentication as upstream does:
 //
-//	/metrics           Prometheus text format (GET and HEAD; other methods get 405)
-//	/debug/jobs/list   the running jobs, one per line
-//	/-/health          200 while the manager serves, 503 otherwise
-//	/debug/pprof/      Go's profiles
+//	/metrics                     Prometheus text format (GET and HEAD; other methods get 405)
+//	/debug/jobs/list             the running jobs, one per line
+//	/debug/autoscaler/instances  each runner's autoscaled instances, as JSON ([]RunnerInstances)
+//	/-/health                    200 while the manager serves, 503 otherwise
+//	/debug/pprof/                Go's profiles
 func (m *Metrics) Handler() http.Handler {
 	mux := http.NewServeMux()
 	// A "GET" pattern also answers HEAD; ServeMux answers other methods with 405 and an Allow header.
@@ -26,6 +27,10 @@ func (m *Metrics) Handler() http.Handler {
 	mux.HandleFunc("GET /debug/jobs/list", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_ = m.writeJobsList(w)
+	})
+	mux.HandleFunc("GET /debug/autoscaler/instances", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = m.writeInstances(w)
 	})
 	mux.HandleFunc("GET /-/health", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -69,7 +74,7 @@ func Start(log logrus.FieldLogger, addr string, h http.Handler) (*Server, error)
 			log.WithError(err).Error("metrics server stopped")
 		}
 	}()
-	log.WithField("address", ln.Addr().String()).Info("metrics server listening (/metrics, /debug/jobs/list, /-/health, /debug/pprof/)")
+	log.WithField("address", ln.Addr().String()).Info("metrics server listening (/metrics, /debug/jobs/list, /debug/autoscaler/instances, /-/health, /debug/pprof/)")
 	return s, nil
 }
 

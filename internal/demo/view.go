@@ -2,6 +2,7 @@ package demo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"regexp"
@@ -10,8 +11,7 @@ import (
 	"time"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
-	"gitlab.com/fleetrunner/fleetrunner/executors/dockerautoscaler"
-	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
+	"gitlab.com/fleetrunner/fleetrunner/common/metrics"
 )
 
 // refresh is how often the view looks at the simulator and the fleet.
@@ -19,6 +19,9 @@ const refresh = 200 * time.Millisecond
 
 // scaleInWait bounds the wait, after the last job, for the fleet to shrink to its idle target.
 const scaleInWait = IdleTime + 15*time.Second
+
+// unreachableFor is how long the metrics server may fail to answer before the demo gives up.
+const unreachableFor = 10 * time.Second
 
 var connectedRE = regexp.MustCompile(`Instance (\S+) connected`)
 
@@ -28,22 +31,23 @@ type jobView struct {
 }
 
 // view prints one line per event (instance created, ready, retired; job started, finished) and, after
-// each batch of events, the fleet: every instance with its slots (● busy, ○ free) and use count.
+// each batch of events, the fleet: every instance with its slots (● busy, ○ free) and use count. It
+// learns about instances from the runner's metrics server and about jobs from the simulator.
 type view struct {
 	out   io.Writer
 	sim   *gitlabsim.Server
-	p     *dockerautoscaler.Provider
+	fleet *fleetClient
 	start time.Time
 	ids   []int64
 
 	jobs      map[int64]*jobView
-	instances map[string]taskscaler.InstanceInfo
+	instances map[string]metrics.Instance
 	created   int
 	retired   int
 }
 
-func newView(out io.Writer, sim *gitlabsim.Server, p *dockerautoscaler.Provider, ids []int64, start time.Time) *view {
-	v := &view{out: out, sim: sim, p: p, start: start, ids: ids, jobs: map[int64]*jobView{}, instances: map[string]taskscaler.InstanceInfo{}}
+func newView(out io.Writer, sim *gitlabsim.Server, fleet *fleetClient, ids []int64, start time.Time) *view {
+	v := &view{out: out, sim: sim, fleet: fleet, start: start, ids: ids, jobs: map[int64]*jobView{}, instances: map[string]metrics.Instance{}}
 	for _, id := range ids {
 		v.jobs[id] = &jobView{}
 	}
@@ -54,21 +58,37 @@ func (v *view) say(format string, args ...any) {
 	fmt.Fprintf(v.out, "%6.1fs  %s\n", time.Since(v.start).Seconds(), fmt.Sprintf(format, args...))
 }
 
-// watch shows events until every job finished and the fleet scaled in (or scaleInWait passed).
-func (v *view) watch(ctx context.Context) error {
+// watch shows events until every job finished and the fleet scaled in (or scaleInWait passed). It
+// fails when the runner exits, its metrics server stops answering, or the pipeline outlasts
+// pipelineTimeout.
+func (v *view) watch(ctx context.Context, exited <-chan struct{}) error {
 	t := time.NewTicker(refresh)
 	defer t.Stop()
+	deadline := time.NewTimer(pipelineTimeout)
+	defer deadline.Stop()
 	var doneAt time.Time
+	lastAnswer := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-exited:
+			return errors.New("fleetrunner exited while the pipeline ran")
+		case <-deadline.C:
+			return fmt.Errorf("the pipeline did not finish within %s", pipelineTimeout)
 		case <-t.C:
 		}
-		changed := v.pollInstances()
+		changed, err := v.pollInstances(ctx)
+		if err != nil {
+			if time.Since(lastAnswer) > unreachableFor {
+				return fmt.Errorf("fleetrunner's metrics server stopped answering: %w", err)
+			}
+			continue
+		}
+		lastAnswer = time.Now()
 		changed = v.pollJobs() || changed
 		if changed {
-			v.fleet()
+			v.printFleet()
 		}
 		if !v.allFinished() {
 			continue
@@ -77,17 +97,21 @@ func (v *view) watch(ctx context.Context) error {
 			doneAt = time.Now()
 			v.say("pipeline finished; waiting for idle instances beyond idle_count to be retired (idle_time %s)", IdleTime)
 		}
-		if v.scaledIn() || time.Since(doneAt) > scaleInWait {
+		if v.scaledIn(ctx) || time.Since(doneAt) > scaleInWait {
 			return nil
 		}
 	}
 }
 
 // pollInstances reports instances that appeared, became ready or left.
-func (v *view) pollInstances() bool {
+func (v *view) pollInstances(ctx context.Context) (bool, error) {
+	list, err := v.fleet.instances(ctx)
+	if err != nil {
+		return false, err
+	}
 	changed := false
-	now := map[string]taskscaler.InstanceInfo{}
-	for _, in := range v.p.Instances() {
+	now := map[string]metrics.Instance{}
+	for _, in := range list {
 		now[in.ID] = in
 		old, known := v.instances[in.ID]
 		switch {
@@ -116,10 +140,10 @@ func (v *view) pollInstances() bool {
 		}
 	}
 	v.instances = now
-	return changed
+	return changed, nil
 }
 
-func (v *view) retire(in taskscaler.InstanceInfo) {
+func (v *view) retire(in metrics.Instance) {
 	v.retired++
 	why := "idle longer than idle_time beyond idle_count"
 	if in.UseCount >= MaxUseCount {
@@ -171,8 +195,8 @@ func orNone(s string) string {
 	return s
 }
 
-// fleet prints every live instance: its slots (● busy, ○ free) and use count.
-func (v *view) fleet() {
+// printFleet prints every live instance: its slots (● busy, ○ free) and use count.
+func (v *view) printFleet() {
 	ids := make([]string, 0, len(v.instances))
 	for id := range v.instances {
 		ids = append(ids, id)
@@ -201,12 +225,32 @@ func (v *view) allFinished() bool {
 	return true
 }
 
-// scaledIn is true once only what the idle target needs is left and nothing is being removed.
-func (v *view) scaledIn() bool {
-	s := v.p.Stats()
-	live := s.Instances.Ready + s.Instances.Draining + s.Instances.Creating + s.Instances.Readying + s.Instances.Requested
+// scaledIn is true once only what the idle target needs is left and nothing is being removed, as the
+// runner's fleeting_provisioner_instances gauge reports it.
+func (v *view) scaledIn(ctx context.Context) bool {
+	s, err := v.fleet.scrape(ctx)
+	if err != nil {
+		return false
+	}
+	const gauge = "fleeting_provisioner_instances"
+	live := 0.0
+	for _, state := range []string{"requested", "creating", "readying", "running", "draining"} {
+		live += s.sum(gauge, "state", state)
+	}
 	need := (IdleCount + CapacityPerInstance - 1) / CapacityPerInstance
-	return s.Instances.Removing == 0 && live <= need
+	return s.sum(gauge, "state", "deleting") == 0 && live <= float64(need)
+}
+
+// operatorCounters prints what the runner's own metrics say about the run, as an operator sees it.
+func (v *view) operatorCounters(ctx context.Context) {
+	s, err := v.fleet.scrape(ctx)
+	if err != nil {
+		return
+	}
+	const ops = "fleeting_provisioner_instance_operations_total"
+	v.say("fleetrunner's /metrics: gitlab_runner_jobs_total %.0f, failed %.0f; %s: created %.0f, removed %.0f",
+		s.sum("gitlab_runner_jobs_total", "", ""), s.sum("gitlab_runner_failed_jobs_total", "", ""),
+		ops, s.sum(ops, "operation", "created"), s.sum(ops, "operation", "removed"))
 }
 
 func (v *view) summary() Summary {
