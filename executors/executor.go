@@ -9,6 +9,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -142,4 +143,24 @@ type PolicyUpdater interface {
 // the job); the record is kept otherwise.
 type FinalStateObserver interface {
 	FinalStateSent(b *Build)
+}
+
+// AutoscaledInstance is one instance of an autoscaling provider as the operator's debug endpoint
+// (/debug/autoscaler/instances) shows it.
+type AutoscaledInstance struct {
+	ID string `json:"id"`
+	// State is the autoscaler's view: creating, readying, ready, draining (max_use_count reached, no
+	// new jobs), remove or removing.
+	State    string `json:"state"`
+	UseCount int    `json:"use_count"`
+	// Acquired is the number of jobs running on the instance now.
+	Acquired int `json:"acquired"`
+	// IdleSince is when the instance last became idle; absent while it runs a job.
+	IdleSince *time.Time `json:"idle_since,omitempty"`
+}
+
+// InstanceLister is implemented by providers that run jobs on autoscaled instances. It is called per
+// debug request and must return at once.
+type InstanceLister interface {
+	AutoscalerInstances() []AutoscaledInstance
 }

@@ -5,31 +5,18 @@ import (
 	"encoding/json"
 	"io"
 	"slices"
-	"time"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/manager"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 )
 
 // Instance is one autoscaled instance as /debug/autoscaler/instances shows it.
-type Instance struct {
-	ID string `json:"id"`
-	// State is the autoscaler's view: creating, readying, ready, draining (max_use_count reached, no
-	// new jobs), remove or removing.
-	State    string `json:"state"`
-	UseCount int    `json:"use_count"`
-	// Acquired is the number of jobs running on the instance now.
-	Acquired int `json:"acquired"`
-	// IdleSince is when the instance last became idle; absent while it runs a job.
-	IdleSince *time.Time `json:"idle_since,omitempty"`
-}
+type Instance = executors.AutoscaledInstance
 
 // InstanceLister is implemented by executor providers that run jobs on autoscaled instances (the
 // docker-autoscaler). Their instances are served on /debug/autoscaler/instances while the provider
-// runs. AutoscalerInstances is called per request and must return at once.
-type InstanceLister interface {
-	AutoscalerInstances() []Instance
-}
+// runs.
+type InstanceLister = executors.InstanceLister
 
 // RunnerInstances is one runner's instances in /debug/autoscaler/instances. The runner is named by
 // its short token, as the metric labels name it; the token itself is never shown.

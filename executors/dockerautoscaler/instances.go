@@ -3,23 +3,23 @@ package dockerautoscaler
 import (
 	"time"
 
-	"gitlab.com/fleetrunner/fleetrunner/common/metrics"
+	"gitlab.com/fleetrunner/fleetrunner/executors"
 )
 
-var _ metrics.InstanceLister = (*Provider)(nil)
+var _ executors.InstanceLister = (*Provider)(nil)
 
 // AutoscalerInstances lists the taskscaler's instances for the metrics server's
-// /debug/autoscaler/instances (metrics.InstanceLister).
-func (p *Provider) AutoscalerInstances() []metrics.Instance {
+// /debug/autoscaler/instances (executors.InstanceLister).
+func (p *Provider) AutoscalerInstances() []executors.AutoscaledInstance {
 	infos := p.ts.Instances()
-	out := make([]metrics.Instance, 0, len(infos))
+	out := make([]executors.AutoscaledInstance, 0, len(infos))
 	for _, in := range infos {
 		var idle *time.Time
 		// The taskscaler keeps an idle time only for an instance without jobs.
 		if in.Acquired == 0 && !in.IdleSince.IsZero() {
 			idle = &in.IdleSince
 		}
-		out = append(out, metrics.Instance{ID: in.ID, State: in.State, UseCount: in.UseCount, Acquired: in.Acquired, IdleSince: idle})
+		out = append(out, executors.AutoscaledInstance{ID: in.ID, State: in.State, UseCount: in.UseCount, Acquired: in.Acquired, IdleSince: idle})
 	}
 	return out
 }
