@@ -140,9 +140,9 @@ func (m *Manager) StopGracefully() {
 	}
 }
 
-// StopForcefully aborts job requests in flight and every running job, and waits up to
-// shutdown_timeout for the jobs and the providers (SIGTERM, SIGINT). A second call makes Run return at
-// once.
+// StopForcefully aborts job requests in flight and every running job, waits up to shutdown_timeout for
+// the jobs, then gives the providers shutdown_timeout to shut down (SIGTERM, SIGINT). A second call
+// makes Run return at once.
 func (m *Manager) StopForcefully() {
 	m.stopAsking()
 	m.stopMu.Lock()
@@ -343,6 +343,9 @@ func (m *Manager) apply(cfg *config.Config, mtime time.Time, atStart bool) error
 		go w.loop()
 		w.track()
 		go w.rotateLoop()
+		// Tracked like a job, so that a stop waits for the report rather than cutting it short.
+		w.track()
+		go w.reportRecovered()
 	}
 	for token, w := range m.workers {
 		if !seen[token] {
@@ -501,7 +504,6 @@ func (m *Manager) stopGraceful() error {
 
 func (m *Manager) stopForceful() error {
 	timeout := m.shutdownTimeout()
-	deadline := time.Now().Add(timeout)
 	m.log.WithField("shutdown_timeout", timeout).Warn("forceful stop: aborting running jobs (send SIGQUIT instead to let jobs finish and executors shut down cleanly)")
 	m.abortJobs()
 	t := time.NewTimer(timeout)
@@ -510,13 +512,16 @@ func (m *Manager) stopForceful() error {
 	case <-m.allDone():
 	case <-t.C:
 		m.cancelFinish()
-		m.shutdownProviders(time.Now())
+		// The providers get their own shutdown_timeout (cut short by a second stop): with an expired
+		// context they could not remove their instances.
+		m.log.WithField("shutdown_timeout", timeout).Error("jobs did not end within shutdown_timeout; shutting the executors down anyway")
+		m.shutdownProviders(time.Now().Add(timeout))
 		return fmt.Errorf("forceful stop: jobs did not end within shutdown_timeout (%s)", timeout)
 	case <-m.exit:
 		m.cancelFinish()
 		return ErrForcedExit
 	}
-	if !m.shutdownProviders(deadline) {
+	if !m.shutdownProviders(time.Now().Add(timeout)) {
 		return errors.New("forceful stop: executors did not shut down within shutdown_timeout")
 	}
 	return nil

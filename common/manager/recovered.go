@@ -11,7 +11,11 @@ import (
 
 // reportRecovered fails, at once, the jobs a previous manager process was running when it stopped, so
 // they don't sit in GitLab until its timeout. Their instances were already dealt with by the provider.
-func (w *worker) reportRecovered(client *gitlab.Client) {
+func (w *worker) reportRecovered() {
+	defer w.done()
+	w.mu.Lock()
+	client := w.client
+	w.mu.Unlock()
 	rec, ok := w.provider.(executors.Recoverer)
 	if !ok {
 		return

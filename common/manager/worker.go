@@ -76,7 +76,6 @@ func newWorker(m *Manager, global *config.Config, rc *config.RunnerConfig, p exe
 	w.client, w.clientKey = client, keyOf(global, rc)
 	w.pollCtx, w.stopPolling = context.WithCancel(m.pollCtx)
 	w.active.Add(1)
-	go w.reportRecovered(client)
 	return w, nil
 }
 
@@ -104,6 +103,11 @@ func (w *worker) update(global *config.Config, rc *config.RunnerConfig) {
 	w.mu.Lock()
 	if autoscalerChanged(w.cfg.Autoscaler, rc.Autoscaler) {
 		w.log.Warn("[runners.autoscaler] settings other than the policy changed; restart fleetrunner to apply them")
+	}
+	if rc.Token != w.cfg.Token && (w.unhealthy > 0 || time.Now().Before(w.pausedUntil)) {
+		// The refusals were of the old token (reset outside this process); the new one starts healthy.
+		w.unhealthy, w.pausedUntil = 0, time.Time{}
+		w.log.Info("runner token changed: the unhealthy pause ends and the runner asks GitLab for jobs again")
 	}
 	w.global, w.cfg = global, rc
 	if pu, ok := w.provider.(executors.PolicyUpdater); ok {
@@ -242,7 +246,7 @@ func (w *worker) request(client *gitlab.Client, token string) {
 	defer w.done()
 	ctx := w.m.abortCtx
 	obs, info := w.m.opts.Observer, w.runnerInfo()
-	res, err := w.provider.Reserve(ctx)
+	res, err := w.reserve(ctx)
 	if err != nil {
 		switch {
 		case errors.Is(err, executors.ErrNoCapacity):
@@ -280,6 +284,16 @@ func (w *worker) request(client *gitlab.Client, token string) {
 	w.requestEnded(true)
 	defer w.jobEnded()
 	w.runJob(client, res, r.Job, r.Err)
+}
+
+// reserve asks the provider for capacity; a panicking executor fails this round, not the process.
+func (w *worker) reserve(ctx context.Context) (res executors.Reservation, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			res, err = nil, fmt.Errorf("executor crashed while reserving capacity: %v", p)
+		}
+	}()
+	return w.provider.Reserve(ctx)
 }
 
 func (w *worker) logRequestFailure(r gitlab.RequestJobResult) {
