@@ -59,10 +59,16 @@ type InstanceGroup struct {
 	maxAttempts int
 	maxBackoff  time.Duration
 
+	// scaleMu serialises Increase and Decrease: each reads desired, calls AWS, then adjusts it.
+	scaleMu sync.Mutex
+
 	mu sync.Mutex
 	// desired tracks the group's desired capacity: read from each listing, kept in step by Increase
 	// and Decrease so that one Increase needs one call.
 	desired int
+	// writes counts capacity changes sent to AWS; a listing started before the latest one may predate
+	// it, so its desired capacity must not overwrite ours (the next Increase would shrink the group).
+	writes  uint64
 	maxSize int
 	// members is the last listing, by instance ID; listedAt is when it was taken.
 	members  map[string]awsclient.Member
@@ -162,18 +168,25 @@ func (g *InstanceGroup) Init(ctx context.Context, log logrus.FieldLogger, settin
 	if grp.MaxSize <= 0 {
 		return fleeting.ProviderInfo{}, fmt.Errorf("%s: DescribeAutoScalingGroups reports MaxSize %d: raise the group's MaxSize to at least the runner's max_instances", g.where(), grp.MaxSize)
 	}
-	g.remember(grp)
+	g.remember(grp, 0)
 	g.warnSetup(ctx, grp)
 	g.log.WithFields(logrus.Fields{"max_size": grp.MaxSize, "desired": grp.DesiredCapacity, "instances": len(grp.Members)}).Info("auto scaling group found")
 	return fleeting.ProviderInfo{ID: "aws/" + g.region + "/" + g.Name, MaxSize: grp.MaxSize, Version: Version}, nil
 }
 
 // warnSetup logs, with the fix, every group setting that lets AWS remove or add instances behind the
-// runner's back (spec: scale-in protection on, AZRebalance suspended, no scaling policy).
+// runner's back or keeps it from removing them (spec: scale-in protection on, AZRebalance suspended,
+// no scaling policy; MinSize 0 as the plugin README asks).
 func (g *InstanceGroup) warnSetup(ctx context.Context, grp awsclient.Group) {
 	if !grp.ProtectNewInstances {
 		g.log.Warn("new instances are not protected from scale-in, so AWS may pick instances running jobs to terminate; " +
 			"fix: aws autoscaling update-auto-scaling-group --new-instances-protected-from-scale-in --auto-scaling-group-name " + g.Name)
+	}
+	if grp.MinSize > 0 {
+		// TerminateInstanceInAutoScalingGroup with a decrement fails with ValidationError once desired
+		// equals MinSize, so the runner could not remove idle or broken instances below it.
+		g.log.WithField("min_size", grp.MinSize).Warn("the group's MinSize is above 0, so the runner cannot scale in below it and removing instances there fails; " +
+			"fix: aws autoscaling update-auto-scaling-group --min-size 0 --auto-scaling-group-name " + g.Name + " (keep warm instances with idle_count instead)")
 	}
 	if len(grp.AvailabilityZones) > 1 && !slices.Contains(grp.SuspendedProcesses, "AZRebalance") {
 		g.log.Warn("AZRebalance is not suspended in a multi-AZ group, so AWS moves instances between zones and kills running jobs; " +

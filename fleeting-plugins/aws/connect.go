@@ -78,10 +78,11 @@ func (g *InstanceGroup) ConnectInfo(ctx context.Context, instance string) (fleet
 	if az == "" {
 		az = m.AvailabilityZone
 	}
+	// The key's 60 s start when AWS takes it, somewhere during the call: count from before it.
+	expires := time.Now().Add(instanceConnectKeyTTL)
 	if err := g.client.SendSSHPublicKey(ctx, instance, az, info.Username, pub); err != nil {
 		return fleeting.ConnectInfo{}, fmt.Errorf("instance %s: %w", instance, g.apiError("SendSSHPublicKey", err))
 	}
-	expires := time.Now().Add(instanceConnectKeyTTL)
 	info.Key, info.KeyPath, info.Password, info.Expires = key, "", "", &expires
 	return info, nil
 }

@@ -21,12 +21,15 @@ const stuckPendingAfter = 15 * time.Minute
 // the taskscaler lists every few seconds, so a fresh listing is normally at hand.
 const listingMaxAge = 30 * time.Second
 
-// remember records a listing. Called with g.mu not held.
-func (g *InstanceGroup) remember(grp awsclient.Group) {
+// remember records a listing that was requested when g.writes was writes. Called with g.mu not held.
+func (g *InstanceGroup) remember(grp awsclient.Group, writes uint64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := time.Now()
-	g.desired, g.maxSize = grp.DesiredCapacity, grp.MaxSize
+	if g.writes == writes {
+		g.desired = grp.DesiredCapacity
+	}
+	g.maxSize = grp.MaxSize
 	members := make(map[string]awsclient.Member, len(grp.Members))
 	for _, m := range grp.Members {
 		members[m.ID] = m
@@ -53,6 +56,9 @@ func (g *InstanceGroup) remember(grp awsclient.Group) {
 
 // list takes a fresh listing and returns the members that vanished since the previous one.
 func (g *InstanceGroup) list(ctx context.Context) (awsclient.Group, []string, error) {
+	g.mu.Lock()
+	writes := g.writes
+	g.mu.Unlock()
 	grp, err := g.client.Group(ctx, g.Name)
 	if err != nil {
 		if errors.Is(err, awsclient.ErrGroupNotFound) {
@@ -68,7 +74,7 @@ func (g *InstanceGroup) list(ctx context.Context) (awsclient.Group, []string, er
 		}
 	}
 	g.mu.Unlock()
-	g.remember(grp)
+	g.remember(grp, writes)
 	return grp, gone, nil
 }
 
@@ -126,7 +132,9 @@ func (g *InstanceGroup) state(m awsclient.Member, pendingFor time.Duration) flee
 			return fleeting.StateTimeout
 		}
 		return fleeting.StateRunning
-	case "Terminating", "Terminating:Wait", "Terminating:Proceed":
+	case "Terminating", "Terminating:Wait", "Terminating:Proceed", "Terminating:Retained":
+		// Retained: the group's instance lifecycle policy keeps the instance for an operator to
+		// inspect; it has left service for good and terminating it again would only fail.
 		return fleeting.StateDeleting
 	case "Terminated":
 		return fleeting.StateDeleted
@@ -151,8 +159,11 @@ func (g *InstanceGroup) Increase(ctx context.Context, n int) (int, error) {
 	if n <= 0 {
 		return 0, nil
 	}
+	g.scaleMu.Lock()
+	defer g.scaleMu.Unlock()
 	g.mu.Lock()
 	desired, maxSize := g.desired, g.maxSize
+	g.writes++
 	g.mu.Unlock()
 	target := min(desired+n, maxSize)
 	granted := target - desired
@@ -168,7 +179,8 @@ func (g *InstanceGroup) Increase(ctx context.Context, n int) (int, error) {
 		return 0, errors.Join(g.apiError("SetDesiredCapacity", err), capErr)
 	}
 	g.mu.Lock()
-	g.desired += granted
+	g.desired = target
+	g.writes++
 	g.mu.Unlock()
 	g.log.WithFields(logrus.Fields{"desired": target, "granted": granted}).Debug("desired capacity raised")
 	return granted, capErr
@@ -198,15 +210,26 @@ func (g *InstanceGroup) isMember(ctx context.Context, id string) (awsclient.Memb
 
 // Decrease terminates exactly the named instances, decrementing the desired capacity so they are not
 // replaced. Instances outside the group are refused without a call: terminating another group's
-// instance would be worse than failing.
+// instance would be worse than failing. Instances AWS is already terminating are accepted without a
+// call: their removal is under way and no longer counts in the desired capacity.
 func (g *InstanceGroup) Decrease(ctx context.Context, instances []string) ([]string, error) {
+	g.scaleMu.Lock()
+	defer g.scaleMu.Unlock()
 	var accepted []string
 	var errs []error
 	for _, id := range instances {
-		if _, err := g.isMember(ctx, id); err != nil {
+		m, err := g.isMember(ctx, id)
+		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
+		if strings.HasPrefix(m.LifecycleState, "Terminat") {
+			accepted = append(accepted, id)
+			continue
+		}
+		g.mu.Lock()
+		g.writes++
+		g.mu.Unlock()
 		if err := g.client.Terminate(ctx, id); err != nil {
 			errs = append(errs, fmt.Errorf("instance %s: %w", id, g.apiError("TerminateInstanceInAutoScalingGroup", err)))
 			continue
@@ -214,6 +237,7 @@ func (g *InstanceGroup) Decrease(ctx context.Context, instances []string) ([]str
 		accepted = append(accepted, id)
 		g.mu.Lock()
 		g.desired--
+		g.writes++
 		if m, ok := g.members[id]; ok {
 			m.LifecycleState = "Terminating"
 			g.members[id] = m

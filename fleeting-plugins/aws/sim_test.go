@@ -182,7 +182,7 @@ func TestInitErrors(t *testing.T) {
 // TestInitWarnings: a group set up against the runner's advice still works, with a warning per problem
 // naming its fix.
 func TestInitWarnings(t *testing.T) {
-	spec := awssim.GroupSpec{Name: "loose", MaxSize: 2, AZs: []string{"us-east-1a", "us-east-1b"}, Policies: []string{"cpu-target"}}
+	spec := awssim.GroupSpec{Name: "loose", MinSize: 1, DesiredCapacity: 1, MaxSize: 2, AZs: []string{"us-east-1a", "us-east-1b"}, Policies: []string{"cpu-target"}}
 	newSim(t, spec, awssim.Options{})
 	log, hook := logrus.New(), &captureHook{}
 	log.SetOutput(io.Discard)
@@ -194,7 +194,7 @@ func TestInitWarnings(t *testing.T) {
 	if info.ID != "aws/us-east-1/loose" || info.MaxSize != 2 {
 		t.Errorf("ProviderInfo = %+v; want ID aws/us-east-1/loose, MaxSize 2", info)
 	}
-	for _, want := range []string{"--new-instances-protected-from-scale-in", "suspend-processes --scaling-processes AZRebalance", "delete-policy"} {
+	for _, want := range []string{"--new-instances-protected-from-scale-in", "suspend-processes --scaling-processes AZRebalance", "delete-policy", "--min-size 0"} {
 		if !hook.has(want) {
 			t.Errorf("no warning containing %q in %q", want, hook.messages)
 		}
