@@ -192,13 +192,13 @@ func cacheWhen(c job.Cache, succeeded bool) bool {
 }
 
 func (r *run) restoreCache(ctx context.Context) error {
-	var todo []job.Cache
+	var selected []job.Cache
 	for _, c := range r.j.Cache {
 		if c.Policy != job.CachePolicyPush {
-			todo = append(todo, c)
+			selected = append(selected, c)
 		}
 	}
-	if len(todo) == 0 {
+	if len(selected) == 0 {
 		return nil
 	}
 	return r.section("restore_cache", "Restoring cache", func() error {
@@ -206,7 +206,7 @@ func (r *run) restoreCache(ctx context.Context) error {
 			r.log.Warnf("Cache is disabled for this runner (disable_cache); not restoring")
 			return nil
 		}
-		for _, c := range todo {
+		for _, c := range selected {
 			args := []string{"cache-extract", "--dir", r.projectDir}
 			keys := append(append([]string{c.Key}, c.FallbackKeys...), r.vars.Get("CACHE_FALLBACK_KEY"))
 			for _, k := range keys {
@@ -236,13 +236,13 @@ func (r *run) restoreCache(ctx context.Context) error {
 }
 
 func (r *run) archiveCache(ctx context.Context, succeeded bool) error {
-	var todo []job.Cache
+	var selected []job.Cache
 	for _, c := range r.j.Cache {
 		if c.Policy != job.CachePolicyPull && cacheWhen(c, succeeded) {
-			todo = append(todo, c)
+			selected = append(selected, c)
 		}
 	}
-	if len(todo) == 0 {
+	if len(selected) == 0 {
 		return nil
 	}
 	name, header := "archive_cache", "Saving cache for successful job"
@@ -254,7 +254,7 @@ func (r *run) archiveCache(ctx context.Context, succeeded bool) error {
 			r.log.Warnf("Cache is disabled for this runner (disable_cache); not saving")
 			return nil
 		}
-		for _, c := range todo {
+		for _, c := range selected {
 			f := r.cacheFile(c.Key)
 			if f == "" {
 				r.log.Warnf("Cache key %q is not a valid path; not saving", c.Key)
@@ -343,13 +343,13 @@ func (r *run) checkArtifactPaths() error {
 }
 
 func (r *run) uploadArtifacts(ctx context.Context, succeeded bool) error {
-	var todo []job.Artifact
+	var selected []job.Artifact
 	for _, a := range r.j.Artifacts {
 		if (len(a.Paths) > 0 || a.Untracked) && cacheWhen(job.Cache{When: a.When}, succeeded) {
-			todo = append(todo, a)
+			selected = append(selected, a)
 		}
 	}
-	if len(todo) == 0 {
+	if len(selected) == 0 {
 		return nil
 	}
 	name, header := "upload_artifacts_on_success", "Uploading artifacts for successful job"
@@ -357,7 +357,7 @@ func (r *run) uploadArtifacts(ctx context.Context, succeeded bool) error {
 		name, header = "upload_artifacts_on_failure", "Uploading artifacts for failed job"
 	}
 	return r.section(name, header, func() error {
-		for _, a := range todo {
+		for _, a := range selected {
 			typ, format := a.ArtifactType, a.ArtifactFormat
 			if typ == "" {
 				typ = "archive"
