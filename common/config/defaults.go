@@ -406,3 +406,13 @@ func (p *AutoscalerPolicyConfig) GetPreemptiveMode() bool {
 	}
 	return p.IdleCount > 0
 }
+
+// ShortToken is the part of a runner token that may be shown, as upstream shows it in logs and labels:
+// the first 8 characters after the token-kind prefix (glrt-, glrtr-, or a legacy registration
+// token's GR1348941).
+func ShortToken(token string) string {
+	for _, p := range []string{"glrt-", "glrtr-", "GR1348941"} {
+		token = strings.TrimPrefix(token, p)
+	}
+	return token[:min(8, len(token))]
+}

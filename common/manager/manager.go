@@ -566,9 +566,4 @@ func (m *Manager) shutdownProviders(deadline time.Time) bool {
 
 // ShortToken is what may be shown of a runner token, as upstream and GitLab's UI show it: the first 8
 // characters after the token-kind prefix.
-func ShortToken(token string) string {
-	for _, p := range []string{"glrt-", "glrtr-", "GR1348941"} {
-		token = strings.TrimPrefix(token, p)
-	}
-	return token[:min(8, len(token))]
-}
+func ShortToken(token string) string { return config.ShortToken(token) }

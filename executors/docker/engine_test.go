@@ -146,7 +146,7 @@ func newRig(t testing.TB) *rig {
 func (rg *rig) assertNoLeftovers(t testing.TB) {
 	t.Helper()
 	ctx := context.Background()
-	short := strings.TrimPrefix(rg.runner.Token, "glrt-")[:8]
+	short := config.ShortToken(rg.runner.Token)
 	f := filters.NewArgs(filters.Arg("label", docker.LabelRunner+"="+short), filters.Arg("label", docker.LabelBuild))
 	cs, err := rg.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
 	if err != nil {

@@ -89,12 +89,6 @@ type volumeSpec struct {
 	temporary bool
 }
 
-// shortToken is upstream's short form of a runner token (the prefix is not secret).
-func shortToken(token string) string {
-	token = strings.TrimPrefix(token, "glrt-")
-	return token[:min(8, len(token))]
-}
-
 func newUID() string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
@@ -115,7 +109,7 @@ func newRun(cli client.APIClient, b *executors.Build, opts Options) (*run, error
 	if r.dc == nil {
 		r.dc = &config.DockerConfig{}
 	}
-	r.short = shortToken(r.rc.Token)
+	r.short = config.ShortToken(r.rc.Token)
 
 	r.buildsDir = r.rc.BuildsDir
 	if r.buildsDir == "" {

@@ -13,6 +13,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting/connector"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 )
 
 // firstLine returns a job log watch that records when marker first appears in the script's output.
@@ -48,7 +49,7 @@ func BenchmarkWarmJobStart(b *testing.B) {
 	r.runner.Autoscaler.CapacityPerInstance = 1
 	r.runner.Autoscaler.Policy = []config.AutoscalerPolicyConfig{{IdleCount: 1, IdleTime: time.Hour}}
 	p := r.newProvider(b)
-	waitFor(b, 30*time.Second, "a warm instance", func() bool { return len(readyInstances(p)) == 1 })
+	testrig.WaitFor(b, 30*time.Second, "a warm instance", func() bool { return len(readyInstances(p)) == 1 })
 
 	b.Run("pooled-tunnel-job", func(b *testing.B) {
 		var total time.Duration

@@ -10,6 +10,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
 )
 
@@ -35,7 +36,7 @@ func TestInstanceKilledBeforeScript(t *testing.T) {
 	ac.Policy = []config.AutoscalerPolicyConfig{{IdleCount: 1, IdleTime: time.Minute}}
 	p := r.newProvider(t)
 
-	waitFor(t, 30*time.Second, "one ready instance", func() bool { return len(readyInstances(p)) == 1 })
+	testrig.WaitFor(t, 30*time.Second, "one ready instance", func() bool { return len(readyInstances(p)) == 1 })
 	// Let the pass that saw it ready end, so the next listing is a minute away.
 	time.Sleep(500 * time.Millisecond)
 	victim := readyInstances(p)[0].ID

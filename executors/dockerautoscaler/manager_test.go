@@ -10,8 +10,7 @@ import (
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
-	"gitlab.com/fleetrunner/fleetrunner/common/manager"
-	"gitlab.com/fleetrunner/fleetrunner/executors"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
 )
 
@@ -24,41 +23,8 @@ func (r *rig) startManager(t *testing.T, concurrent int) (*Provider, func()) {
 		Runners: []*config.RunnerConfig{r.runner}}); err != nil {
 		t.Fatal(err)
 	}
-	made := make(chan *Provider, 1)
-	reg := executors.Registry{Name: func(rc *config.RunnerConfig, deps executors.Deps) (executors.Provider, error) {
-		p, err := NewProvider(rc, deps)
-		if err == nil {
-			made <- p.(*Provider)
-		}
-		return p, err
-	}}
-	m := manager.New(testLogger(t), manager.Options{ConfigPath: path, Registry: reg, SystemID: "s_manager"})
-	done := make(chan error, 1)
-	go func() { done <- m.Run(context.Background()) }()
-	var p *Provider
-	select {
-	case p = <-made:
-	case err := <-done:
-		t.Fatalf("manager ended at start: %v", err)
-	case <-time.After(time.Minute):
-		t.Fatal("manager made no provider within a minute")
-	}
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			m.StopGracefully()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("manager: %v", err)
-				}
-			case <-time.After(time.Minute):
-				t.Error("manager did not stop within a minute")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return p, stop
+	p, stop := testrig.StartManager(t, testLogger(t), path, "s_manager", Name, NewProvider)
+	return p.(*Provider), stop
 }
 
 // fleetWatch samples the taskscaler's instances until stopped: the most jobs any instance held at
@@ -128,7 +94,7 @@ func TestManyJobsThroughTheManager(t *testing.T) {
 	p, stop := r.startManager(t, capacity*maxInst)
 
 	// idle_count = 2 slots = one instance of capacity 2, before any job.
-	waitFor(t, 30*time.Second, "two idle slots", func() bool {
+	testrig.WaitFor(t, 30*time.Second, "two idle slots", func() bool {
 		s := p.Stats()
 		return s.Slots.Idle == 2 && s.Instances.Ready == 1
 	})
@@ -178,7 +144,7 @@ func TestManyJobsThroughTheManager(t *testing.T) {
 
 	// Scale-in: instances that reached max_use_count are retired, and beyond the two idle slots every
 	// instance goes after idle_time.
-	waitFor(t, 30*time.Second, "scale-in to two idle slots", func() bool {
+	testrig.WaitFor(t, 30*time.Second, "scale-in to two idle slots", func() bool {
 		s := p.Stats()
 		if s.Instances.Removing > 0 || s.Instances.Draining > 0 || s.Slots.Idle < 2 {
 			return false

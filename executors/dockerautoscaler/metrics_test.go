@@ -11,6 +11,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 )
 
 // TestCollectorsExportFleetState: the fleeting metrics follow the taskscaler's view of the fleet.
@@ -37,7 +38,7 @@ func TestCollectorsExportFleetState(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
-	waitFor(t, 30*time.Second, "two ready instances for three idle slots", func() bool { return p.Stats().Instances.Ready == 2 })
+	testrig.WaitFor(t, 30*time.Second, "two ready instances for three idle slots", func() bool { return p.Stats().Instances.Ready == 2 })
 
 	reg := prometheus.NewPedanticRegistry()
 	for _, c := range p.Collectors() {

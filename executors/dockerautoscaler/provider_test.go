@@ -13,6 +13,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
 )
 
@@ -93,7 +94,7 @@ func TestReadyCommandFailure(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
 
-	waitFor(t, 30*time.Second, "a failed ready command", func() bool { return p.Stats().Counters.ReadyFailures > 0 })
+	testrig.WaitFor(t, 30*time.Second, "a failed ready command", func() bool { return p.Stats().Counters.ReadyFailures > 0 })
 	var line string
 	for _, e := range hook.AllEntries() {
 		if err, ok := e.Data["error"].(error); ok && strings.Contains(err.Error(), "instance_ready_command") {
@@ -148,7 +149,7 @@ func TestUpdatePolicies(t *testing.T) {
 	if err := p.UpdatePolicies(&reloaded); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "two idle instances after the reload", func() bool {
+	testrig.WaitFor(t, 30*time.Second, "two idle instances after the reload", func() bool {
 		s := p.Stats()
 		return s.IdleTarget == 2 && s.Instances.Ready == 2
 	})
@@ -193,7 +194,7 @@ func TestHealthCheck(t *testing.T) {
 	if !p.heartbeatOverSSH {
 		t.Fatal("FF_USE_FLEETING_ACQUIRE_HEARTBEATS in feature_flags was not picked up")
 	}
-	waitFor(t, 30*time.Second, "a ready instance", func() bool { return len(readyInstances(p)) == 1 })
+	testrig.WaitFor(t, 30*time.Second, "a ready instance", func() bool { return len(readyInstances(p)) == 1 })
 	id := readyInstances(p)[0].ID
 	if err := p.healthCheck(t.Context(), taskscaler.Instance{ID: id}); err != nil {
 		t.Fatalf("health check of a live instance: %v", err)

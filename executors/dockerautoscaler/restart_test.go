@@ -17,6 +17,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
 	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/local"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/state"
 )
 
@@ -127,7 +128,7 @@ func TestManagerKilledAndRestarted(t *testing.T) {
 		t.Fatalf("job A never started its script: %v", err)
 	}
 	var busy, idle string
-	waitFor(t, 30*time.Second, "the state file to show job A on one instance and another instance idle", func() bool {
+	testrig.WaitFor(t, 30*time.Second, "the state file to show job A on one instance and another instance idle", func() bool {
 		snap, err := state.NewFile(statePath).Load()
 		if err != nil || snap == nil {
 			return false
@@ -163,7 +164,7 @@ func TestManagerKilledAndRestarted(t *testing.T) {
 		t.Logf("job A reported failed (%s) %s after the kill", snapA.FailureReason, time.Since(killedAt).Round(time.Millisecond))
 	}
 
-	waitFor(t, 30*time.Second, "the instance that ran job A to be removed", func() bool {
+	testrig.WaitFor(t, 30*time.Second, "the instance that ran job A to be removed", func() bool {
 		return !slices.Contains(pluginInstances(t, pluginDir), busy)
 	})
 	if !slices.Contains(pluginInstances(t, pluginDir), idle) {
@@ -180,7 +181,7 @@ func TestManagerKilledAndRestarted(t *testing.T) {
 	}
 
 	// No orphan: every instance in the group is one the new manager's state knows, and the reverse.
-	waitFor(t, 30*time.Second, "the group and the state file to agree", func() bool {
+	testrig.WaitFor(t, 30*time.Second, "the group and the state file to agree", func() bool {
 		snap, err := state.NewFile(statePath).Load()
 		if err != nil || snap == nil {
 			return false

@@ -16,10 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 	"github.com/sirupsen/logrus"
 
@@ -34,6 +30,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/local"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testimage"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 )
 
 func quietLogger() *logrus.Logger {
@@ -147,30 +144,7 @@ func newRig(t testing.TB) *rig {
 // removeLeftovers removes whatever a job left on the engine: a job whose instance was killed cannot
 // clean up through the dead tunnel, just as a vanished cloud instance takes its containers with it.
 func (r *rig) removeLeftovers(t testing.TB) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	short := strings.TrimPrefix(r.runner.Token, "glrt-")[:8]
-	f := filters.NewArgs(filters.Arg("label", docker.LabelRunner+"="+short))
-	cs, err := r.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
-	if err != nil {
-		t.Logf("list leftovers: %v", err)
-		return
-	}
-	for _, c := range cs {
-		_ = r.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
-	}
-	if ns, err := r.cli.NetworkList(ctx, network.ListOptions{Filters: f}); err == nil {
-		for _, n := range ns {
-			_ = r.cli.NetworkRemove(ctx, n.ID)
-		}
-	}
-	if vs, err := r.cli.VolumeList(ctx, volume.ListOptions{Filters: f}); err == nil {
-		for _, v := range vs.Volumes {
-			if v.Labels[docker.LabelRole] != "cache" {
-				_ = r.cli.VolumeRemove(ctx, v.Name, true)
-			}
-		}
-	}
+	testrig.RemoveJobLeftovers(t, r.cli, r.runner.Token, true)
 }
 
 // newProvider starts a provider on the rig's config and shuts it down at the end of the test.
@@ -197,18 +171,6 @@ func (p *Provider) local(t testing.TB) *local.InstanceGroup {
 		t.Fatalf("plugin is %T, not local", p.group)
 	}
 	return g
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // sectionLog passes the job log through and reports every section that starts and all output.

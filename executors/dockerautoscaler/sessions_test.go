@@ -21,6 +21,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
 	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/local"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 )
 
 // writeKey writes a new ed25519 private key in OpenSSH format and returns its public half.
@@ -86,7 +87,7 @@ func stockSSHD(t *testing.T) (addr, keyPath string) {
 		}
 	})
 	addr = net.JoinHostPort(host, strconv.Itoa(port))
-	waitFor(t, 10*time.Second, "sshd listening", func() bool {
+	testrig.WaitFor(t, 10*time.Second, "sshd listening", func() bool {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			_ = c.Close()

@@ -212,14 +212,10 @@ func digest(s string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// shortToken is the part of a runner token upstream shows in its UI and logs.
+// shortToken names a runner's legacy state directory after its short token.
 func shortToken(token string) string {
-	t := strings.TrimPrefix(token, "glrt-")
-	if len(t) > 8 {
-		t = t[:8]
+	if t := config.ShortToken(token); t != "" {
+		return t
 	}
-	if t == "" {
-		return "runner"
-	}
-	return t
+	return "runner"
 }

@@ -13,23 +13,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 	"github.com/sirupsen/logrus"
 
-	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
-	"gitlab.com/fleetrunner/fleetrunner/common/manager"
-	"gitlab.com/fleetrunner/fleetrunner/executors"
-	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker/helperimage"
 	"gitlab.com/fleetrunner/fleetrunner/executors/dockerautoscaler"
 	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/aws/awssim"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testimage"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 )
 
 // TestMain keeps this machine's environment from redirecting the SDK: every test points the plugin at
@@ -275,28 +268,7 @@ func newJobRig(t *testing.T) *jobRig {
 // removeLeftovers removes what jobs left on the engine: a job whose instance was terminated cannot
 // clean up through the dead connection, as a vanished EC2 instance takes its containers with it.
 func (r *jobRig) removeLeftovers(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	short := strings.TrimPrefix(r.token, "glrt-")[:8]
-	f := filters.NewArgs(filters.Arg("label", docker.LabelRunner+"="+short))
-	cs, err := r.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
-	if err != nil {
-		t.Logf("list leftover containers: %v", err)
-		return
-	}
-	for _, c := range cs {
-		_ = r.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
-	}
-	if ns, err := r.cli.NetworkList(ctx, network.ListOptions{Filters: f}); err == nil {
-		for _, n := range ns {
-			_ = r.cli.NetworkRemove(ctx, n.ID)
-		}
-	}
-	if vs, err := r.cli.VolumeList(ctx, volume.ListOptions{Filters: f}); err == nil {
-		for _, v := range vs.Volumes {
-			_ = r.cli.VolumeRemove(ctx, v.Name, true)
-		}
-	}
+	testrig.RemoveJobLeftovers(t, r.cli, r.token, false)
 }
 
 // fleet is the [runners.autoscaler] part of a test's config.toml.
@@ -359,41 +331,8 @@ shutdown_timeout = 30
 // function (a graceful stop, waited for) that also runs at cleanup.
 func (r *jobRig) startManager(t *testing.T, path string) (*dockerautoscaler.Provider, func()) {
 	t.Helper()
-	made := make(chan *dockerautoscaler.Provider, 1)
-	reg := executors.Registry{dockerautoscaler.Name: func(rc *config.RunnerConfig, deps executors.Deps) (executors.Provider, error) {
-		p, err := dockerautoscaler.NewProvider(rc, deps)
-		if err == nil {
-			made <- p.(*dockerautoscaler.Provider)
-		}
-		return p, err
-	}}
-	m := manager.New(r.log.logger, manager.Options{ConfigPath: path, Registry: reg, SystemID: "s_aws_e2e"})
-	done := make(chan error, 1)
-	go func() { done <- m.Run(context.Background()) }()
-	var p *dockerautoscaler.Provider
-	select {
-	case p = <-made:
-	case err := <-done:
-		t.Fatalf("manager ended at start: %v", err)
-	case <-time.After(time.Minute):
-		t.Fatal("manager made no provider within a minute")
-	}
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			m.StopGracefully()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("manager: %v", err)
-				}
-			case <-time.After(time.Minute):
-				t.Error("manager did not stop within a minute")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return p, stop
+	p, stop := testrig.StartManager(t, r.log.logger, path, "s_aws_e2e", dockerautoscaler.Name, dockerautoscaler.NewProvider)
+	return p.(*dockerautoscaler.Provider), stop
 }
 
 // testLog collects the manager's log and shows its tail when the test fails (or all of it with -v).
@@ -428,18 +367,6 @@ func (l *testLog) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.Write(p)
-}
-
-// waitFor polls cond until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // connectedRE matches the job log line naming the instance a job ran on.

@@ -13,6 +13,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
 	"gitlab.com/fleetrunner/fleetrunner/executors/dockerautoscaler"
 	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/aws/awssim"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 )
 
 // groupSpec is an Auto Scaling group set up as deploy/aws recommends: empty at first, new instances
@@ -129,7 +130,7 @@ func TestRunScalesFromZeroAndBack(t *testing.T) {
 
 	perInstance := runJobs(t, r, p, jobs, "scale", "echo job $CI_JOB_NAME", "sleep 1")
 	// idle_count = 1 slot = one instance of capacity 2, once idle_time has passed.
-	waitFor(t, time.Minute, "the group to shrink back to one instance", func() bool { return settledAt(w, p, 1) })
+	testrig.WaitFor(t, time.Minute, "the group to shrink back to one instance", func() bool { return settledAt(w, p, 1) })
 	gw.end()
 	stop()
 
@@ -189,7 +190,7 @@ func TestInstanceTerminatedFromOutside(t *testing.T) {
 	gw := w.watchGroup(t)
 	path := r.writeConfig(t, w, fleet{capacity: 2, maxInstances: 2, idleCount: 1, idleTime: time.Minute})
 	p, stop := r.startManager(t, path)
-	waitFor(t, time.Minute, "one ready instance", func() bool { return settledAt(w, p, 1) })
+	testrig.WaitFor(t, time.Minute, "one ready instance", func() bool { return settledAt(w, p, 1) })
 
 	// The marker is computed by the shell, so it shows up only once the script runs, never in the
 	// echoed command line.
@@ -225,7 +226,7 @@ func TestInstanceTerminatedFromOutside(t *testing.T) {
 		t.Errorf("the job log does not say the instance was lost:\n%s", snap.Trace)
 	}
 
-	waitFor(t, time.Minute, "a replacement instance", func() bool {
+	testrig.WaitFor(t, time.Minute, "a replacement instance", func() bool {
 		return settledAt(w, p, 1) && !slices.ContainsFunc(w.sim.Instances(w.spec.Name), func(in awssim.InstanceInfo) bool { return in.ID == victim })
 	})
 	perInstance := runJobs(t, r, p, 2, "after", "echo job $CI_JOB_NAME")

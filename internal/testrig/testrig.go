@@ -1,0 +1,106 @@
+// Package testrig holds what the end-to-end tests of the docker-autoscaler executor share: running the
+// real manager in-process, cleaning up what jobs left on the engine, and waiting for a condition.
+package testrig
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/volume"
+	"github.com/docker/docker/client"
+	"github.com/sirupsen/logrus"
+
+	"gitlab.com/fleetrunner/fleetrunner/common/config"
+	"gitlab.com/fleetrunner/fleetrunner/common/manager"
+	"gitlab.com/fleetrunner/fleetrunner/executors"
+	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
+)
+
+// StartManager does what `fleetrunner run -c configPath` does, in-process: the real manager on the
+// config file, with executor served by factory. It returns the provider the manager built and a stop
+// function (a graceful stop, waited for) that also runs at cleanup.
+func StartManager(t testing.TB, log logrus.FieldLogger, configPath, systemID, executor string, factory executors.Factory) (executors.Provider, func()) {
+	t.Helper()
+	made := make(chan executors.Provider, 1)
+	reg := executors.Registry{executor: func(rc *config.RunnerConfig, deps executors.Deps) (executors.Provider, error) {
+		p, err := factory(rc, deps)
+		if err == nil {
+			made <- p
+		}
+		return p, err
+	}}
+	m := manager.New(log, manager.Options{ConfigPath: configPath, Registry: reg, SystemID: systemID})
+	done := make(chan error, 1)
+	go func() { done <- m.Run(context.Background()) }()
+	var p executors.Provider
+	select {
+	case p = <-made:
+	case err := <-done:
+		t.Fatalf("manager ended at start: %v", err)
+	case <-time.After(time.Minute):
+		t.Fatal("manager made no provider within a minute")
+	}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			m.StopGracefully()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("manager: %v", err)
+				}
+			case <-time.After(time.Minute):
+				t.Error("manager did not stop within a minute")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return p, stop
+}
+
+// RemoveJobLeftovers removes what the runner's jobs left on the engine, found by the executor's
+// runner label. A job whose instance was killed cannot clean up through the dead connection, just as
+// a vanished cloud instance takes its containers with it. keepCache spares the cache volumes.
+func RemoveJobLeftovers(t testing.TB, cli client.APIClient, runnerToken string, keepCache bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	f := filters.NewArgs(filters.Arg("label", docker.LabelRunner+"="+config.ShortToken(runnerToken)))
+	cs, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	if err != nil {
+		t.Logf("list leftover containers: %v", err)
+		return
+	}
+	for _, c := range cs {
+		_ = cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	}
+	if ns, err := cli.NetworkList(ctx, network.ListOptions{Filters: f}); err == nil {
+		for _, n := range ns {
+			_ = cli.NetworkRemove(ctx, n.ID)
+		}
+	}
+	if vs, err := cli.VolumeList(ctx, volume.ListOptions{Filters: f}); err == nil {
+		for _, v := range vs.Volumes {
+			if keepCache && v.Labels[docker.LabelRole] == "cache" {
+				continue
+			}
+			_ = cli.VolumeRemove(ctx, v.Name, true)
+		}
+	}
+}
+
+// WaitFor polls cond until it holds, failing the test after d.
+func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
