@@ -23,9 +23,12 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"gitlab.com/fleetrunner/fleetrunner/common/config"
+	"gitlab.com/fleetrunner/fleetrunner/common/gitlab"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
 	"gitlab.com/fleetrunner/fleetrunner/common/manager"
+	"gitlab.com/fleetrunner/fleetrunner/executors"
 )
 
 // testTimeout bounds every wait of these tests.
@@ -63,6 +66,8 @@ type rig struct {
 	runErr   chan error
 	// runCtx is Run's context; nil means context.Background().
 	runCtx context.Context
+	// registry replaces the test executor's when set (startWith).
+	registry executors.Registry
 }
 
 type runnerSettings struct {
@@ -117,8 +122,12 @@ func (r *rig) start(reloadInterval time.Duration) {
 	log := logrus.New()
 	log.Out = r.logs
 	log.Level = logrus.DebugLevel
+	reg := r.registry
+	if reg == nil {
+		reg = r.exec.registry()
+	}
 	r.m = manager.New(log, manager.Options{
-		ConfigPath: r.cfgPath, Registry: r.exec.registry(), SystemID: r.systemID, ReloadInterval: reloadInterval,
+		ConfigPath: r.cfgPath, Registry: reg, SystemID: r.systemID, ReloadInterval: reloadInterval,
 	})
 	r.runErr = make(chan error, 1)
 	ctx := r.runCtx
@@ -135,6 +144,28 @@ func (r *rig) start(reloadInterval time.Duration) {
 			r.t.Error("manager did not stop")
 		}
 	})
+}
+
+// startWith is start with p as the runner's executor instead of the rig's test executor.
+func (r *rig) startWith(p executors.Provider, reloadInterval time.Duration) {
+	r.registry = executors.Registry{config.ExecutorDocker: func(*config.RunnerConfig, executors.Deps) (executors.Provider, error) {
+		return p, nil
+	}}
+	r.start(reloadInterval)
+}
+
+// takeJob plays a previous manager process that took job id from GitLab, which now runs it.
+func (r *rig) takeJob(id int64) *job.Job {
+	r.t.Helper()
+	client, err := gitlab.NewClient(logrus.New(), gitlab.ClientConfig{URL: r.url, Info: gitlab.NewVersionInfo("docker", "sh", nil)})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	got := client.RequestJob(r.ctx(), r.token, r.systemID)
+	if got.Job == nil || got.Job.ID != id {
+		r.t.Fatalf("could not take job %d from the simulator: %+v", id, got)
+	}
+	return got.Job
 }
 
 // wait returns Run's result.

@@ -6,12 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
-
-	"gitlab.com/fleetrunner/fleetrunner/common/config"
-	"gitlab.com/fleetrunner/fleetrunner/common/gitlab"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
-	"gitlab.com/fleetrunner/fleetrunner/common/manager"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 )
 
@@ -28,34 +23,14 @@ func TestRecoveredJobsAreFailedAtStart(t *testing.T) {
 	id := r.sim.Enqueue(gitlabsim.JobSpec{Name: "interrupted", Script: []string{"sleep 600"}})
 
 	// A previous process took the job and died: the job is running in GitLab.
-	client, err := gitlab.NewClient(logrus.New(), gitlab.ClientConfig{URL: r.url, Info: gitlab.NewVersionInfo("docker", "sh", nil)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := client.RequestJob(r.ctx(), r.token, r.systemID)
-	if got.Job == nil || got.Job.ID != id {
-		t.Fatalf("could not take job %d from the simulator: %+v", id, got)
-	}
+	taken := r.takeJob(id)
 
 	var forgotten atomic.Bool
 	rec := &recoveringExec{scriptExec: r.exec, jobs: []executors.RecoveredJob{{
-		ID: id, Token: got.Job.Token, URL: r.url, Instance: "i-0abc", Done: func() { forgotten.Store(true) },
+		ID: id, Token: taken.Token, URL: r.url, Instance: "i-0abc", Done: func() { forgotten.Store(true) },
 	}}}
 	r.writeConfig(runnerSettings{concurrent: 1})
-	log := logrus.New()
-	log.Out = r.logs
-	m := manager.New(log, manager.Options{
-		ConfigPath: r.cfgPath, SystemID: r.systemID, ReloadInterval: time.Hour,
-		Registry: executors.Registry{config.ExecutorDocker: func(*config.RunnerConfig, executors.Deps) (executors.Provider, error) {
-			return rec, nil
-		}},
-	})
-	done := make(chan error, 1)
-	go func() { done <- m.Run(r.ctx()) }()
-	t.Cleanup(func() {
-		m.StopForcefully()
-		<-done
-	})
+	r.startWith(rec, time.Hour)
 
 	snap := r.finished(id)
 	if snap.Status != "failed" || snap.FailureReason != "runner_system_failure" {
@@ -64,7 +39,7 @@ func TestRecoveredJobsAreFailedAtStart(t *testing.T) {
 	if !strings.Contains(string(snap.Trace), "instance i-0abc") {
 		t.Errorf("interrupted job's log does not say where it ran: %q", snap.Trace)
 	}
-	if strings.Contains(string(snap.Trace), got.Job.Token) {
+	if strings.Contains(string(snap.Trace), taken.Token) {
 		t.Error("the job token reached the job log")
 	}
 	deadline := time.Now().Add(testTimeout)

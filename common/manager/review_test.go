@@ -10,10 +10,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
-	"gitlab.com/fleetrunner/fleetrunner/common/manager"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 )
 
@@ -22,31 +20,15 @@ import (
 func TestGracefulStopReportsRecoveredJobsFirst(t *testing.T) {
 	r := newRig(t, gitlabsim.Options{})
 	id := r.sim.Enqueue(gitlabsim.JobSpec{Name: "interrupted", Script: []string{"sleep 600"}})
-	client, err := gitlab.NewClient(logrus.New(), gitlab.ClientConfig{URL: r.url, Info: gitlab.NewVersionInfo("docker", "sh", nil)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := client.RequestJob(r.ctx(), r.token, r.systemID)
-	if got.Job == nil || got.Job.ID != id {
-		t.Fatalf("could not take job %d from the simulator: %+v", id, got)
-	}
+	taken := r.takeJob(id)
 	// Every answer is slow, so reporting the job (a PATCH and a PUT) takes longer than the stop.
 	r.sim.SetFaults(gitlabsim.Faults{Latency: 300 * time.Millisecond})
-	rec := &recoveringExec{scriptExec: r.exec, jobs: []executors.RecoveredJob{{ID: id, Token: got.Job.Token, URL: r.url, Instance: "i-0abc"}}}
+	rec := &recoveringExec{scriptExec: r.exec, jobs: []executors.RecoveredJob{{ID: id, Token: taken.Token, URL: r.url, Instance: "i-0abc"}}}
 	r.writeConfig(runnerSettings{concurrent: 1})
-	log := logrus.New()
-	log.Out = r.logs
-	m := manager.New(log, manager.Options{
-		ConfigPath: r.cfgPath, SystemID: r.systemID, ReloadInterval: time.Hour,
-		Registry: executors.Registry{config.ExecutorDocker: func(*config.RunnerConfig, executors.Deps) (executors.Provider, error) {
-			return rec, nil
-		}},
-	})
-	done := make(chan error, 1)
-	go func() { done <- m.Run(r.ctx()) }()
+	r.startWith(rec, time.Hour)
 	waitLog(t, r.logs, "fleetrunner is running")
-	m.StopGracefully()
-	if err := <-done; err != nil {
+	r.m.StopGracefully()
+	if err := r.wait(); err != nil {
 		t.Fatalf("graceful stop: %v", err)
 	}
 	if snap, _ := r.sim.Job(id); snap.Status != gitlabsim.StatusFailed {
@@ -73,20 +55,7 @@ func TestPanickingReserveDoesNotStopTheRunner(t *testing.T) {
 	r.writeConfig(runnerSettings{concurrent: 1})
 	id := r.sim.Enqueue(gitlabsim.JobSpec{Name: "after the panic", Script: []string{"echo fine"}})
 	p := &panickyExec{scriptExec: r.exec}
-	log := logrus.New()
-	log.Out = r.logs
-	m := manager.New(log, manager.Options{
-		ConfigPath: r.cfgPath, SystemID: r.systemID, ReloadInterval: time.Hour,
-		Registry: executors.Registry{config.ExecutorDocker: func(*config.RunnerConfig, executors.Deps) (executors.Provider, error) {
-			return p, nil
-		}},
-	})
-	done := make(chan error, 1)
-	go func() { done <- m.Run(r.ctx()) }()
-	t.Cleanup(func() {
-		m.StopForcefully()
-		<-done
-	})
+	r.startWith(p, time.Hour)
 	if snap := r.finished(id); snap.Status != gitlabsim.StatusSuccess {
 		t.Errorf("job after a panicking Reserve: %s; want success", snap.Status)
 	}
@@ -121,24 +90,15 @@ func TestForcefulStopTimeoutStillShutsProvidersDown(t *testing.T) {
 	stuck := make(chan struct{})
 	t.Cleanup(func() { close(stuck) })
 	p := &deadlineExec{scriptExec: r.exec}
-	log := logrus.New()
-	log.Out = r.logs
-	m := manager.New(log, manager.Options{
-		ConfigPath: r.cfgPath, SystemID: r.systemID, ReloadInterval: time.Hour,
-		Registry: executors.Registry{config.ExecutorDocker: func(*config.RunnerConfig, executors.Deps) (executors.Provider, error) {
-			return p, nil
-		}},
-	})
-	done := make(chan error, 1)
-	go func() { done <- m.Run(r.ctx()) }()
+	r.startWith(p, time.Hour)
 	if err := r.exec.waitStarted(r.ctx(), id); err != nil {
 		t.Fatal(err)
 	}
 	r.exec.mu.Lock()
 	r.exec.blockAbort = stuck
 	r.exec.mu.Unlock()
-	m.StopForcefully()
-	if err := <-done; err == nil || !strings.Contains(err.Error(), "shutdown_timeout") {
+	r.m.StopForcefully()
+	if err := r.wait(); err == nil || !strings.Contains(err.Error(), "shutdown_timeout") {
 		t.Errorf("forceful stop with a stuck job: %v; want an error naming shutdown_timeout", err)
 	}
 	if _, _, _, _, shutdowns := r.exec.stats(); shutdowns != 1 {
