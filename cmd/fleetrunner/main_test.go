@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,36 +21,19 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/manager"
 	"gitlab.com/fleetrunner/fleetrunner/common/version"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 )
 
 const testTimeout = 60 * time.Second
 
-// syncBuffer is an output stream read by the test while the command writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type cliResult struct {
-	stdout, stderr *syncBuffer
+	stdout, stderr *testrig.SyncBuffer
 	err            error
 }
 
 // cli runs one fleetrunner command in-process.
 func cli(ctx context.Context, registry executors.Registry, stdin io.Reader, args ...string) cliResult {
-	res := cliResult{stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+	res := cliResult{stdout: &testrig.SyncBuffer{}, stderr: &testrig.SyncBuffer{}}
 	cmd := newRootCommand(registry)
 	cmd.SetArgs(args)
 	if stdin == nil {
@@ -209,9 +190,9 @@ func TestRegisterInterruptRemovesRunnerManager(t *testing.T) {
 	t.Cleanup(func() { _ = pw.Close() })
 	ctx, interrupt := context.WithCancel(e.ctx())
 	done := make(chan cliResult, 1)
-	stdout := make(chan *syncBuffer, 1)
+	stdout := make(chan *testrig.SyncBuffer, 1)
 	go func() {
-		res := cliResult{stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+		res := cliResult{stdout: &testrig.SyncBuffer{}, stderr: &testrig.SyncBuffer{}}
 		stdout <- res.stdout
 		cmd := newRootCommand(executors.Registry{})
 		cmd.SetArgs([]string{"-c", e.cfg, "register", "--name", "interrupted"})

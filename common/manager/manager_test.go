@@ -16,7 +16,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,28 +28,11 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
 	"gitlab.com/fleetrunner/fleetrunner/common/manager"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 )
 
 // testTimeout bounds every wait of these tests.
 const testTimeout = 90 * time.Second
-
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // rig is one simulator, one runner token, one config file and a manager running from it.
 type rig struct {
@@ -61,7 +43,7 @@ type rig struct {
 	url      string
 	cfgPath  string
 	systemID string
-	logs     *syncBuffer
+	logs     *testrig.SyncBuffer
 	m        *manager.Manager
 	runErr   chan error
 	// runCtx is Run's context; nil means context.Background().
@@ -89,7 +71,7 @@ func newRig(t *testing.T, simOpts gitlabsim.Options) *rig {
 	dir := t.TempDir()
 	r := &rig{
 		t: t, sim: sim, exec: newScriptExec(), token: token, url: sim.URL(),
-		cfgPath: filepath.Join(dir, "config.toml"), systemID: "s_0123456789ab", logs: &syncBuffer{},
+		cfgPath: filepath.Join(dir, "config.toml"), systemID: "s_0123456789ab", logs: &testrig.SyncBuffer{},
 	}
 	return r
 }
@@ -609,7 +591,7 @@ func TestSighupReloadAddsRunnerAndRemovalShutsItsProviderDown(t *testing.T) {
 	}
 }
 
-func waitLog(t *testing.T, logs *syncBuffer, s string) {
+func waitLog(t *testing.T, logs *testrig.SyncBuffer, s string) {
 	t.Helper()
 	deadline := time.Now().Add(testTimeout)
 	for !strings.Contains(logs.String(), s) {
