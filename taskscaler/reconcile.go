@@ -237,18 +237,18 @@ func (ts *Taskscaler) fleet() capacity.Fleet {
 // planLocked picks instances to remove (marking them) and how many to create.
 func (ts *Taskscaler) planLocked(now time.Time) (create int, remove []string) {
 	p := capacity.Active(ts.policies, now)
-	desired := capacity.Desired(ts.fleet(), p, ts.demandLocked())
 	var views []capacity.InstanceView
 	for _, in := range ts.instances {
 		if in.state >= stRemove {
 			continue
 		}
 		views = append(views, capacity.InstanceView{
-			ID:        in.id,
-			Ready:     in.state == stReady || in.state == stDraining,
-			Acquired:  len(in.acq),
-			Retired:   in.state == stDraining || (ts.opts.MaxUseCount > 0 && in.useCount >= ts.opts.MaxUseCount),
-			IdleSince: in.idleSince,
+			ID:          in.id,
+			Ready:       in.state == stReady || in.state == stDraining,
+			Acquired:    len(in.acq),
+			Unavailable: ts.unavailableOnLocked(in),
+			Retired:     in.state == stDraining || (ts.opts.MaxUseCount > 0 && in.useCount >= ts.opts.MaxUseCount),
+			IdleSince:   in.idleSince,
 		})
 	}
 	// The ID breaks ties so that which of two instances idle since the same instant goes is decided
@@ -256,7 +256,7 @@ func (ts *Taskscaler) planLocked(now time.Time) (create int, remove []string) {
 	slices.SortFunc(views, func(a, b capacity.InstanceView) int {
 		return cmp.Or(a.IdleSince.Compare(b.IdleSince), cmp.Compare(a.ID, b.ID))
 	})
-	for _, id := range capacity.SelectRemovals(now, p, desired, ts.requestedLocked(), views) {
+	for _, id := range capacity.SelectRemovals(now, ts.fleet(), p, ts.demandLocked(), ts.requestedLocked(), views) {
 		in := ts.instances[id]
 		reason := fmt.Sprintf("idle for %s beyond the idle target", now.Sub(in.idleSince).Round(time.Second))
 		if in.state == stDraining || (ts.opts.MaxUseCount > 0 && in.useCount >= ts.opts.MaxUseCount) {

@@ -838,3 +838,50 @@ func TestTakingIdleSlotsReplenishesAtOnce(t *testing.T) {
 		t.Errorf("idle slots were replenished after %s of fake time; want well before the 1h update_interval", waited)
 	}
 }
+
+// An instance that max_use_count has left with one job to run is idle beside a fresh one. Only the fresh
+// one holds the two idle slots alone, so after idle_time the used-up one goes and the fleet stays at one
+// instance, though the fresh one has been idle longer.
+func TestPartlyUsedUpInstanceGoesFirst(t *testing.T) {
+	c := clock.NewFake(t0)
+	g := newFakeGroup(c)
+	ts := start(t, g, Options{CapacityPerInstance: 2, MaxUseCount: 4,
+		Policies: policies(t, config.AutoscalerPolicyConfig{IdleCount: 2, IdleTime: 5 * time.Minute})})
+	eventually(t, c, "two idle slots", func() bool { return ts.Stats().Slots.Idle == 2 })
+	used := ts.Instances()[0].ID
+	acquire := func(key string) {
+		t.Helper()
+		a, err := ts.Acquire(t.Context(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.InstanceID != used {
+			t.Fatalf("job %s went to %s, want the oldest instance %s", key, a.InstanceID, used)
+		}
+	}
+	acquire("k0")
+	acquire("k1")
+	eventually(t, c, "a second instance for the idle target", func() bool { return ready(ts) == 2 })
+	ts.Release("k0")
+	ts.Release("k1")
+	acquire("k2")
+	ts.Release("k2")
+	var fresh string
+	for _, in := range ts.Instances() {
+		if in.ID != used {
+			fresh = in.ID
+		} else if in.UseCount != 3 {
+			t.Fatalf("instance %s has use count %d, want 3", in.ID, in.UseCount)
+		}
+	}
+
+	eventuallyStep(t, c, time.Second, "scaled in to one instance", func() bool { return len(g.ids()) == 1 })
+	if got := g.ids(); got[0] != fresh {
+		t.Fatalf("kept %s, want the fresh instance %s", got[0], fresh)
+	}
+	c.Advance(time.Hour)
+	settle(t, c, g, ts)
+	if s := ts.Stats(); len(g.ids()) != 1 || s.Slots.Idle != 2 {
+		t.Errorf("an hour later: %d instances, %d idle slots; want 1 and 2", len(g.ids()), s.Slots.Idle)
+	}
+}

@@ -169,48 +169,66 @@ func TestNewPolicyErrors(t *testing.T) {
 func TestSelectRemovals(t *testing.T) {
 	now := time.Date(2024, 1, 1, 12, 0, 0, 0, time.UTC)
 	ago := func(d time.Duration) time.Time { return now.Add(-d) }
-	p := Policy{IdleTime: 10 * time.Minute}
+	one := Fleet{CapacityPerInstance: 1}
+	two := Fleet{CapacityPerInstance: 2}
 	tests := []struct {
 		name      string
-		desired   int
+		fleet     Fleet
+		idleCount int
+		demand    Demand
 		requested int
 		instances []InstanceView
 		want      []string
 	}{
-		{name: "idle over idle_time and surplus", desired: 0, instances: []InstanceView{
+		{name: "idle over idle_time and surplus", fleet: one, instances: []InstanceView{
 			{ID: "a", Ready: true, IdleSince: ago(11 * time.Minute)},
 		}, want: []string{"a"}},
-		{name: "idle under idle_time stays", desired: 0, instances: []InstanceView{
+		{name: "idle under idle_time stays", fleet: one, instances: []InstanceView{
 			{ID: "a", Ready: true, IdleSince: ago(9 * time.Minute)},
 		}},
-		{name: "needed for the idle target stays", desired: 1, instances: []InstanceView{
+		{name: "needed for the idle target stays", fleet: one, idleCount: 1, instances: []InstanceView{
 			{ID: "a", Ready: true, IdleSince: ago(time.Hour)},
 		}},
-		{name: "longest idle goes first", desired: 1, instances: []InstanceView{
+		{name: "longest idle goes first", fleet: one, idleCount: 1, instances: []InstanceView{
 			{ID: "a", Ready: true, IdleSince: ago(20 * time.Minute)},
 			{ID: "b", Ready: true, IdleSince: ago(time.Hour)},
 			{ID: "c", Ready: true, IdleSince: ago(30 * time.Minute)},
 		}, want: []string{"b", "c"}},
-		{name: "busy and booting are never chosen", desired: 0, instances: []InstanceView{
+		{name: "busy and booting are never chosen", fleet: one, demand: Demand{Acquired: 1}, instances: []InstanceView{
 			{ID: "busy", Ready: true, Acquired: 1, IdleSince: ago(time.Hour)},
 			{ID: "boot", IdleSince: ago(time.Hour)},
 		}},
-		{name: "drained retired goes at once, retired with jobs stays", desired: 1, instances: []InstanceView{
-			{ID: "old", Ready: true, Retired: true, IdleSince: now},
-			{ID: "draining", Ready: true, Retired: true, Acquired: 1},
-		}, want: []string{"old"}},
-		{name: "requested instances count toward the surplus", desired: 2, requested: 1, instances: []InstanceView{
-			{ID: "a", Ready: true, IdleSince: ago(time.Hour)},
-			{ID: "b", Ready: true, Acquired: 1},
-		}, want: []string{"a"}},
-		{name: "capacity>1 scales to zero after the last job (37643)", desired: 0, instances: []InstanceView{
+		{name: "drained retired goes at once, retired with jobs stays", fleet: one,
+			demand: Demand{Acquired: 1, Unavailable: 1}, instances: []InstanceView{
+				{ID: "old", Ready: true, Retired: true, Unavailable: 1, IdleSince: now},
+				{ID: "draining", Ready: true, Retired: true, Acquired: 1},
+			}, want: []string{"old"}},
+		{name: "requested instances count toward the surplus", fleet: one, idleCount: 1, demand: Demand{Acquired: 1},
+			requested: 1, instances: []InstanceView{
+				{ID: "a", Ready: true, IdleSince: ago(time.Hour)},
+				{ID: "b", Ready: true, Acquired: 1},
+			}, want: []string{"a"}},
+		{name: "capacity>1 scales to zero after the last job (37643)", fleet: two, instances: []InstanceView{
 			{ID: "a", Ready: true, IdleSince: ago(10 * time.Minute)},
 			{ID: "b", Ready: true, IdleSince: ago(10 * time.Minute)},
 		}, want: []string{"a", "b"}},
+		// a has one use left of max_use_count and b two free slots: either alone is one instance, but
+		// only b alone holds the two idle slots, so a goes although b has been idle longer.
+		{name: "a partly used-up instance goes before a fresh one", fleet: two, idleCount: 2,
+			demand: Demand{Unavailable: 1}, instances: []InstanceView{
+				{ID: "a", Ready: true, Unavailable: 1, IdleSince: ago(20 * time.Minute)},
+				{ID: "b", Ready: true, IdleSince: ago(time.Hour)},
+			}, want: []string{"a"}},
+		{name: "a partly used-up instance needed for the idle target stays", fleet: two, idleCount: 3,
+			demand: Demand{Unavailable: 1}, instances: []InstanceView{
+				{ID: "a", Ready: true, Unavailable: 1, IdleSince: ago(20 * time.Minute)},
+				{ID: "b", Ready: true, IdleSince: ago(time.Hour)},
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := SelectRemovals(now, p, tt.desired, tt.requested, tt.instances)
+			p := Policy{IdleCount: tt.idleCount, IdleTime: 10 * time.Minute}
+			got := SelectRemovals(now, tt.fleet, p, tt.demand, tt.requested, tt.instances)
 			if !slices.Equal(got, tt.want) {
 				t.Fatalf("SelectRemovals = %v, want %v", got, tt.want)
 			}

@@ -89,6 +89,9 @@ type InstanceView struct {
 	Ready bool
 	// Acquired is the number of jobs running on it.
 	Acquired int
+	// Unavailable is the number of its slots that will never take a job again because of
+	// max_use_count; they are part of the Demand's Unavailable.
+	Unavailable int
 	// Retired: it reached max_use_count and takes no new job.
 	Retired bool
 	// IdleSince is when its last job ended, or when it became ready if it never ran one.
@@ -97,30 +100,38 @@ type InstanceView struct {
 
 // SelectRemovals returns the instances to remove now, in this order: retired instances whose jobs
 // have all ended, then idle instances that have been idle for at least the policy's idle_time, longest
-// idle first, but only as many as the fleet has beyond desired (instances needed for the idle target
-// stay however long they have been idle). Booting instances and instances running jobs are never
-// chosen. instances are all live instances; requested counts those asked for but not yet listed.
-func SelectRemovals(now time.Time, p Policy, desired, requested int, instances []InstanceView) []string {
+// idle first, as long as the fleet without them still holds the desired number of instances (instances
+// needed for the idle target stay however long they have been idle). Booting instances and instances
+// running jobs are never chosen. instances are all live instances, d the demand they carry, requested
+// counts instances asked for but not yet listed.
+//
+// Removing an instance also removes its unavailable slots from the demand, so an idle instance that
+// max_use_count has partly used up can go while a fresh one, idle for longer, stays: that is the
+// smaller fleet for the same idle target.
+func SelectRemovals(now time.Time, f Fleet, p Policy, d Demand, requested int, instances []InstanceView) []string {
 	var out []string
 	var idle []InstanceView
+	live := len(instances) + requested
 	for _, in := range instances {
 		switch {
 		case in.Retired && in.Acquired == 0:
 			out = append(out, in.ID)
+			live--
+			d.Unavailable -= in.Unavailable
 		case in.Ready && !in.Retired && in.Acquired == 0 && now.Sub(in.IdleSince) >= p.IdleTime:
 			idle = append(idle, in)
 		}
 	}
-	// A drained retired instance counts one instance's worth of unavailable slots in desired, so removing
-	// it lowers desired by one as well: the surplus is the same with or without it.
-	surplus := len(instances) + requested - desired
 	slices.SortStableFunc(idle, func(a, b InstanceView) int { return a.IdleSince.Compare(b.IdleSince) })
 	for _, in := range idle {
-		if surplus <= 0 {
-			break
+		without := d
+		without.Unavailable -= in.Unavailable
+		if live-1 < Desired(f, p, without) {
+			continue
 		}
 		out = append(out, in.ID)
-		surplus--
+		live--
+		d = without
 	}
 	return out
 }
