@@ -67,7 +67,9 @@ func stockSSHD(t *testing.T) (addr, keyPath string) {
 	_ = l.Close()
 	cmd := exec.Command(local.SSHDPath, "-D", "-e", "-p", strconv.Itoa(port), "-h", filepath.Join(dir, "hostkey"),
 		"-o", "ListenAddress="+host, "-o", "AuthorizedKeysFile="+filepath.Join(dir, "authorized_keys"),
-		"-o", "StrictModes=no", "-o", "PidFile=none", "-o", "UsePAM=no", "-o", "PermitRootLogin=prohibit-password")
+		"-o", "StrictModes=no", "-o", "PidFile=none", "-o", "UsePAM=no", "-o", "PermitRootLogin=prohibit-password",
+		// As local.StartSSHD does: the host user's shell start-up files stay out of every session.
+		"-o", "SetEnv=HOME="+dir)
 	logf, err := os.Create(filepath.Join(dir, "sshd.log"))
 	if err != nil {
 		t.Fatal(err)

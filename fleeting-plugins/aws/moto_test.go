@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -55,16 +56,30 @@ func startMoto(t *testing.T) *moto {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
+	logPath := filepath.Join(t.TempDir(), "moto.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start moto_server: %v", err)
 	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
 	t.Cleanup(func() {
 		// moto_server is a Python wrapper; its process group holds the server.
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Wait()
+		<-exited
 	})
 	m := &moto{url: "http://127.0.0.1:" + strconv.Itoa(port)}
-	deadline := time.Now().Add(30 * time.Second)
+	// Python start-up is slow on a loaded machine; this is a wait for readiness, not a speed check.
+	const readyWithin = 2 * time.Minute
+	deadline := time.Now().Add(readyWithin)
 	for {
 		resp, err := http.Get(m.url + "/moto-api/")
 		if err == nil {
@@ -73,8 +88,15 @@ func startMoto(t *testing.T) *moto {
 				break
 			}
 		}
+		select {
+		case <-exited:
+			out, _ := os.ReadFile(logPath)
+			t.Fatalf("moto_server exited before it answered on port %d; its output:\n%s", port, out)
+		default:
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("moto_server on port %d not ready after 30s: %v", port, err)
+			out, _ := os.ReadFile(logPath)
+			t.Fatalf("moto_server on port %d not ready after %s: %v; its output:\n%s", port, readyWithin, err, out)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

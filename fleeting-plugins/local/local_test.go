@@ -198,6 +198,39 @@ func TestKillReportsTimeout(t *testing.T) {
 	}
 }
 
+// Commands on an instance run with a HOME of the instance's own, not the host user's: a developer's shell
+// start-up files (seconds of pyenv hooks here) would otherwise run on every command and Docker connection.
+func TestSessionsHaveTheInstanceHome(t *testing.T) {
+	testenv.RequireSSHD(t)
+	g := newGroup(t.TempDir())
+	g.BootDelay = 0
+	killAll(t, g)
+	if _, err := g.Init(t.Context(), quietLog(), fleeting.Settings{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Increase(t.Context(), 1); err != nil {
+		t.Fatal(err)
+	}
+	id := ids(t, g)[0]
+	waitState(t, g, id, fleeting.StateRunning)
+	c, err := connector.Dial(t.Context(), mustInfo(t, g, id), connector.Config{})
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer c.Close()
+	out, code, err := c.Run(t.Context(), `printf %s "$HOME"`)
+	if err != nil || code != 0 {
+		t.Fatalf("run: %q, %d, %v", out, code, err)
+	}
+	home := string(out)
+	if userHome, _ := os.UserHomeDir(); home == userHome || !strings.HasPrefix(home, g.StateDir) {
+		t.Fatalf("session HOME = %q, want a directory of the instance under %s", home, g.StateDir)
+	}
+	if fi, err := os.Stat(home); err != nil || !fi.IsDir() {
+		t.Fatalf("session HOME %q does not exist: %v", home, err)
+	}
+}
+
 func mustInfo(t *testing.T, g fleeting.InstanceGroup, id string) fleeting.ConnectInfo {
 	t.Helper()
 	info, err := g.ConnectInfo(t.Context(), id)

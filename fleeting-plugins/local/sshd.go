@@ -27,7 +27,7 @@ const sshdReadyTimeout = 10 * time.Second
 
 // SSHDOptions describe one sshd "instance".
 type SSHDOptions struct {
-	// Dir holds the instance's host key (made if missing) and its log, sshd.log.
+	// Dir holds the instance's host key (made if missing), its log sshd.log and home/, its sessions' HOME.
 	Dir string
 	// Address is the loopback address to listen on, e.g. 127.0.10.2.
 	Address string
@@ -56,6 +56,9 @@ func (s *SSHD) Addr() string { return net.JoinHostPort(s.Address, strconv.Itoa(s
 
 func hostKeyPath(dir string) string { return filepath.Join(dir, "hostkey") }
 
+// homeDir is the instance's HOME for its sessions.
+func homeDir(dir string) string { return filepath.Join(dir, "home") }
+
 // StartSSHD starts sshd in the foreground (sshd -D -e) in its own process group, so that it outlives this
 // process if that is killed, and returns once it accepts TCP connections. ctx bounds the start only.
 func StartSSHD(ctx context.Context, opts SSHDOptions) (*SSHD, error) {
@@ -70,6 +73,9 @@ func StartSSHD(ctx context.Context, opts SSHDOptions) (*SSHD, error) {
 		if opts.Port, err = freePort(opts.Address); err != nil {
 			return nil, err
 		}
+	}
+	if err := os.MkdirAll(homeDir(opts.Dir), 0o700); err != nil {
+		return nil, fmt.Errorf("sshd instance home: %w", err)
 	}
 	// sshd refuses to start without its privilege separation directory.
 	_ = os.MkdirAll("/run/sshd", 0o755)
@@ -92,6 +98,10 @@ func StartSSHD(ctx context.Context, opts SSHDOptions) (*SSHD, error) {
 		// dial-stdio opens one session per Docker connection; OpenSSH's default of 10 is tight for
 		// several jobs sharing one connection.
 		"-o", "MaxSessions=64",
+		// A home of the instance's own, like a fresh machine's: the sessions run as the host's user, whose
+		// shell start-up files (on a developer machine, pyenv or nvm hooks taking seconds and holding locks
+		// that a killed session leaves behind) must not run on every command and Docker connection.
+		"-o", "SetEnv=HOME=" + homeDir(opts.Dir),
 	}
 	for _, o := range opts.ExtraOptions {
 		args = append(args, "-o", o)
