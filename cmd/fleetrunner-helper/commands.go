@@ -16,6 +16,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker/helper/artifacts"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker/helper/cache"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker/helper/gitsource"
+	"gitlab.com/fleetrunner/fleetrunner/executors/docker/helper/workdir"
 )
 
 func runGetSources(ctx context.Context, args []string, out io.Writer) error {
@@ -172,4 +173,32 @@ func runArtifactsUpload(ctx context.Context, args []string, out io.Writer) error
 	}
 	o.Selection.Paths, o.Selection.Exclude = paths, exclude
 	return c.Upload(ctx, n, dir, o)
+}
+
+func runWorkdir(_ context.Context, args []string, out io.Writer) error {
+	fs := newFlags("workdir")
+	var base, owner string
+	var dirs stringList
+	fs.StringVar(&base, "base", "", "builds directory the directories are in")
+	fs.Var(&dirs, "dir", "directory to create and open (repeatable)")
+	fs.StringVar(&owner, "owner", "", "numeric uid:gid to give the directories to; world-writable when empty")
+	if err := parse(fs, args, map[string]*string{"base": &base}); err != nil {
+		return err
+	}
+	var o *workdir.Owner
+	if owner != "" {
+		parsed, err := workdir.ParseOwner(owner)
+		if err != nil {
+			return err
+		}
+		o = &parsed
+	}
+	if err := workdir.Prepare(base, dirs, o); err != nil {
+		return err
+	}
+	if o != nil {
+		_, err := fmt.Fprintf(out, "Gave the project directory to %s\n", owner)
+		return err
+	}
+	return nil
 }

@@ -13,10 +13,12 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/version"
+	"gitlab.com/fleetrunner/fleetrunner/executors/docker/helper/workdir"
 )
 
 type command struct {
@@ -31,6 +33,7 @@ var commands = []command{
 	{"cache-archive", "archive paths of the project directory into a cache file", runCacheArchive},
 	{"artifacts-download", "download and extract a dependency's artifacts", runArtifactsDownload},
 	{"artifacts-upload", "archive and upload the job's artifacts", runArtifactsUpload},
+	{"workdir", "make the job's directories usable by a script that does not run as root", runWorkdir},
 	{"version", "print the version", func(_ context.Context, _ []string, out io.Writer) error {
 		_, err := fmt.Fprintf(out, "fleetrunner-helper %s (%s)\n", version.Version, version.Rev())
 		return err
@@ -53,6 +56,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if c.name != args[0] {
 			continue
 		}
+		if err := applyUmask(os.Getenv(workdir.UmaskEnv)); err != nil {
+			fmt.Fprintf(stderr, "fleetrunner-helper: %v\n", err)
+			return 2
+		}
 		err := c.run(ctx, args[1:], stdout)
 		if errors.Is(err, flag.ErrHelp) {
 			return 2
@@ -65,6 +72,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "fleetrunner-helper: unknown command %q; run fleetrunner-helper help\n", args[0])
 	return 2
+}
+
+func applyUmask(v string) error {
+	if v == "" {
+		return nil
+	}
+	n, err := strconv.ParseUint(v, 8, 32)
+	if err != nil || n > 0o777 {
+		return fmt.Errorf("%s=%q is not an octal umask such as 0022", workdir.UmaskEnv, v)
+	}
+	syscall.Umask(int(n))
+	return nil
 }
 
 func usage(w io.Writer) {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -41,6 +42,9 @@ func TestRun(t *testing.T) {
 		{"bad format", []string{"artifacts-upload", "--url", "http://127.0.0.1:1", "--id", "5", "--token", secret,
 			"--dir", project, "--format", "tar"}, 1, "", `artifact format "tar"`},
 		{"bad job id", []string{"artifacts-download", "--url", "http://127.0.0.1:1", "--id", "x", "--token", secret, "--dir", project}, 1, "", `--id "x" is not a job ID`},
+		{"workdir", []string{"workdir", "--base", project, "--dir", filepath.Join(project, "g", "p")}, 0, "", ""},
+		{"workdir outside refused", []string{"workdir", "--base", project, "--dir", "/etc"}, 1, "", "is not inside the builds directory"},
+		{"workdir bad owner", []string{"workdir", "--base", project, "--dir", filepath.Join(project, "g", "p"), "--owner", "node"}, 1, "", "want numeric uid:gid"},
 		{"get-sources masks token", []string{"get-sources", "--dir", filepath.Join(t.TempDir(), "b"), "--repo-url",
 			"http://gitlab-ci-token:" + secret + "@127.0.0.1:1/g/p.git", "--sha", strings.Repeat("a", 40), "--ref", "main", "--strategy", "clone"},
 			1, "", "fleetrunner-helper get-sources: list refs of http://127.0.0.1:1/g/p.git"},
@@ -109,5 +113,32 @@ func TestTokenFromStdin(t *testing.T) {
 	var stderr bytes.Buffer
 	if code := run(t.Context(), tests[0], io.Discard, &stderr); code != 1 || !strings.Contains(stderr.String(), "read the job token from stdin") {
 		t.Errorf("empty stdin: exit %d, stderr %q", code, stderr.String())
+	}
+}
+
+// FLEETRUNNER_HELPER_UMASK sets the umask the command runs under; a bad value stops it before it runs.
+func TestUmaskEnv(t *testing.T) {
+	base := t.TempDir()
+	dir := filepath.Join(base, "g", "p")
+	t.Setenv("FLEETRUNNER_HELPER_UMASK", "nine")
+	var stdout, stderr bytes.Buffer
+	if code := run(t.Context(), []string{"workdir", "--base", base, "--dir", dir}, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "not an octal umask") {
+		t.Fatalf("bad umask: exit %d, stderr %q", code, stderr.String())
+	}
+	if err := os.WriteFile(filepath.Join(base, "keep.txt"), []byte("k"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	t.Setenv("FLEETRUNNER_HELPER_UMASK", "0000")
+	if code := run(t.Context(), []string{"cache-archive", "--dir", base, "--file", filepath.Join(base, "out", "c.zip"), "--path", "keep.txt"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	fi, err := os.Stat(filepath.Join(base, "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != 0o777 {
+		t.Errorf("directory made under FLEETRUNNER_HELPER_UMASK=0000 has mode %04o, want 0777", got)
 	}
 }

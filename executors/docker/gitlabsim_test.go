@@ -166,9 +166,29 @@ func TestE2EGracefulCancel(t *testing.T) {
 	}
 }
 
+// Artifacts and cache through a two-stage pipeline, for a root script and for a non-root one, which must
+// also be able to change the cloned files and the restored cache (with upstream's umask 0000 and with
+// FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR's chown).
 func TestE2EArtifactsAndCache(t *testing.T) {
 	t.Parallel()
-	s := newSimRig(t)
+	for _, tc := range []struct {
+		name    string
+		user    string
+		noUmask bool
+	}{{name: "root"}, {name: "non-root", user: "1000:1000"}, {name: "non-root without umask", user: "1000:1000", noUmask: true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := newSimRig(t)
+			s.runner.Docker.User = tc.user
+			if tc.noUmask {
+				s.runner.FeatureFlags = map[string]bool{"FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR": true}
+			}
+			testArtifactsAndCache(t, s)
+		})
+	}
+}
+
+func testArtifactsAndCache(t *testing.T, s *simRig) {
 	repo, err := s.sim.CreateRepo("group/app", map[string]string{"README.md": "x\n"})
 	if err != nil {
 		t.Fatal(err)
@@ -177,6 +197,7 @@ func TestE2EArtifactsAndCache(t *testing.T) {
 	if _, err := s.sim.CreatePipeline([]gitlabsim.JobSpec{
 		{Name: "build", Stage: "build", Repo: repo.Name, Image: s.image, Cache: cache,
 			Script: []string{
+				"echo changed >> README.md",
 				"mkdir -p out vendor",
 				"head -c 200000 /dev/urandom > out/data.bin",
 				"echo built-$RANDOM-$$ > vendor/dep.txt",
@@ -188,6 +209,7 @@ func TestE2EArtifactsAndCache(t *testing.T) {
 			Script: []string{
 				`echo "got sum: $(sha256sum out/data.bin | cut -d' ' -f1)"`,
 				`echo "restored: $(cat vendor/dep.txt)"`,
+				"echo more >> vendor/dep.txt && echo more >> out/data.bin",
 			}},
 	}); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
+	"gitlab.com/fleetrunner/fleetrunner/executors/docker/helper/workdir"
 )
 
 // helperEnvAllowed says which job variables reach the helper container: git and transfer settings and
@@ -32,6 +33,9 @@ func helperEnvAllowed(v job.Variable) bool {
 // by anyone allowed to inspect containers on the engine.
 func (r *run) helper(ctx context.Context, stage string, args []string, token string) error {
 	var env []string
+	if r.umask {
+		env = append(env, workdir.UmaskEnv+"=0000")
+	}
 	for _, v := range r.vars {
 		if helperEnvAllowed(v) {
 			env = append(env, v.Key+"="+v.Value)
@@ -126,6 +130,9 @@ func (r *run) getSources(ctx context.Context) error {
 	post := append(append(r.hookScript("post_get_sources_script"), configScript(r.rc.PostCloneScript)...), configScript(r.rc.PostGetSourcesScript)...)
 	strategy := r.gitStrategy()
 	return r.section("get_sources", "Getting source from Git repository", func() error {
+		if err := r.openWorkdir(ctx); err != nil {
+			return err
+		}
 		if len(pre) > 0 {
 			if err := r.shellStage(ctx, "pre-get-sources", scriptOptions{dir: r.buildsDir, commands: pre, trace: true}); err != nil {
 				return err

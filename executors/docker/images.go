@@ -16,6 +16,7 @@ import (
 	"github.com/distribution/reference"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/registry"
+	"github.com/docker/docker/pkg/jsonmessage"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
@@ -109,43 +110,71 @@ func platformString(p *ocispec.Platform) string {
 }
 
 // ensureImage makes image name present on the engine following policies in order (a failing policy
-// falls back to the next one) and returns its ID. Failure is an image_pull_failure with one line.
-func (r *run) ensureImage(ctx context.Context, name string, policies []string, platform *ocispec.Platform) (string, error) {
+// falls back to the next one) and returns it. A local image for another platform than the one asked for
+// counts as absent; a pulled one fails the policy. Failure is an image_pull_failure with one line.
+func (r *run) ensureImage(ctx context.Context, name string, policies []string, platform *ocispec.Platform) (image.InspectResponse, error) {
 	var errs []error
 	for i, p := range policies {
 		if p != PullAlways {
 			img, err := r.cli.ImageInspect(ctx, name)
-			if err == nil {
+			switch {
+			case err == nil && platformMatches(img, platform):
 				r.log.Infof("Using locally found image version due to %q pull policy", p)
-				return img.ID, nil
-			}
-			if !cerrdefs.IsNotFound(err) {
-				return "", fmt.Errorf("inspect image %q: %w", name, err)
-			}
-			if p == PullNever {
+				return img, nil
+			case err != nil && !cerrdefs.IsNotFound(err):
+				return image.InspectResponse{}, fmt.Errorf("inspect image %q: %w", name, err)
+			case p == PullNever && err == nil:
+				errs = append(errs, fmt.Errorf("image %q on the engine is %s/%s, not %s, and pull_policy is never", name, img.Os, img.Architecture, platformString(platform)))
+				continue
+			case p == PullNever:
 				errs = append(errs, fmt.Errorf("image %q is not present on the engine and pull_policy is never", name))
 				continue
 			}
 		}
 		r.log.Infof("Pulling docker image %s ...", name)
-		err := r.pull(ctx, name, platform)
+		img, err := r.pullAndInspect(ctx, name, platform)
 		if err == nil {
-			img, err := r.cli.ImageInspect(ctx, name)
-			if err != nil {
-				return "", fmt.Errorf("inspect pulled image %q: %w", name, err)
-			}
-			return img.ID, nil
+			return img, nil
 		}
 		if ctx.Err() != nil {
-			return "", err
+			return image.InspectResponse{}, err
 		}
 		errs = append(errs, err)
 		if i < len(policies)-1 {
 			r.log.Warnf("Failed to pull image with policy %q: %v", p, err)
 		}
 	}
-	return "", &job.BuildError{Reason: job.ImagePullFailure, Err: fmt.Errorf(
+	return image.InspectResponse{}, &job.BuildError{Reason: job.ImagePullFailure, Err: fmt.Errorf(
 		"failed to pull image %q with specified policies %v: %w", name, policies, errors.Join(errs...))}
+}
+
+func (r *run) pullAndInspect(ctx context.Context, name string, platform *ocispec.Platform) (image.InspectResponse, error) {
+	if err := r.pull(ctx, name, platform); err != nil {
+		return image.InspectResponse{}, err
+	}
+	img, err := r.cli.ImageInspect(ctx, name)
+	if err != nil {
+		return image.InspectResponse{}, fmt.Errorf("inspect pulled image %q: %w", name, err)
+	}
+	// An engine may hand out a single-platform image whatever platform was asked for; running it
+	// would fail later with a less clear error, or run the wrong binaries under emulation.
+	if !platformMatches(img, platform) {
+		return image.InspectResponse{}, fmt.Errorf("the registry has image %q only for %s/%s, not for the requested docker platform %s",
+			name, img.Os, img.Architecture, platformString(platform))
+	}
+	return img, nil
+}
+
+// platformMatches tells whether img is for platform (nil matches anything; a variant is compared only
+// when both name one).
+func platformMatches(img image.InspectResponse, platform *ocispec.Platform) bool {
+	if platform == nil {
+		return true
+	}
+	if img.Os != platform.OS || img.Architecture != platform.Architecture {
+		return false
+	}
+	return platform.Variant == "" || img.Variant == "" || img.Variant == platform.Variant
 }
 
 func (r *run) pull(ctx context.Context, name string, platform *ocispec.Platform) error {
@@ -158,20 +187,7 @@ func (r *run) pull(ctx context.Context, name string, platform *ocispec.Platform)
 		return err
 	}
 	defer rc.Close()
-	dec := json.NewDecoder(rc)
-	for {
-		var msg struct {
-			Error string `json:"error"`
-		}
-		if err := dec.Decode(&msg); err == io.EOF {
-			return nil
-		} else if err != nil {
-			return fmt.Errorf("read pull progress: %w", err)
-		}
-		if msg.Error != "" {
-			return errors.New(msg.Error)
-		}
-	}
+	return jsonmessage.DisplayJSONMessagesStream(rc, io.Discard, 0, false, nil)
 }
 
 // registryAuth finds credentials for the image's registry: DOCKER_AUTH_CONFIG (job variable or runner

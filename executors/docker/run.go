@@ -77,6 +77,11 @@ type run struct {
 
 	needHelper  bool
 	helperImage string
+	// scriptUser is who the job's scripts run as: docker.user, else the image's USER ("" is root).
+	scriptUser string
+	// umask: every stage runs under umask 0000, as upstream does unless
+	// FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR is on, so that files stay writable whoever the script runs as.
+	umask bool
 
 	created created
 	seq     int
@@ -169,6 +174,7 @@ func newRun(cli client.APIClient, b *executors.Build, opts Options) (*run, error
 	if err := r.checkArtifactPaths(); err != nil {
 		return nil, err
 	}
+	r.umask = !r.rc.FeatureFlag(config.FFDisableUmaskForDockerExecutor)
 	r.needHelper = r.gitStrategy() != "none" || len(r.j.Cache) > 0 || len(r.j.Artifacts) > 0 || len(r.dependencies()) > 0
 	return r, nil
 }
@@ -358,19 +364,26 @@ func (r *run) prepare(ctx context.Context) error {
 	if _, err := r.cli.Ping(ctx); err != nil {
 		return fmt.Errorf("cannot reach the Docker Engine (%s): %w", r.opts.EngineName, err)
 	}
-	if r.needHelper {
-		img, err := r.opts.HelperImage(ctx, r.cli, r.logger)
-		if err != nil {
-			return fmt.Errorf("prepare the helper image on %s: %w", r.opts.EngineName, err)
-		}
-		r.helperImage = img
-	}
-	id, err := r.ensureImage(ctx, r.image.name, r.image.policies, r.image.platform)
+	img, err := r.ensureImage(ctx, r.image.name, r.image.policies, r.image.platform)
 	if err != nil {
 		return err
 	}
-	r.imageID = id
-	r.log.Infof("Using docker image %s for %s ...", id, r.image.name)
+	r.imageID = img.ID
+	r.log.Infof("Using docker image %s for %s ...", img.ID, r.image.name)
+	r.scriptUser = r.image.user
+	if r.scriptUser == "" && img.Config != nil {
+		r.scriptUser = img.Config.User
+	}
+	if !isRoot(r.scriptUser) {
+		r.needHelper = true // it makes the job's directories usable by that user
+	}
+	if r.needHelper {
+		hi, err := r.opts.HelperImage(ctx, r.cli, r.logger)
+		if err != nil {
+			return fmt.Errorf("prepare the helper image on %s: %w", r.opts.EngineName, err)
+		}
+		r.helperImage = hi
+	}
 
 	for _, v := range r.volumes {
 		if _, err := r.cli.VolumeCreate(ctx, volume.CreateOptions{Name: v.name, Labels: v.labels, Driver: r.dc.VolumeDriver, DriverOpts: r.dc.VolumeDriverOps}); err != nil {
@@ -452,6 +465,9 @@ func (r *run) buildStages(ctx context.Context) error {
 		return err
 	}
 	if err := r.downloadArtifacts(ctx); err != nil {
+		return err
+	}
+	if err := r.chownWorkdir(ctx); err != nil {
 		return err
 	}
 	return r.stepScript(ctx)

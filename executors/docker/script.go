@@ -90,6 +90,9 @@ func (r *run) shellScript(o scriptOptions) string {
 	var sb strings.Builder
 	sb.WriteString("{\n")
 	sb.WriteString("set -e\n(set -o pipefail) 2>/dev/null && set -o pipefail\n")
+	if r.umask {
+		sb.WriteString("umask 0000\n")
+	}
 	vars := append(append(job.Variables{}, r.vars...), o.extra...)
 	wroteTmp := false
 	for _, v := range vars {

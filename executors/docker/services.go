@@ -117,11 +117,11 @@ func (r *run) serviceEnv() []string {
 // startServices pulls, creates and starts every service, then waits for their ports.
 func (r *run) startServices(ctx context.Context) error {
 	for _, s := range r.services {
-		id, err := r.ensureImage(ctx, s.name, s.policies, s.platform)
+		img, err := r.ensureImage(ctx, s.name, s.policies, s.platform)
 		if err != nil {
 			return err
 		}
-		s.imageID = id
+		s.imageID = img.ID
 	}
 	for _, s := range r.services {
 		r.log.Infof("Starting service %s ...", s.name)

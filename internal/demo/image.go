@@ -4,14 +4,13 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/jsonmessage"
 )
 
 // BusyboxPath is Debian's busybox-static, the only content of the demo's job image.
@@ -54,18 +53,8 @@ func buildJobImage(ctx context.Context, cli client.APIClient) error {
 		return fmt.Errorf("build the job image: %w", err)
 	}
 	defer resp.Body.Close()
-	dec := json.NewDecoder(resp.Body)
-	for {
-		var msg struct {
-			Error string `json:"error"`
-		}
-		if err := dec.Decode(&msg); errors.Is(err, io.EOF) {
-			return nil
-		} else if err != nil {
-			return fmt.Errorf("build the job image: read the engine's answer: %w", err)
-		}
-		if msg.Error != "" {
-			return fmt.Errorf("build the job image: %s", msg.Error)
-		}
+	if err := jsonmessage.DisplayJSONMessagesStream(resp.Body, io.Discard, 0, false, nil); err != nil {
+		return fmt.Errorf("build the job image: %w", err)
 	}
+	return nil
 }

@@ -8,11 +8,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 
@@ -20,6 +18,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/jsonmessage"
 
 	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
 )
@@ -88,31 +87,10 @@ func ensure(ctx context.Context, cli client.APIClient, bin []byte) (string, erro
 		return "", fmt.Errorf("image build: %w", err)
 	}
 	defer resp.Body.Close()
-	return ref, buildOutcome(resp.Body)
-}
-
-// buildOutcome reads the build's JSON message stream to the end and returns its error, if any.
-func buildOutcome(r io.Reader) error {
-	dec := json.NewDecoder(r)
-	var last strings.Builder
-	for {
-		var msg struct {
-			Stream      string `json:"stream"`
-			Error       string `json:"error"`
-			ErrorDetail struct {
-				Message string `json:"message"`
-			} `json:"errorDetail"`
-		}
-		if err := dec.Decode(&msg); err == io.EOF {
-			return nil
-		} else if err != nil {
-			return fmt.Errorf("read build output: %w", err)
-		}
-		if msg.Error != "" {
-			return fmt.Errorf("image build failed: %s (output: %s)", msg.Error, last.String())
-		}
-		last.WriteString(msg.Stream)
+	if err := jsonmessage.DisplayJSONMessagesStream(resp.Body, io.Discard, 0, false, nil); err != nil {
+		return "", fmt.Errorf("build test image %s: %w", ref, err)
 	}
+	return ref, nil
 }
 
 func tarOf(files map[string][]byte) (io.Reader, error) {

@@ -10,8 +10,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -24,6 +22,7 @@ import (
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/jsonmessage"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/singleflight"
 
@@ -163,7 +162,7 @@ func (e *ensurer) buildImage(ctx context.Context, cli client.APIClient, bin *bin
 		return fmt.Errorf("build helper image %s on the engine: %w", ref, err)
 	}
 	defer resp.Body.Close()
-	if err := buildResult(resp.Body); err != nil {
+	if err := jsonmessage.DisplayJSONMessagesStream(resp.Body, io.Discard, 0, false, nil); err != nil {
 		return fmt.Errorf("build helper image %s on the engine: %w", ref, err)
 	}
 	return nil
@@ -204,35 +203,6 @@ func writeContext(w io.Writer, bin io.Reader, size int64, certs []byte) error {
 		return err
 	}
 	return tw.Close()
-}
-
-// buildResult reads the engine's JSON message stream and returns the build's error, if any.
-func buildResult(r io.Reader) error {
-	dec := json.NewDecoder(r)
-	var last string
-	for {
-		var m struct {
-			Stream      string `json:"stream"`
-			Error       string `json:"error"`
-			ErrorDetail struct {
-				Message string `json:"message"`
-			} `json:"errorDetail"`
-		}
-		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
-			return nil
-		} else if err != nil {
-			return fmt.Errorf("read build output (last line %q): %w", last, err)
-		}
-		if msg := m.ErrorDetail.Message; msg != "" {
-			return errors.New(msg)
-		}
-		if m.Error != "" {
-			return errors.New(m.Error)
-		}
-		if s := strings.TrimSpace(m.Stream); s != "" {
-			last = s
-		}
-	}
 }
 
 var tagUnsafe = regexp.MustCompile(`[^A-Za-z0-9_.-]`)

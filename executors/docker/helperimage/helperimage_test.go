@@ -100,17 +100,6 @@ func TestWriteContext(t *testing.T) {
 	}
 }
 
-func TestBuildResult(t *testing.T) {
-	ok := `{"stream":"Step 1/2 : FROM scratch\n"}{"aux":{"ID":"sha256:1"}}`
-	bad := `{"stream":"Step 1/2"}{"errorDetail":{"message":"COPY failed: no such file"},"error":"COPY failed: no such file"}`
-	if err := buildResult(strings.NewReader(ok)); err != nil {
-		t.Errorf("ok stream: %v", err)
-	}
-	if err := buildResult(strings.NewReader(bad)); err == nil || !strings.Contains(err.Error(), "COPY failed") {
-		t.Errorf("bad stream: err = %v", err)
-	}
-}
-
 // countingClient counts image builds, so a test can tell the fast path from a build.
 type countingClient struct {
 	client.APIClient

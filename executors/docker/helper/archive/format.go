@@ -187,7 +187,9 @@ func ExtractZip(zipPath, dir string) (int, error) {
 		return 0, fmt.Errorf("open archive %s: %w", zipPath, err)
 	}
 	defer zr.Close()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	// Directories are 0777 narrowed by the umask, as mkdir(1) makes them: under the executor's umask
+	// 0000 a non-root job user can write into what the helper extracts.
+	if err := os.MkdirAll(dir, 0o777); err != nil {
 		return 0, fmt.Errorf("create %s: %w", dir, err)
 	}
 	root, err := os.OpenRoot(dir)
@@ -211,13 +213,13 @@ func extractEntry(root *os.Root, f *zip.File) error {
 	name = filepath.FromSlash(name)
 	mode := f.Mode()
 	if mode.IsDir() {
-		if err := root.MkdirAll(name, 0o755); err != nil {
+		if err := root.MkdirAll(name, 0o777); err != nil {
 			return fmt.Errorf("extract %s: %w", f.Name, err)
 		}
 		return root.Chmod(name, mode.Perm()|0o700)
 	}
 	if parent := filepath.Dir(name); parent != "." {
-		if err := root.MkdirAll(parent, 0o755); err != nil {
+		if err := root.MkdirAll(parent, 0o777); err != nil {
 			return fmt.Errorf("extract %s: %w", f.Name, err)
 		}
 	}
@@ -265,7 +267,7 @@ func extractEntry(root *os.Root, f *zip.File) error {
 // WriteFileAtomic writes a file by calling fill on a temporary file in the same directory and renaming
 // it into place, so a reader never sees half an archive.
 func WriteFileAtomic(target string, fill func(io.Writer) error) error {
-	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(target), 0o777); err != nil {
 		return fmt.Errorf("create directory for %s: %w", target, err)
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(target), "."+filepath.Base(target)+".*.tmp")

@@ -208,7 +208,7 @@ func (r *run) get(ctx context.Context) error {
 func (r *run) openOrInit() (*git.Repository, error) {
 	dir := r.o.Dir
 	if r.o.Strategy == StrategyFetch {
-		repo, err := git.PlainOpen(dir)
+		repo, err := openRepo(dir)
 		if err == nil {
 			r.printf("Reinitialized existing Git repository in %s\n", dir)
 			return repo, r.setOrigin(repo)
@@ -218,7 +218,7 @@ func (r *run) openOrInit() (*git.Repository, error) {
 	if err := wipe(dir); err != nil {
 		return nil, err
 	}
-	repo, err := git.PlainInit(dir, false)
+	repo, err := initRepo(dir)
 	if err != nil {
 		return nil, fmt.Errorf("initialise a Git repository in %s: %w", dir, err)
 	}

@@ -2,9 +2,11 @@ package gitsource
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	git "github.com/go-git/go-git/v5"
@@ -268,6 +270,51 @@ func TestGetSubmodules(t *testing.T) {
 			got := exists(filepath.Join(o.Dir, "vendor", "lib", "lib.txt"))
 			if want := sub != SubmodulesNone; got != want {
 				t.Errorf("submodule checked out = %v, want %v\n%s", got, want, out.String())
+			}
+		})
+	}
+}
+
+// Checked-out files and directories get git's modes narrowed by the umask, as the git binary gives
+// them: under upstream's umask 0000 a non-root job user can change its checkout.
+func TestCheckoutModesFollowTheUmask(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		umask         int
+		file, dir, gd os.FileMode
+	}{{0o000, 0o666, 0o777, 0o777}, {0o022, 0o644, 0o755, 0o755}} {
+		t.Run(fmt.Sprintf("umask %04o", tc.umask), func(t *testing.T) {
+			old := syscall.Umask(tc.umask)
+			defer syscall.Umask(old)
+			dir := filepath.Join(t.TempDir(), "build")
+			var out bytes.Buffer
+			o := f.opts(dir, &out)
+			o.SHA = f.sha1
+			o.Depth = 0
+			if err := Get(t.Context(), o); err != nil {
+				t.Fatalf("Get: %v\n%s", err, out.String())
+			}
+			for p, want := range map[string]os.FileMode{"a.txt": tc.file, "dir/b.txt": tc.file, "dir": tc.dir, ".git": tc.gd, ".git/refs": tc.gd} {
+				fi, err := os.Stat(filepath.Join(dir, p))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := fi.Mode().Perm(); got != want {
+					t.Errorf("%s has mode %04o, want %04o", p, got, want)
+				}
+			}
+			// Objects, packs and the index stay readable for others, so a non-root user can run git.
+			err := filepath.WalkDir(filepath.Join(dir, ".git"), func(p string, d os.DirEntry, err error) error {
+				if err != nil || d.IsDir() {
+					return err
+				}
+				if fi, err := d.Info(); err == nil && fi.Mode().Perm()&0o004 == 0 {
+					t.Errorf("%s has mode %04o: others cannot read it", p, fi.Mode().Perm())
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
 			}
 		})
 	}
