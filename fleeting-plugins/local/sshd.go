@@ -35,6 +35,8 @@ type SSHDOptions struct {
 	Port int
 	// AuthorizedKeysFile lists the client keys allowed in, for every user.
 	AuthorizedKeysFile string
+	// MaxSessions is sshd's limit of sessions per connection; 0 means 64.
+	MaxSessions int
 	// ExtraOptions are more sshd -o settings, e.g. "PasswordAuthentication=yes".
 	ExtraOptions []string
 }
@@ -85,6 +87,12 @@ func StartSSHD(ctx context.Context, opts SSHDOptions) (*SSHD, error) {
 	}
 	defer logf.Close()
 
+	// dial-stdio opens one session per Docker connection; OpenSSH's default of 10 is tight for several
+	// jobs sharing one connection.
+	maxSessions := 64
+	if opts.MaxSessions > 0 {
+		maxSessions = opts.MaxSessions
+	}
 	args := []string{"-D", "-e",
 		"-p", strconv.Itoa(opts.Port),
 		"-h", hostKeyPath(opts.Dir),
@@ -95,9 +103,7 @@ func StartSSHD(ctx context.Context, opts SSHDOptions) (*SSHD, error) {
 		"-o", "UsePAM=no",
 		"-o", "PermitRootLogin=prohibit-password",
 		"-o", "AllowStreamLocalForwarding=yes",
-		// dial-stdio opens one session per Docker connection; OpenSSH's default of 10 is tight for
-		// several jobs sharing one connection.
-		"-o", "MaxSessions=64",
+		"-o", "MaxSessions=" + strconv.Itoa(maxSessions),
 		// A home of the instance's own, like a fresh machine's: the sessions run as the host's user, whose
 		// shell start-up files (on a developer machine, pyenv or nvm hooks taking seconds and holding locks
 		// that a killed session leaves behind) must not run on every command and Docker connection.

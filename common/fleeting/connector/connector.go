@@ -295,10 +295,36 @@ func (c *Client) keepalive() {
 	}
 }
 
+// sessionRetryFor bounds how long a refused session is tried again. OpenSSH frees a closed session a
+// moment after the client has let go of it, so on a connection that many jobs share a new session can be
+// refused (MaxSessions reached) although the client counts one free; it is never refused for long.
+const sessionRetryFor = 10 * time.Second
+
+// newSession opens a session, trying again while the server refuses the channel.
+func (c *Client) newSession(ctx context.Context) (*ssh.Session, error) {
+	deadline := time.Now().Add(sessionRetryFor)
+	wait := 10 * time.Millisecond
+	for {
+		s, err := c.ssh.NewSession()
+		var refused *ssh.OpenChannelError
+		if err == nil || !errors.As(err, &refused) || time.Now().After(deadline) {
+			return s, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+		wait = min(2*wait, 500*time.Millisecond)
+	}
+}
+
 // Run runs command in a session on the instance and returns its combined output (at most 1 MiB), its exit
 // code and an error only when the command could not be run or waited for (-1 as the exit code then).
 func (c *Client) Run(ctx context.Context, command string) ([]byte, int, error) {
-	s, err := c.ssh.NewSession()
+	s, err := c.newSession(ctx)
 	if err != nil {
 		return nil, -1, fmt.Errorf("open ssh session on instance %s: %w", c.ID, err)
 	}

@@ -3,6 +3,7 @@ package connector_test
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting/connector"
+	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/local"
 )
 
 func TestCredentials(t *testing.T) {
@@ -223,6 +225,36 @@ func TestRunHonoursContext(t *testing.T) {
 	_, code, err := c.Run(ctx, "sleep 30")
 	if !errors.Is(err, context.DeadlineExceeded) || code != -1 {
 		t.Errorf("Run(sleep 30) with a short deadline = %d, %v; want -1, deadline exceeded", code, err)
+	}
+}
+
+// A session the server refuses because its MaxSessions are in use is tried again until one is free, as
+// happens when a job opens a Docker connection the moment another one's closes.
+func TestRefusedSessionIsRetried(t *testing.T) {
+	r := startRig(t, "i-sessions", func(o *local.SSHDOptions) { o.MaxSessions = 1 })
+	c, err := connector.Dial(t.Context(), r.info, connector.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	marker := filepath.Join(t.TempDir(), "started")
+	first := make(chan error, 1)
+	go func() {
+		_, _, err := c.Run(t.Context(), "touch "+marker+"; sleep 1")
+		first <- err
+	}()
+	for { // the first session holds the only slot once its command runs
+		if _, err := os.Stat(marker); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	out, code, err := c.Run(t.Context(), "echo second")
+	if err != nil || code != 0 || string(out) != "second\n" {
+		t.Fatalf("Run while the only session is taken = %q, %d, %v; want it to wait for the session", out, code, err)
+	}
+	if err := <-first; err != nil {
+		t.Fatalf("first Run: %v", err)
 	}
 }
 

@@ -69,7 +69,7 @@ func (c *Client) dialStdio(ctx context.Context) (net.Conn, error) {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		conn, err := c.startStdio(cmd)
+		conn, err := c.startStdio(ctx, cmd)
 		ch <- result{conn, err}
 	}()
 	select {
@@ -85,8 +85,8 @@ func (c *Client) dialStdio(ctx context.Context) (net.Conn, error) {
 	}
 }
 
-func (c *Client) startStdio(cmd string) (net.Conn, error) {
-	s, err := c.ssh.NewSession()
+func (c *Client) startStdio(ctx context.Context, cmd string) (net.Conn, error) {
+	s, err := c.newSession(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("ssh tunnel: open session on instance %s: %w", c.ID, err)
 	}

@@ -28,7 +28,7 @@ type rig struct {
 }
 
 // startRig starts an sshd on a loopback address of its own that accepts a fresh client key.
-func startRig(t *testing.T, id string) *rig {
+func startRig(t *testing.T, id string, configure ...func(*local.SSHDOptions)) *rig {
 	t.Helper()
 	testenv.RequireSSHD(t)
 	dir := t.TempDir()
@@ -52,6 +52,9 @@ func startRig(t *testing.T, id string) *rig {
 		Dir:                filepath.Join(dir, "instance"),
 		Address:            fmt.Sprintf("127.%d.%d.%d", 200+mrand.IntN(50), mrand.IntN(256), 2+mrand.IntN(250)),
 		AuthorizedKeysFile: authorized,
+	}
+	for _, c := range configure {
+		c(&r.opts)
 	}
 	r.start(t)
 	r.info = fleeting.ConnectInfo{
