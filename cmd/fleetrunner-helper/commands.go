@@ -7,10 +7,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker/helper/archive"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker/helper/artifacts"
@@ -201,4 +203,39 @@ func runWorkdir(_ context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	return nil
+}
+
+func runHealthCheck(ctx context.Context, args []string, _ io.Writer) error {
+	fs := newFlags("health-check")
+	var ports stringList
+	host := fs.String("host", "127.0.0.1", "host to connect to")
+	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for all ports")
+	fs.Var(&ports, "port", "TCP port that must accept a connection (repeatable)")
+	if err := parse(fs, args, nil); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	for _, port := range ports {
+		if err := waitListening(ctx, net.JoinHostPort(*host, port)); err != nil {
+			return fmt.Errorf("port %s did not listen within %s", port, *timeout)
+		}
+	}
+	return nil
+}
+
+// waitListening dials addr until a connection is accepted or ctx ends.
+func waitListening(ctx context.Context, addr string) error {
+	for {
+		d := net.Dialer{Timeout: time.Second}
+		conn, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			return conn.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }

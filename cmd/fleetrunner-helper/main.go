@@ -1,5 +1,6 @@
 // Command fleetrunner-helper runs inside the helper container of a Docker job: it fetches the sources,
-// restores and saves the cache, and downloads and uploads artifacts. It is a static binary with no
+// restores and saves the cache, downloads and uploads artifacts, waits for services to listen and opens
+// the job's directories to a non-root script. It is a static binary with no
 // git or docker dependency, so an image of it can be built on any engine without a registry.
 //
 // Progress goes to stdout (shown in the job log); a failure is one line on stderr and exit status 1.
@@ -33,6 +34,7 @@ var commands = []command{
 	{"cache-archive", "archive paths of the project directory into a cache file", runCacheArchive},
 	{"artifacts-download", "download and extract a dependency's artifacts", runArtifactsDownload},
 	{"artifacts-upload", "archive and upload the job's artifacts", runArtifactsUpload},
+	{"health-check", "wait until TCP ports accept connections (a service's, from its network namespace)", runHealthCheck},
 	{"workdir", "make the job's directories usable by a script that does not run as root", runWorkdir},
 	{"version", "print the version", func(_ context.Context, _ []string, out io.Writer) error {
 		_, err := fmt.Fprintf(out, "fleetrunner-helper %s (%s)\n", version.Version, version.Rev())

@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,6 +23,18 @@ func TestRun(t *testing.T) {
 	cacheFile := filepath.Join(t.TempDir(), "c", "cache.zip")
 	restored := t.TempDir()
 	const secret = "glcbt-secretTOKEN"
+	listening, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listening.Close()
+	open := strconv.Itoa(listening.Addr().(*net.TCPAddr).Port)
+	closedL, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := strconv.Itoa(closedL.Addr().(*net.TCPAddr).Port)
+	closedL.Close()
 	tests := []struct {
 		name       string
 		args       []string
@@ -42,6 +56,9 @@ func TestRun(t *testing.T) {
 		{"bad format", []string{"artifacts-upload", "--url", "http://127.0.0.1:1", "--id", "5", "--token", secret,
 			"--dir", project, "--format", "tar"}, 1, "", `artifact format "tar"`},
 		{"bad job id", []string{"artifacts-download", "--url", "http://127.0.0.1:1", "--id", "x", "--token", secret, "--dir", project}, 1, "", `--id "x" is not a job ID`},
+		{"health-check listening", []string{"health-check", "--port", open, "--timeout", "5s"}, 0, "", ""},
+		{"health-check names the silent port", []string{"health-check", "--port", open, "--port", closed, "--timeout", "300ms"},
+			1, "", "port " + closed + " did not listen within 300ms"},
 		{"workdir", []string{"workdir", "--base", project, "--dir", filepath.Join(project, "g", "p")}, 0, "", ""},
 		{"workdir outside refused", []string{"workdir", "--base", project, "--dir", "/etc"}, 1, "", "is not inside the builds directory"},
 		{"workdir bad owner", []string{"workdir", "--base", project, "--dir", filepath.Join(project, "g", "p"), "--owner", "node"}, 1, "", "want numeric uid:gid"},

@@ -423,13 +423,15 @@ func TestUnreachableEngine(t *testing.T) {
 	}
 }
 
+// The service listens only after 2 s: the job's script starts once the helper's health check saw the
+// port open, and reaches the service by its alias and by the name derived from its image.
 func TestServiceReachableByAlias(t *testing.T) {
 	t.Parallel()
 	rg := newRig(t)
 	j := rg.newJob("nc cache 6379 </dev/null", "nc fleetrunner-test__busybox 6379 </dev/null")
 	j.Services = []job.Image{{
 		Name: rg.image, Alias: "cache",
-		Entrypoint: []string{"sh", "-c"}, Command: []string{`nc -ll -p 6379 -e echo "hello from $GREETING"`},
+		Entrypoint: []string{"sh", "-c"}, Command: []string{`sleep 2; nc -ll -p 6379 -e echo "hello from $GREETING"`},
 		Ports:     []job.Port{{Number: 6379}},
 		Variables: job.Variables{{Key: "GREETING", Value: "service"}},
 	}}

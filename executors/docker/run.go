@@ -175,7 +175,8 @@ func newRun(cli client.APIClient, b *executors.Build, opts Options) (*run, error
 		return nil, err
 	}
 	r.umask = !r.rc.FeatureFlag(config.FFDisableUmaskForDockerExecutor)
-	r.needHelper = r.gitStrategy() != "none" || len(r.j.Cache) > 0 || len(r.j.Artifacts) > 0 || len(r.dependencies()) > 0
+	r.needHelper = r.gitStrategy() != "none" || len(r.j.Cache) > 0 || len(r.j.Artifacts) > 0 || len(r.dependencies()) > 0 ||
+		(len(r.services) > 0 && r.dc.WaitForServicesTimeout >= 0) // the helper checks that services listen
 	return r, nil
 }
 

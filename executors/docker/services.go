@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -162,22 +163,6 @@ func (r *run) startServices(ctx context.Context) error {
 	return r.waitForServices(ctx)
 }
 
-// probeScript waits until every port in $@ accepts a TCP connection on 127.0.0.1 (the probe runs in the
-// service's network namespace), or prints the port that did not and exits 1. Exit 3: no tool to probe.
-const probeScript = `deadline=$(( $(date +%s) + $0 ))
-probe() {
-  if command -v nc >/dev/null 2>&1; then nc -w 1 127.0.0.1 "$1" </dev/null >/dev/null 2>&1; return; fi
-  if [ -n "$BASH_VERSION" ]; then (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; return; fi
-  exit 3
-}
-for p in "$@"; do
-  until probe "$p"; do
-    if [ "$(date +%s)" -ge "$deadline" ]; then echo "$p"; exit 1; fi
-    sleep 0.5 2>/dev/null || sleep 1
-  done
-done
-`
-
 type probeResult struct {
 	svc     *service
 	failed  string // port that never listened
@@ -250,25 +235,32 @@ func (r *run) servicePorts(ctx context.Context, s *service) ([]string, error) {
 	return ports, nil
 }
 
-// probe runs probeScript from the job image inside the service's network namespace.
+// notListening picks the port out of the helper's health-check failure.
+var notListening = regexp.MustCompile(`port (\S+) did not listen`)
+
+// probe runs the helper's health-check inside the service's network namespace, so that waiting does not
+// depend on what tools the job or service image has.
 func (r *run) probe(ctx context.Context, s *service, ports []string, timeout time.Duration) probeResult {
 	ctx, cancel := context.WithTimeout(ctx, timeout+killTimeout)
 	defer cancel()
 	var out bytes.Buffer
-	cfg := &container.Config{Image: r.imageID, Entrypoint: []string{"sh", "-c", probeScript, strconv.Itoa(int(timeout.Seconds()))}, Cmd: ports}
+	args := []string{"health-check", "--timeout", timeout.String()}
+	for _, p := range ports {
+		args = append(args, "--port", p)
+	}
+	cfg := &container.Config{Image: r.helperImage, Cmd: args}
 	hc := &container.HostConfig{NetworkMode: container.NetworkMode("container:" + s.containerID)}
-	code, err := r.runContainer(ctx, containerSpec{role: "probe", stage: "probe-" + s.aliases[0], config: cfg, host: hc, platform: r.image.platform, output: &out})
+	code, err := r.runContainer(ctx, containerSpec{role: "probe", stage: "probe-" + s.aliases[0], config: cfg, host: hc, output: &out})
 	switch {
 	case err != nil && ctx.Err() == nil && strings.Contains(err.Error(), "is not running"):
 		return probeResult{svc: s, failed: strings.Join(ports, ",") + " (the service container exited)"}
 	case err != nil:
 		return probeResult{svc: s, skipped: err.Error()}
-	case code == 1:
-		return probeResult{svc: s, failed: strings.TrimSpace(out.String())}
-	case code == 3:
-		return probeResult{svc: s, skipped: "the job image has neither nc nor bash"}
 	case code != 0:
-		return probeResult{svc: s, skipped: fmt.Sprintf("probe exited with %d: %s", code, strings.TrimSpace(out.String()))}
+		if m := notListening.FindStringSubmatch(out.String()); m != nil {
+			return probeResult{svc: s, failed: m[1]}
+		}
+		return probeResult{svc: s, skipped: fmt.Sprintf("health check exited with %d: %s", code, strings.TrimSpace(out.String()))}
 	}
 	return probeResult{svc: s}
 }
