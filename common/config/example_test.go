@@ -66,8 +66,11 @@ var notInExample = map[string]bool{
 	"sentry_dsn": true, "user": true, "session_server": true,
 	"runners.pre_clone_script": true, "runners.post_clone_script": true,
 	"runners.cache.gcs": true, "runners.cache.azure": true,
-	"runners.docker.isolation":        true,
-	"runners.autoscaler.vm_isolation": true,
+	"runners.docker.isolation": true,
+	// fleetrunner builds its own helper image; these load with a warning.
+	"runners.docker.helper_image": true, "runners.docker.helper_image_flavor": true,
+	"runners.docker.helper_image_autoset_arch_and_os": true,
+	"runners.autoscaler.vm_isolation":                 true,
 }
 
 // The example documents every key fleetrunner supports.

@@ -609,3 +609,23 @@ func TestCorpusPluginConfigNested(t *testing.T) {
 		}
 	}
 }
+
+// Upstream's helper image settings load, with a warning that fleetrunner uses its own helper.
+func TestHelperImageKeysAreWarned(t *testing.T) {
+	for _, line := range []string{
+		`helper_image = "registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper:x86_64-latest"`,
+		`helper_image_flavor = "ubuntu"`,
+		`helper_image_autoset_arch_and_os = true`,
+	} {
+		key, _, _ := strings.Cut(line, " =")
+		cfg, warns, err := Load(writeConfig(t, replace(`  [runners.docker]`, "  [runners.docker]\n    "+line)))
+		if err != nil || cfg.Runners[0].Docker.Image != "alpine" {
+			t.Fatalf("%s: err %v", line, err)
+		}
+		if !slices.ContainsFunc(warns, func(w Warning) bool {
+			return w.Key == "runners[0].docker."+key && strings.Contains(w.Message, "own helper image")
+		}) {
+			t.Errorf("%s: no warning naming runners[0].docker.%s: %v", line, key, warns)
+		}
+	}
+}

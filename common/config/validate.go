@@ -434,6 +434,18 @@ func (c *Config) lint() []Warning {
 				warn(p+".cache.s3.BucketName", "missing, so the s3 cache is disabled")
 			}
 		}
+		if d := r.Docker; d != nil {
+			const why = "fleetrunner builds its own helper image on each engine (upstream's helper images speak another command line); ignored"
+			if d.HelperImage != "" {
+				warn(p+".docker.helper_image", why)
+			}
+			if d.HelperImageFlavor != "" {
+				warn(p+".docker.helper_image_flavor", why)
+			}
+			if d.HelperImageAutosetArchAndOS {
+				warn(p+".docker.helper_image_autoset_arch_and_os", why)
+			}
+		}
 		if r.Autoscaler != nil {
 			if r.Executor == ExecutorDocker {
 				warn(p+".autoscaler", "used only by executor %q; ignored", ExecutorDockerAutoscaler)

@@ -1,7 +1,7 @@
 // Package helperimage makes sure a Docker Engine has the fleetrunner helper image, without a registry:
 // it builds `FROM scratch` with our own static fleetrunner-helper binary for the engine's architecture,
-// through the engine's API, once per engine and binary. The image is labelled with the build's version
-// and a digest of its contents, so an image left by another build is replaced.
+// through the engine's API, once per engine and binary. The image's tag and labels carry the build's
+// version and a digest of its contents; images of other builds are removed once they are an hour old.
 package helperimage
 
 import (
@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/build"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/jsonmessage"
@@ -30,7 +31,7 @@ import (
 )
 
 const (
-	// Repository is the image name; the tag is <version>-<arch>.
+	// Repository is the image name; the tag is <version>-<arch>-<first 12 hex digits of the digest>.
 	Repository = "fleetrunner-helper"
 	// BinaryPath is where the image holds the binary; it is the image's ENTRYPOINT, so a container's
 	// Cmd is just the subcommand and its flags.
@@ -65,13 +66,16 @@ type ensurer struct {
 	build  func(ctx context.Context, goarch, outDir string) (string, error)
 	images singleflight.Group // key: engine ID + image reference
 
+	// staleAfter is how old another build's helper image must be before it is removed.
+	staleAfter time.Duration
+
 	mu   sync.Mutex
 	bins map[string]*binary // by goarch, resolved once per process
 	binG singleflight.Group
 }
 
 func newEnsurer(repository string) *ensurer {
-	return &ensurer{repository: repository, build: BuildBinary, bins: map[string]*binary{}}
+	return &ensurer{repository: repository, build: BuildBinary, staleAfter: time.Hour, bins: map[string]*binary{}}
 }
 
 type binary struct {
@@ -92,13 +96,19 @@ func (e *ensurer) ensure(ctx context.Context, cli client.APIClient, log logrus.F
 	if err != nil {
 		return "", err
 	}
-	ref := e.repository + ":" + tagVersion(version.Version) + "-" + arch
+	bin, err := e.binary(ctx, arch, log)
+	if err != nil {
+		return "", err
+	}
+	// The tag names the binary's digest: two builds sharing an engine (during an upgrade, or two
+	// development checkouts) never overwrite each other's image between its check and a job's use.
+	ref := e.repository + ":" + tagVersion(version.Version) + "-" + arch + "-" + strings.TrimPrefix(bin.digest, "sha256:")[:12]
 	// The shared build runs on a context of its own: the job that happened to start it may be aborted
 	// while other jobs on the same engine wait for the same image.
 	shared := e.images.DoChan(info.ID+"|"+ref, func() (any, error) {
 		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), buildTimeout)
 		defer cancel()
-		return ref, e.ensureImage(bctx, cli, log.WithFields(logrus.Fields{"image": ref, "engine": info.ID}), arch, ref)
+		return ref, e.ensureImage(bctx, cli, log.WithFields(logrus.Fields{"image": ref, "engine": info.ID}), bin, arch, ref)
 	})
 	select {
 	case res := <-shared:
@@ -111,11 +121,7 @@ func (e *ensurer) ensure(ctx context.Context, cli client.APIClient, log logrus.F
 	}
 }
 
-func (e *ensurer) ensureImage(ctx context.Context, cli client.APIClient, log logrus.FieldLogger, arch, ref string) error {
-	bin, err := e.binary(ctx, arch, log)
-	if err != nil {
-		return err
-	}
+func (e *ensurer) ensureImage(ctx context.Context, cli client.APIClient, log logrus.FieldLogger, bin *binary, arch, ref string) error {
 	old, err := cli.ImageInspect(ctx, ref)
 	switch {
 	case err == nil && old.Config != nil && old.Config.Labels[LabelDigest] == bin.digest:
@@ -129,12 +135,38 @@ func (e *ensurer) ensureImage(ctx context.Context, cli client.APIClient, log log
 	}
 	log.WithFields(logrus.Fields{"binary": bin.path, "duration": time.Since(start).Round(time.Millisecond)}).Info("built helper image")
 	if old.ID != "" {
-		// The stale image lost its tag; remove it unless a container still uses it.
+		// An image under our tag with other contents lost the tag; remove it unless a container uses it.
 		if _, err := cli.ImageRemove(ctx, old.ID, image.RemoveOptions{PruneChildren: true}); err != nil {
-			log.WithError(err).Debug("stale helper image kept")
+			log.WithError(err).Debug("replaced helper image kept")
 		}
 	}
+	e.removeStale(ctx, cli, log, arch, ref)
 	return nil
+}
+
+// removeStale removes the helper images of other builds for arch once they are older than staleAfter
+// (a build still starting its jobs keeps its image) and no container uses them.
+func (e *ensurer) removeStale(ctx context.Context, cli client.APIClient, log logrus.FieldLogger, arch, ref string) {
+	images, err := cli.ImageList(ctx, image.ListOptions{Filters: filters.NewArgs(filters.Arg("reference", e.repository))})
+	if err != nil {
+		log.WithError(err).Debug("could not list old helper images")
+		return
+	}
+	cutoff := time.Now().Add(-e.staleAfter).Unix()
+	for _, img := range images {
+		if img.Created > cutoff {
+			continue
+		}
+		for _, tag := range img.RepoTags {
+			_, t, _ := strings.Cut(tag, ":")
+			if tag == ref || !(strings.HasSuffix(t, "-"+arch) || strings.Contains(t, "-"+arch+"-")) {
+				continue
+			}
+			if _, err := cli.ImageRemove(ctx, tag, image.RemoveOptions{PruneChildren: true}); err != nil {
+				log.WithError(err).WithField("stale", tag).Debug("old helper image kept")
+			}
+		}
+	}
 }
 
 func (e *ensurer) buildImage(ctx context.Context, cli client.APIClient, bin *binary, ref string) error {
@@ -235,8 +267,11 @@ func (e *ensurer) binary(ctx context.Context, arch string, log logrus.FieldLogge
 	if b != nil {
 		return b, nil
 	}
-	v, err, _ := e.binG.Do(arch, func() (any, error) {
-		p, err := e.findBinary(ctx, arch, log)
+	// Like the image build, the shared binary build outlives the caller that started it.
+	ch := e.binG.DoChan(arch, func() (any, error) {
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), buildTimeout)
+		defer cancel()
+		p, err := e.findBinary(bctx, arch, log)
 		if err != nil {
 			return nil, err
 		}
@@ -249,10 +284,15 @@ func (e *ensurer) binary(ctx context.Context, arch string, log logrus.FieldLogge
 		e.mu.Unlock()
 		return b, nil
 	})
-	if err != nil {
-		return nil, err
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*binary), nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for the helper binary: %w", ctx.Err())
 	}
-	return v.(*binary), nil
 }
 
 func (e *ensurer) findBinary(ctx context.Context, arch string, log logrus.FieldLogger) (string, error) {

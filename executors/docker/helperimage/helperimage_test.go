@@ -154,9 +154,11 @@ func TestEnsureOnEngine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := e.bins["amd64"]
+	arch := "amd64"
+	bin := e.bins[arch]
 	if bin == nil {
-		bin = e.bins["arm64"]
+		arch = "arm64"
+		bin = e.bins[arch]
 	}
 	if insp.Config.Labels[LabelDigest] != bin.digest || !slices.Equal(insp.Config.Entrypoint, []string{BinaryPath}) {
 		t.Errorf("image labels %v, entrypoint %v", insp.Config.Labels, insp.Config.Entrypoint)
@@ -164,19 +166,34 @@ func TestEnsureOnEngine(t *testing.T) {
 
 	t.Run("get-sources in a container", func(t *testing.T) { runGetSources(t, ctx, cli, ref) })
 
-	// An image of another build under the same tag is replaced.
+	// Another build's image for this architecture goes once it is older than staleAfter; the tag of
+	// this build names its digest.
+	if want := "-" + strings.TrimPrefix(bin.digest, "sha256:")[:12]; !strings.HasSuffix(ref, want) {
+		t.Errorf("ref %s does not end in the digest %s", ref, want)
+	}
 	stale := filepath.Join(t.TempDir(), "stale")
 	if err := os.WriteFile(stale, []byte("old"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.buildImage(ctx, cli, &binary{path: stale, digest: "sha256:stale"}, ref); err != nil {
+	staleRef := e.repository + ":0.9.0-" + arch + "-000000000000"
+	if err := e.buildImage(ctx, cli, &binary{path: stale, digest: "sha256:stale"}, staleRef); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		_, _ = cli.ImageRemove(context.WithoutCancel(ctx), staleRef, image.RemoveOptions{Force: true, PruneChildren: true})
+	})
+	if _, err := cli.ImageRemove(ctx, ref, image.RemoveOptions{Force: true, PruneChildren: true}); err != nil {
+		t.Fatal(err)
+	}
+	e.staleAfter = 0
 	if _, err := e.ensure(ctx, cc, quietLog()); err != nil || cc.builds.Load() != 2 {
-		t.Fatalf("Ensure over a stale image: err %v, builds %d; want a rebuild", err, cc.builds.Load())
+		t.Fatalf("Ensure without its image: err %v, builds %d; want a rebuild", err, cc.builds.Load())
 	}
 	if insp, err := cli.ImageInspect(ctx, ref); err != nil || insp.Config.Labels[LabelDigest] != bin.digest {
 		t.Errorf("after rebuild: labels %v, %v", insp.Config.Labels, err)
+	}
+	if _, err := cli.ImageInspect(ctx, staleRef); !client.IsErrNotFound(err) {
+		t.Errorf("another build's old image %s is still there (%v)", staleRef, err)
 	}
 }
 
