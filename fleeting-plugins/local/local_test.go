@@ -158,9 +158,11 @@ func TestBootDelayDialFailsUntilRunning(t *testing.T) {
 	conn.Close()
 }
 
-func TestKillReportsTimeout(t *testing.T) {
+// connectedInstance starts a group on stateDir with one running instance and connects to it.
+func connectedInstance(t *testing.T, stateDir string) (*local.InstanceGroup, string, *connector.Client) {
+	t.Helper()
 	testenv.RequireSSHD(t)
-	g := newGroup("")
+	g := newGroup(stateDir)
 	g.BootDelay = 0
 	killAll(t, g)
 	if _, err := g.Init(t.Context(), quietLog(), fleeting.Settings{}); err != nil {
@@ -175,7 +177,12 @@ func TestKillReportsTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { _ = c.Close() })
+	return g, id, c
+}
+
+func TestKillReportsTimeout(t *testing.T) {
+	g, id, c := connectedInstance(t, "")
 
 	if err := g.Kill(id); err != nil {
 		t.Fatalf("Kill(%s) = %v", id, err)
@@ -201,23 +208,7 @@ func TestKillReportsTimeout(t *testing.T) {
 // Commands on an instance run with a HOME of the instance's own, not the host user's: a developer's shell
 // start-up files (seconds of pyenv hooks here) would otherwise run on every command and Docker connection.
 func TestSessionsHaveTheInstanceHome(t *testing.T) {
-	testenv.RequireSSHD(t)
-	g := newGroup(t.TempDir())
-	g.BootDelay = 0
-	killAll(t, g)
-	if _, err := g.Init(t.Context(), quietLog(), fleeting.Settings{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := g.Increase(t.Context(), 1); err != nil {
-		t.Fatal(err)
-	}
-	id := ids(t, g)[0]
-	waitState(t, g, id, fleeting.StateRunning)
-	c, err := connector.Dial(t.Context(), mustInfo(t, g, id), connector.Config{})
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	defer c.Close()
+	g, _, c := connectedInstance(t, t.TempDir())
 	out, code, err := c.Run(t.Context(), `printf %s "$HOME"`)
 	if err != nil || code != 0 {
 		t.Fatalf("run: %q, %d, %v", out, code, err)
