@@ -171,11 +171,7 @@ func (r *rig) ctx() context.Context {
 
 func (r *rig) finished(id int64) gitlabsim.JobSnapshot {
 	r.t.Helper()
-	snap, err := r.sim.WaitFinished(r.ctx(), id)
-	if err != nil {
-		r.t.Fatalf("job %d: %v", id, err)
-	}
-	return snap
+	return testrig.Finished(r.t, r.sim, id, testTimeout)
 }
 
 // checkTrace asserts that the stored log is consistent with what the runner reported and that its

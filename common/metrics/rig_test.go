@@ -24,6 +24,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/manager"
 	"gitlab.com/fleetrunner/fleetrunner/common/metrics"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 )
 
 // testTimeout bounds every wait of these tests.
@@ -189,11 +190,7 @@ func (r *rig) ctx() context.Context {
 
 func (r *rig) finished(id int64) gitlabsim.JobSnapshot {
 	r.t.Helper()
-	snap, err := r.sim.WaitFinished(r.ctx(), id)
-	if err != nil {
-		r.t.Fatalf("job %d: %v", id, err)
-	}
-	return snap
+	return testrig.Finished(r.t, r.sim, id, testTimeout)
 }
 
 // get fetches a path of the metrics server and returns status and body.

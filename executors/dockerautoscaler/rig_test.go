@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,10 +25,8 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/trace"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
-	"gitlab.com/fleetrunner/fleetrunner/executors/docker/helperimage"
 	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/local"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
-	"gitlab.com/fleetrunner/fleetrunner/internal/testimage"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 )
 
@@ -74,30 +71,10 @@ type rig struct {
 	dir    string
 }
 
-var (
-	helperOnce sync.Once
-	helperErr  error
-)
-
 func newRig(t testing.TB) *rig {
 	t.Helper()
-	testenv.RequireDocker(t)
 	testenv.RequireSSHD(t)
-	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cli.Close() })
-	image := testimage.Busybox(t, cli)
-	// The helper image is built once per test binary, on the engine every "instance" shares.
-	helperOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		_, helperErr = helperimage.Ensure(ctx, cli, quietLogger())
-	})
-	if helperErr != nil {
-		t.Fatalf("helper image: %v", helperErr)
-	}
+	cli, image := testrig.Engine(t)
 
 	sim, err := gitlabsim.New(gitlabsim.Options{TraceUpdateInterval: 1})
 	if err != nil {

@@ -2,48 +2,17 @@ package dockerautoscaler
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/crypto/ssh"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
 	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/local"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
-	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 )
-
-// writeKey writes a new ed25519 private key in OpenSSH format and returns its public half.
-func writeKey(t *testing.T, path string) ssh.PublicKey {
-	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	sp, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sp
-}
 
 // stockSSHD starts an OpenSSH sshd on a loopback address with the stock session limit (MaxSessions 10,
 // as on a cloud image), unlike the local plugin's instances. It returns its address and the client key.
@@ -51,52 +20,35 @@ func stockSSHD(t *testing.T) (addr, keyPath string) {
 	t.Helper()
 	testenv.RequireSSHD(t)
 	dir := t.TempDir()
-	writeKey(t, filepath.Join(dir, "hostkey"))
+	priv, pub, err := local.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
 	keyPath = filepath.Join(dir, "client")
-	pub := writeKey(t, keyPath)
-	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), ssh.MarshalAuthorizedKey(pub), 0o600); err != nil {
+	authorized := filepath.Join(dir, "authorized_keys")
+	if err := os.WriteFile(keyPath, priv, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_ = os.MkdirAll("/run/sshd", 0o755)
-	host := fmt.Sprintf("127.0.%d.%d", 160+time.Now().Nanosecond()%60, 2+os.Getpid()%250)
-	l, err := net.Listen("tcp", host+":0")
+	if err := os.WriteFile(authorized, []byte(pub+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := local.StartSSHD(t.Context(), local.SSHDOptions{
+		Dir:                filepath.Join(dir, "instance"),
+		Address:            fmt.Sprintf("127.0.%d.%d", 160+time.Now().Nanosecond()%60, 2+os.Getpid()%250),
+		AuthorizedKeysFile: authorized,
+		MaxSessions:        10,
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
-	cmd := exec.Command(local.SSHDPath, "-D", "-e", "-p", strconv.Itoa(port), "-h", filepath.Join(dir, "hostkey"),
-		"-o", "ListenAddress="+host, "-o", "AuthorizedKeysFile="+filepath.Join(dir, "authorized_keys"),
-		"-o", "StrictModes=no", "-o", "PidFile=none", "-o", "UsePAM=no", "-o", "PermitRootLogin=prohibit-password",
-		// As local.StartSSHD does: the host user's shell start-up files stay out of every session.
-		"-o", "SetEnv=HOME="+dir)
-	logf, err := os.Create(filepath.Join(dir, "sshd.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Wait()
+		_ = s.Kill()
 		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(dir, "sshd.log"))
+			b, _ := os.ReadFile(filepath.Join(s.Dir, "sshd.log"))
 			t.Logf("sshd log:\n%s", b)
 		}
 	})
-	addr = net.JoinHostPort(host, strconv.Itoa(port))
-	testrig.WaitFor(t, 10*time.Second, "sshd listening", func() bool {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			_ = c.Close()
-		}
-		return err == nil
-	})
-	return addr, keyPath
+	return s.Addr(), keyPath
 }
 
 // TestDialStdioSessionLimit: with dial-stdio (the default tunnel) every Docker connection is one SSH

@@ -5,6 +5,7 @@ package testrig
 import (
 	"bytes"
 	"context"
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -17,9 +18,13 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
+	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
 	"gitlab.com/fleetrunner/fleetrunner/common/manager"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
+	"gitlab.com/fleetrunner/fleetrunner/executors/docker/helperimage"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testimage"
 )
 
 // StartManager does what `fleetrunner run -c configPath` does, in-process: the real manager on the
@@ -125,4 +130,46 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+var (
+	helperOnce sync.Once
+	helperErr  error
+)
+
+// Engine is a client of the local Docker Engine, the busybox job image on it, and the helper image,
+// built once per test binary so that no test's jobs wait for the first build. Every "instance" of the
+// fleet tests is this machine, so they all share this engine.
+func Engine(t testing.TB) (cli *client.Client, jobImage string) {
+	t.Helper()
+	testenv.RequireDocker(t)
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+	jobImage = testimage.Busybox(t, cli)
+	helperOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		quiet := logrus.New()
+		quiet.SetOutput(io.Discard)
+		_, helperErr = helperimage.Ensure(ctx, cli, quiet)
+	})
+	if helperErr != nil {
+		t.Fatalf("helper image: %v", helperErr)
+	}
+	return cli, jobImage
+}
+
+// Finished waits up to within for GitLab (the simulator) to hold job id's final state and returns it.
+func Finished(t testing.TB, sim *gitlabsim.Server, id int64, within time.Duration) gitlabsim.JobSnapshot {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), within)
+	defer cancel()
+	snap, err := sim.WaitFinished(ctx, id)
+	if err != nil {
+		t.Fatalf("job %d: %v", id, err)
+	}
+	return snap
 }

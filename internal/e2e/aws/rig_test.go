@@ -2,9 +2,7 @@ package e2eaws_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,11 +15,9 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
-	"gitlab.com/fleetrunner/fleetrunner/executors/docker/helperimage"
 	"gitlab.com/fleetrunner/fleetrunner/executors/dockerautoscaler"
 	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/aws/awssim"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
-	"gitlab.com/fleetrunner/fleetrunner/internal/testimage"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 )
 
@@ -227,33 +223,10 @@ type jobRig struct {
 	log   *testLog
 }
 
-var (
-	helperOnce sync.Once
-	helperErr  error
-)
-
 func newJobRig(t *testing.T) *jobRig {
 	t.Helper()
-	testenv.RequireDocker(t)
 	testenv.RequireSSHD(t)
-	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cli.Close() })
-	image := testimage.Busybox(t, cli)
-	// Built once per test binary, so that no test's jobs wait for the first build. The instances are
-	// this machine, so they all share this engine.
-	helperOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		quiet := logrus.New()
-		quiet.SetOutput(io.Discard)
-		_, helperErr = helperimage.Ensure(ctx, cli, quiet)
-	})
-	if helperErr != nil {
-		t.Fatalf("helper image: %v", helperErr)
-	}
+	cli, image := testrig.Engine(t)
 	gl, err := gitlabsim.New(gitlabsim.Options{TraceUpdateInterval: 1})
 	if err != nil {
 		t.Fatal(err)
