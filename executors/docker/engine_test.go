@@ -25,7 +25,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
-	"gitlab.com/fleetrunner/fleetrunner/internal/testimage"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 )
 
 // recLog is a JobLog that keeps everything, masks like the trace does and times sections.
@@ -124,15 +124,10 @@ type rig struct {
 
 func newRig(t testing.TB) *rig {
 	t.Helper()
-	testenv.RequireDocker(t)
-	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cli.Close() })
+	cli, image := testrig.Engine(t)
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
-	rg := &rig{cli: cli, image: testimage.Busybox(t, cli), runner: &config.RunnerConfig{
+	rg := &rig{cli: cli, image: image, runner: &config.RunnerConfig{
 		Name:              "test",
 		RunnerCredentials: config.RunnerCredentials{URL: "http://127.0.0.1:1", Token: "glrt-" + hex.EncodeToString(b)},
 		Executor:          "docker",
