@@ -291,7 +291,7 @@ func (g *InstanceGroup) adopt() error {
 			g.boot(inst)
 		default:
 			inst.booted = closedChan()
-			if s, ok := AdoptSSHD(inst.Pid, dir, inst.Address, inst.Port); ok {
+			if s, ok := AdoptSSHD(inst.Pid, dir, inst.Address, inst.Port, ""); ok {
 				inst.sshd = s
 				log.Info("adopted running instance")
 			} else {

@@ -39,6 +39,9 @@ type SSHDOptions struct {
 	MaxSessions int
 	// ExtraOptions are more sshd -o settings, e.g. "PasswordAuthentication=yes".
 	ExtraOptions []string
+	// HideDocker is the Docker Engine socket to keep unreachable until StartDocker, as on a machine
+	// that is still installing Docker; empty leaves it reachable. Needs DockerGateAvailable.
+	HideDocker string
 }
 
 // SSHD is a running OpenSSH sshd, started by StartSSHD or adopted from an earlier process with AdoptSSHD.
@@ -51,6 +54,8 @@ type SSHD struct {
 	HostKey string
 	// exited is closed when a child we started was reaped; nil for an adopted process.
 	exited chan struct{}
+	// dockerSocket is the socket hidden from this sshd until StartDocker; empty when never hidden.
+	dockerSocket string
 }
 
 // Addr is host:port.
@@ -113,13 +118,19 @@ func StartSSHD(ctx context.Context, opts SSHDOptions) (*SSHD, error) {
 		args = append(args, "-o", o)
 	}
 	cmd := exec.Command(SSHDPath, args...)
+	var hidden string
+	if opts.HideDocker != "" {
+		if cmd, hidden, err = dockerGateCommand(opts.Dir, opts.HideDocker, args); err != nil {
+			return nil, err
+		}
+	}
 	// A file, not a pipe: sshd's per-connection children inherit it, and Wait must not wait for them.
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", SSHDPath, err)
 	}
-	s := &SSHD{Pid: cmd.Process.Pid, Address: opts.Address, Port: opts.Port, Dir: opts.Dir, HostKey: hostKey, exited: make(chan struct{})}
+	s := &SSHD{Pid: cmd.Process.Pid, Address: opts.Address, Port: opts.Port, Dir: opts.Dir, HostKey: hostKey, exited: make(chan struct{}), dockerSocket: hidden}
 	go func() {
 		_ = cmd.Wait()
 		close(s.exited)
@@ -162,13 +173,19 @@ func tail(path string) string {
 }
 
 // AdoptSSHD takes over an sshd started by an earlier process (a manager that was restarted). It reports
-// false when that process is gone.
-func AdoptSSHD(pid int, dir, address string, port int) (*SSHD, bool) {
+// false when that process is gone. hiddenDocker is the socket it was started to hide (HideDocker), so
+// that StartDocker still works; empty when none.
+func AdoptSSHD(pid int, dir, address string, port int, hiddenDocker string) (*SSHD, bool) {
 	pub, err := os.ReadFile(hostKeyPath(dir) + ".pub")
 	if err != nil {
 		return nil, false
 	}
 	s := &SSHD{Pid: pid, Address: address, Port: port, Dir: dir, HostKey: strings.TrimSpace(string(pub))}
+	if hiddenDocker != "" {
+		if real, err := filepath.EvalSymlinks(hiddenDocker); err == nil {
+			s.dockerSocket = real
+		}
+	}
 	return s, s.Alive()
 }
 

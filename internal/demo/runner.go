@@ -189,7 +189,7 @@ func killLeftovers(stateDir string) ([]string, error) {
 		if err := json.Unmarshal(data, &rec); err != nil || rec.Pid == 0 {
 			continue
 		}
-		sshd, alive := local.AdoptSSHD(rec.Pid, dir, rec.Address, rec.Port)
+		sshd, alive := local.AdoptSSHD(rec.Pid, dir, rec.Address, rec.Port, "")
 		if !alive {
 			continue
 		}

@@ -52,7 +52,7 @@ func TestKillLeftovers(t *testing.T) {
 		t.Errorf("left = %v, want [demo-alive]", left)
 	}
 	// Looked at from /proc as the demo does: our own child may stay a zombie until its Wait reaps it.
-	if _, alive := local.AdoptSSHD(s.Pid, dir, s.Address, s.Port); alive {
+	if _, alive := local.AdoptSSHD(s.Pid, dir, s.Address, s.Port, ""); alive {
 		t.Error("the leftover sshd still runs")
 	}
 	if left, err := killLeftovers(stateDir); err != nil || len(left) != 0 {
