@@ -360,8 +360,8 @@ func (ts *Taskscaler) startReadyUp(id string) {
 			ts.counters.ReadyFailures++
 			ts.failedCreateLocked(now)
 			ts.log.WithError(err).WithFields(logrus.Fields{"instance": id, "retry_after": ts.blocked.Sub(now)}).
-				Warn("instance failed its ready command; removing it")
-			ts.condemnLocked(in, "ready command failed")
+				Warn("instance did not become ready (connection, Docker Engine or instance_ready_command); removing it")
+			ts.condemnLocked(in, "not ready")
 			return
 		}
 		ts.failStreak = 0

@@ -17,8 +17,9 @@ const hostKeyData = "ssh_host_key"
 // outputTail is how much of a failed ready command's output goes into the error.
 const outputTail = 512
 
-// readyUp runs once on each new instance before its slots are used: the first connection pins the host
-// key, and instance_ready_command must exit 0.
+// readyUp runs once on each new instance before its slots are used: the first connection (which waits
+// for a booting instance's sshd) pins the host key, its Docker Engine must answer, and
+// instance_ready_command must exit 0.
 func (p *Provider) readyUp(ctx context.Context, inst taskscaler.Instance) error {
 	select {
 	case <-p.started:
@@ -32,6 +33,9 @@ func (p *Provider) readyUp(ctx context.Context, inst taskscaler.Instance) error 
 		return err
 	}
 	defer lease.Release()
+	if err := lease.WaitDocker(ctx); err != nil {
+		return err
+	}
 	if p.readyCommand == "" {
 		return nil
 	}

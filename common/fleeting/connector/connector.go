@@ -13,7 +13,9 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -155,19 +157,154 @@ type Client struct {
 	err       error
 }
 
-// Dial opens an SSH connection to the instance described by info, pinning or checking its host key.
+// Dial opens an SSH connection to the instance described by info, pinning or checking its host key. It
+// waits for an instance that is still booting (see dialWaiting) for at most the connector's timeout.
 func Dial(ctx context.Context, info fleeting.ConnectInfo, cfg Config) (*Client, error) {
+	return dialWaiting(ctx, info, nil, cfg)
+}
+
+// Pacing of the attempts to reach a booting instance: quick at first, because sshd usually comes up
+// a few seconds after the instance is running, then every few seconds.
+const (
+	firstRetryWait = 250 * time.Millisecond
+	maxRetryWait   = 3 * time.Second
+	// maxAttemptTime bounds one attempt, so that a handshake stuck on a half-started sshd does not use
+	// up the whole timeout.
+	maxAttemptTime = 20 * time.Second
+	// waitLogEvery is how often a wait that goes on is logged again.
+	waitLogEvery = 15 * time.Second
+)
+
+// dialWaiting dials the instance until it answers, as upstream's connector does: on EC2 an instance is
+// `running` 10–40 s before its sshd listens, and its key (from user data or EC2 Instance Connect) may
+// be installed after that. The failures a booting machine gives (refused, unreachable, reset, EOF or a
+// timeout during the handshake, authentication refused) are retried with a short backoff until
+// cfg.Timeout has passed; a changed host key, a bad config and the caller's cancellation are not.
+// refresh, when not nil, is asked for new ConnectInfo once the credentials in hand expired (an EC2
+// Instance Connect key is accepted for 60 s only).
+func dialWaiting(ctx context.Context, info fleeting.ConnectInfo, refresh ConnectInfoFunc, cfg Config) (*Client, error) {
 	cfg = cfg.withDefaults(info)
+	var c *Client
+	w := waiter{instance: info.ID, timeout: cfg.Timeout, log: cfg.Log, doing: "accept an SSH connection",
+		hint: "raise connector_config timeout for a slow-booting image"}
+	err := w.wait(ctx, func(ctx context.Context) error {
+		if refresh != nil && info.Expires != nil && !time.Now().Before(*info.Expires) {
+			fresh, err := refresh(ctx, info.ID)
+			if err != nil {
+				return fmt.Errorf("fresh connect info for instance %s (the last credentials expired at %s): %w", info.ID, info.Expires.Format(time.RFC3339), err)
+			}
+			if fresh.ID == "" {
+				fresh.ID = info.ID
+			}
+			info = fresh
+		}
+		var err error
+		c, err = dialOnce(ctx, info, cfg)
+		if refresh == nil && errors.Is(err, errCredentialsExpired) {
+			return permanent(err)
+		}
+		return err
+	})
+	return c, err
+}
+
+// waiter retries an attempt on a booting instance until it succeeds, fails for good, or the connector's
+// timeout passes, logging while the wait goes on so that an operator sees why an instance is not ready.
+type waiter struct {
+	instance string
+	timeout  time.Duration
+	log      logrus.FieldLogger
+	// doing completes "instance X does not … yet"; hint tells the operator what to do after the timeout.
+	doing, hint string
+}
+
+// permanentError marks an attempt's failure that waiting does not cure.
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
+func permanent(err error) error { return permanentError{err} }
+
+func (w waiter) wait(ctx context.Context, attempt func(ctx context.Context) error) error {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, w.timeout)
+	defer cancel()
+	log := w.log.WithField("instance", w.instance)
+	pause, attempts, lastLog := firstRetryWait, 0, time.Time{}
+	for {
+		attempts++
+		err := attempt(ctx)
+		if err == nil {
+			if attempts > 1 {
+				log.WithFields(logrus.Fields{"after": time.Since(start).Round(time.Millisecond), "attempts": attempts}).
+					Infof("instance does %s now", w.doing)
+			}
+			return nil
+		}
+		var perm permanentError
+		if errors.As(err, &perm) {
+			return perm.err
+		}
+		if !retryable(err) {
+			return err
+		}
+		if time.Since(lastLog) >= waitLogEvery {
+			lastLog = time.Now()
+			log.WithError(err).WithFields(logrus.Fields{"waited": time.Since(start).Round(time.Second), "timeout": w.timeout, "attempts": attempts}).
+				Infof("instance does not %s yet (still booting?); trying again", w.doing)
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			if !errors.Is(context.Cause(ctx), context.DeadlineExceeded) || time.Since(start) < w.timeout {
+				// The caller gave up (or its own deadline came first): say so rather than blame the instance.
+				return fmt.Errorf("instance %s: %w (waiting for it to %s; last error: %w)", w.instance, ctx.Err(), w.doing, err)
+			}
+			return fmt.Errorf("instance %s did not %s within the connector timeout of %s (%d attempts; %s): %w",
+				w.instance, w.doing, w.timeout, attempts, w.hint, err)
+		case <-t.C:
+		}
+		pause = min(2*pause, maxRetryWait)
+	}
+}
+
+// errCredentialsExpired marks ConnectInfo whose credentials are past their expiry.
+var errCredentialsExpired = errors.New("credentials expired")
+
+// retryable tells the failures of a machine still booting from those that waiting does not cure.
+func retryable(err error) bool {
+	var netErr net.Error
+	switch {
+	case errors.Is(err, ErrHostKeyChanged), errors.Is(err, context.Canceled):
+		return false
+	case errors.Is(err, errCredentialsExpired), errors.As(err, new(errDockerNotUp)):
+		return true
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNREFUSED),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH),
+		errors.Is(err, syscall.ETIMEDOUT), errors.Is(err, syscall.EPIPE), errors.Is(err, os.ErrDeadlineExceeded),
+		errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr):
+		return true
+	}
+	// x/crypto/ssh has no error type for it: the key is not (yet) in authorized_keys, as while cloud-init
+	// or an Instance Connect push is still installing it.
+	return strings.Contains(err.Error(), "unable to authenticate")
+}
+
+// dialOnce makes one attempt: TCP dial and SSH handshake, bounded by maxAttemptTime and ctx.
+func dialOnce(ctx context.Context, info fleeting.ConnectInfo, cfg Config) (*Client, error) {
+	// Configuration mistakes: waiting does not cure them.
 	if info.Protocol != "" && info.Protocol != fleeting.ProtocolSSH {
-		return nil, fmt.Errorf("instance %s: protocol %q is not supported, only %q", info.ID, info.Protocol, fleeting.ProtocolSSH)
+		return nil, permanent(fmt.Errorf("instance %s: protocol %q is not supported, only %q", info.ID, info.Protocol, fleeting.ProtocolSSH))
 	}
 	addr, err := Address(info, cfg.UseExternalAddr)
 	if err != nil {
-		return nil, err
+		return nil, permanent(err)
 	}
 	auth, err := authMethods(info)
 	if err != nil {
-		return nil, err
+		return nil, permanent(err)
 	}
 	sshCfg := &ssh.ClientConfig{
 		User:              info.Username,
@@ -176,15 +313,15 @@ func Dial(ctx context.Context, info fleeting.ConnectInfo, cfg Config) (*Client, 
 		HostKeyAlgorithms: hostKeyAlgorithms(cfg.HostKeys, info.ID),
 	}
 	if info.Expires != nil && time.Now().After(*info.Expires) {
-		return nil, fmt.Errorf("credentials for instance %s expired at %s; ask the plugin for fresh ConnectInfo", info.ID, info.Expires.Format(time.RFC3339))
+		return nil, fmt.Errorf("credentials for instance %s expired at %s; ask the plugin for fresh ConnectInfo: %w", info.ID, info.Expires.Format(time.RFC3339), errCredentialsExpired)
 	}
 
-	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, maxAttemptTime)
 	defer cancel()
 	d := net.Dialer{}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("dial instance %s at %s (timeout %s): %w", info.ID, addr, cfg.Timeout, err)
+		return nil, fmt.Errorf("dial instance %s at %s: %w", info.ID, addr, err)
 	}
 	// The handshake does not take a context: a deadline bounds it, and cancellation moves the deadline
 	// to the past.
@@ -197,11 +334,11 @@ func Dial(ctx context.Context, info fleeting.ConnectInfo, cfg Config) (*Client, 
 			_ = cc.Close()
 		}
 		_ = conn.Close()
-		return nil, fmt.Errorf("ssh handshake with instance %s at %s (timeout %s): %w", info.ID, addr, cfg.Timeout, ctx.Err())
+		return nil, fmt.Errorf("ssh handshake with instance %s at %s: %w", info.ID, addr, ctx.Err())
 	}
 	if err != nil {
 		_ = conn.Close()
-		return nil, fmt.Errorf("ssh handshake with instance %s at %s as %q (timeout %s): %w", info.ID, addr, info.Username, cfg.Timeout, err)
+		return nil, fmt.Errorf("ssh handshake with instance %s at %s as %q: %w", info.ID, addr, info.Username, err)
 	}
 	_ = conn.SetDeadline(time.Time{})
 

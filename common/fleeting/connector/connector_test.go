@@ -56,10 +56,17 @@ func TestPassword(t *testing.T) {
 		t.Errorf("Run = %q, %d, %v", out, code, err)
 	}
 
+	// Refused credentials are tried again until the timeout (a booting machine may not have installed
+	// them yet), then reported with the reason.
 	info.Password = "hunter2-wrong"
-	_, err = connector.Dial(t.Context(), info, connector.Config{})
+	_, err = connector.Dial(t.Context(), info, connector.Config{Timeout: 600 * time.Millisecond})
 	if err == nil {
 		t.Fatal("Dial with a wrong password succeeded")
+	}
+	for _, want := range []string{"i-pw", "600ms", "unable to authenticate"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
 	}
 	if strings.Contains(err.Error(), info.Password) {
 		t.Errorf("error leaks the password: %v", err)

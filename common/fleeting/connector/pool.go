@@ -132,7 +132,7 @@ func (p *Pool) dial(ctx context.Context, instance string) (*Client, error) {
 		info.ID = instance
 	}
 	p.cfg.Log.WithField("instance", instance).Debug("dialing instance")
-	return Dial(ctx, info, p.cfg)
+	return dialWaiting(ctx, info, p.info, p.cfg)
 }
 
 // Run runs command on the instance over its pooled connection (see Client.Run), e.g. the
@@ -218,6 +218,9 @@ func (l *Lease) Done() <-chan struct{} { return l.e.client.Done() }
 
 // DialDocker opens a stream to the instance's Docker Engine (see Client.DialDocker).
 func (l *Lease) DialDocker(ctx context.Context) (net.Conn, error) { return l.e.client.DialDocker(ctx) }
+
+// WaitDocker waits for the instance's Docker Engine (see Client.WaitDocker).
+func (l *Lease) WaitDocker(ctx context.Context) error { return l.e.client.WaitDocker(ctx) }
 
 // Run runs a command on the instance (see Client.Run).
 func (l *Lease) Run(ctx context.Context, command string) ([]byte, int, error) {

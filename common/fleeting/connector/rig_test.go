@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"golang.org/x/crypto/ssh"
@@ -21,14 +22,25 @@ import (
 
 // rig is one real sshd "instance" and the ConnectInfo that reaches it.
 type rig struct {
-	sshd    *local.SSHD
-	info    fleeting.ConnectInfo
-	keyPath string
-	opts    local.SSHDOptions
+	mu         sync.Mutex // guards sshd for rigs started in the background
+	sshd       *local.SSHD
+	info       fleeting.ConnectInfo
+	keyPath    string
+	authorized string
+	opts       local.SSHDOptions
 }
 
 // startRig starts an sshd on a loopback address of its own that accepts a fresh client key.
 func startRig(t *testing.T, id string, configure ...func(*local.SSHDOptions)) *rig {
+	t.Helper()
+	r := newRig(t, id, configure...)
+	r.start(t)
+	return r
+}
+
+// newRig prepares an instance whose sshd is not started yet (a machine still booting): its address,
+// port, keys and ConnectInfo are fixed, r.start brings it up.
+func newRig(t *testing.T, id string, configure ...func(*local.SSHDOptions)) *rig {
 	t.Helper()
 	testenv.RequireSSHD(t)
 	dir := t.TempDir()
@@ -36,12 +48,11 @@ func startRig(t *testing.T, id string, configure ...func(*local.SSHDOptions)) *r
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{keyPath: filepath.Join(dir, "client_key")}
-	authorized := filepath.Join(dir, "authorized_keys")
+	r := &rig{keyPath: filepath.Join(dir, "client_key"), authorized: filepath.Join(dir, "authorized_keys")}
 	if err := os.WriteFile(r.keyPath, priv, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(authorized, []byte(pub+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(r.authorized, []byte(pub+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	u, err := user.Current()
@@ -51,18 +62,23 @@ func startRig(t *testing.T, id string, configure ...func(*local.SSHDOptions)) *r
 	r.opts = local.SSHDOptions{
 		Dir:                filepath.Join(dir, "instance"),
 		Address:            fmt.Sprintf("127.%d.%d.%d", 200+mrand.IntN(50), mrand.IntN(256), 2+mrand.IntN(250)),
-		AuthorizedKeysFile: authorized,
+		AuthorizedKeysFile: r.authorized,
 	}
 	for _, c := range configure {
 		c(&r.opts)
 	}
-	r.start(t)
+	l, err := net.Listen("tcp", net.JoinHostPort(r.opts.Address, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.opts.Port = l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
 	r.info = fleeting.ConnectInfo{
 		ConnectorConfig: fleeting.ConnectorConfig{Protocol: fleeting.ProtocolSSH, Username: u.Username, Key: priv},
 		ID:              id,
-		InternalAddr:    r.sshd.Address,
+		InternalAddr:    r.opts.Address,
 	}
-	r.info.ProtocolPort = r.sshd.Port
+	r.info.ProtocolPort = r.opts.Port
 	return r
 }
 
@@ -73,8 +89,9 @@ func (r *rig) start(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.mu.Lock()
 	r.sshd = s
-	r.opts.Port = s.Port
+	r.mu.Unlock()
 	t.Cleanup(func() {
 		s.Thaw()
 		_ = s.Kill()
