@@ -29,7 +29,7 @@ func TestCollectorsExportFleetState(t *testing.T) {
 			MaxUseCount:                 5,
 			UpdateInterval:              time.Second,
 			UpdateIntervalWhenExpecting: 100 * time.Millisecond,
-			PluginConfig:                config.PluginConfig{"base_address": testBase(), "boot_delay": "50ms", "max_size": 2},
+			PluginConfig:                config.PluginConfig{"base_address": testBase(), "boot_delay": "50ms", "sshd_delay": "0s", "docker_delay": "0s", "max_size": 2},
 			Policy:                      []config.AutoscalerPolicyConfig{{IdleCount: 3, IdleTime: time.Minute}},
 		},
 	}

@@ -83,7 +83,7 @@ func TestReadyCommandFailure(t *testing.T) {
 			InstanceReadyCommand:        "echo provisioning went wrong >&2; exit 3",
 			UpdateInterval:              time.Second,
 			UpdateIntervalWhenExpecting: 100 * time.Millisecond,
-			PluginConfig:                config.PluginConfig{"base_address": testBase(), "boot_delay": "50ms", "max_size": 1},
+			PluginConfig:                config.PluginConfig{"base_address": testBase(), "boot_delay": "50ms", "sshd_delay": "0s", "docker_delay": "0s", "max_size": 1},
 			Policy:                      []config.AutoscalerPolicyConfig{{IdleCount: 1, IdleTime: time.Minute}},
 		},
 	}}
@@ -130,7 +130,7 @@ func TestUpdatePolicies(t *testing.T) {
 			MaxInstances:                2,
 			UpdateInterval:              time.Second,
 			UpdateIntervalWhenExpecting: 100 * time.Millisecond,
-			PluginConfig:                config.PluginConfig{"base_address": testBase(), "boot_delay": "50ms", "max_size": 2},
+			PluginConfig:                config.PluginConfig{"base_address": testBase(), "boot_delay": "50ms", "sshd_delay": "0s", "docker_delay": "0s", "max_size": 2},
 		},
 	}
 	p, err := newProvider(rc, executors.Deps{Logger: testLogger(t), ConfigDir: t.TempDir()}, docker.Options{})
@@ -182,7 +182,7 @@ func TestHealthCheck(t *testing.T) {
 			MaxInstances:                1,
 			UpdateInterval:              time.Minute,
 			UpdateIntervalWhenExpecting: 100 * time.Millisecond,
-			PluginConfig:                config.PluginConfig{"base_address": testBase(), "boot_delay": "50ms", "max_size": 1},
+			PluginConfig:                config.PluginConfig{"base_address": testBase(), "boot_delay": "50ms", "sshd_delay": "0s", "docker_delay": "0s", "max_size": 1},
 			Policy:                      []config.AutoscalerPolicyConfig{{IdleCount: 1, IdleTime: time.Minute}},
 		},
 	}

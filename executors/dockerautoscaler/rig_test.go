@@ -105,8 +105,11 @@ func newRig(t testing.TB) *rig {
 			UpdateIntervalWhenExpecting: 200 * time.Millisecond,
 			DeletionRetryInterval:       time.Second,
 			PluginConfig: config.PluginConfig{
-				"max_size":      4,
+				"max_size": 4,
+				// Booting as on EC2, shortened: running before sshd listens, Docker after sshd.
 				"boot_delay":    "200ms",
+				"sshd_delay":    "400ms",
+				"docker_delay":  "300ms",
 				"base_address":  testBase(),
 				"docker_socket": testenv.DockerSocket(),
 			},

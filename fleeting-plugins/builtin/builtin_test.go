@@ -74,7 +74,7 @@ func TestConfigure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g.Name != "demo" || g.MaxSize != 3 || time.Duration(g.BootDelay) != 2*time.Second || g.BaseAddress != "127.0.20.1" {
+	if g.Name != "demo" || g.MaxSize != 3 || g.BootDelay == nil || time.Duration(*g.BootDelay) != 2*time.Second || g.BaseAddress != "127.0.20.1" {
 		t.Errorf("Configure decoded %+v", g)
 	}
 	tests := []struct {

@@ -3,9 +3,10 @@
 // and reaches the local Docker Engine through stream-local forwarding. It serves demos and tests, and its
 // sshd launcher (StartSSHD) serves simulators whose instances must be real SSH hosts.
 //
-// Lifecycle as Update reports it: creating during the boot delay, running once sshd listens, timeout
-// when its sshd died without a Decrease (Kill, a crash, or sshd failing to start). Decreased instances
-// stop, lose their directory and disappear from Update. With state_dir set, instances outlive the
+// Instances boot as EC2 machines do (BootModel): Update reports creating until boot_delay has passed,
+// then running although sshd only listens sshd_delay later, and the Docker Engine answers docker_delay
+// after that. timeout means its sshd died without a Decrease (Kill, a crash, or sshd failing to start).
+// Decreased instances stop, lose their directory and disappear from Update. With state_dir set, instances outlive the
 // manager: Shutdown leaves them running and the next InstanceGroup on the same state_dir adopts them.
 package local
 
@@ -60,6 +61,12 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// Delay is a plugin_config duration set from Go (tests, the demo).
+func Delay(d time.Duration) *Duration {
+	v := Duration(d)
+	return &v
+}
+
 // MarshalJSON writes the duration string.
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 
@@ -67,8 +74,14 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Durat
 type InstanceGroup struct {
 	Name    string `json:"name"`
 	MaxSize int    `json:"max_size"`
-	// BootDelay passes between Increase and the instance's sshd starting.
-	BootDelay Duration `json:"boot_delay"`
+	// BootDelay passes between Increase and the instance being reported running; SSHDDelay between
+	// that and its sshd listening; DockerDelay between that and its Docker Engine answering (hiding the
+	// engine needs root). BootJitter varies each by up to ± that fraction. Left out, each takes
+	// EC2Boot's value; "0s" turns a stage off.
+	BootDelay   *Duration `json:"boot_delay,omitempty"`
+	SSHDDelay   *Duration `json:"sshd_delay,omitempty"`
+	DockerDelay *Duration `json:"docker_delay,omitempty"`
+	BootJitter  *float64  `json:"boot_jitter,omitempty"`
 	// BaseAddress is the first instance's loopback address; later ones take the next addresses.
 	BaseAddress string `json:"base_address"`
 	// Port is every instance's SSH port; 0 picks a free one at Init.
@@ -87,6 +100,9 @@ type InstanceGroup struct {
 	base      netip.Addr
 	port      int
 	username  string
+	bootModel BootModel
+	// hideDocker is the socket hidden from booting instances; empty when Docker answers with sshd.
+	hideDocker string
 
 	mu        sync.Mutex
 	instances map[string]*instance
@@ -105,7 +121,12 @@ type record struct {
 	Port      int       `json:"port"`
 	Pid       int       `json:"pid,omitempty"`
 	Failed    bool      `json:"failed,omitempty"`
+	RunningAt time.Time `json:"running_at"`
+	// BootUntil is when sshd starts.
 	BootUntil time.Time `json:"boot_until"`
+	DockerAt  time.Time `json:"docker_at"`
+	// HiddenDocker is the Docker socket this instance's sshd hides until DockerAt.
+	HiddenDocker string `json:"hidden_docker,omitempty"`
 }
 
 type instance struct {
@@ -133,8 +154,25 @@ func (g *InstanceGroup) validate() error {
 	if g.MaxSize < 0 {
 		errs = append(errs, fmt.Errorf("invalid plugin_config max_size %d: must be positive", g.MaxSize))
 	}
-	if g.BootDelay < 0 {
-		errs = append(errs, fmt.Errorf("invalid plugin_config boot_delay %s: must not be negative", time.Duration(g.BootDelay)))
+	g.bootModel = EC2Boot
+	for _, st := range []struct {
+		key string
+		set *Duration
+		to  *time.Duration
+	}{{"boot_delay", g.BootDelay, &g.bootModel.Running}, {"sshd_delay", g.SSHDDelay, &g.bootModel.SSHD}, {"docker_delay", g.DockerDelay, &g.bootModel.Docker}} {
+		if st.set == nil {
+			continue
+		}
+		if *st.set < 0 {
+			errs = append(errs, fmt.Errorf("invalid plugin_config %s %s: must not be negative", st.key, time.Duration(*st.set)))
+		}
+		*st.to = time.Duration(*st.set)
+	}
+	if g.BootJitter != nil {
+		if j := *g.BootJitter; j < 0 || j > 1 {
+			errs = append(errs, fmt.Errorf("invalid plugin_config boot_jitter %g: must be between 0 and 1", j))
+		}
+		g.bootModel.Jitter = *g.BootJitter
 	}
 	if g.Port < 0 || g.Port > 65535 {
 		errs = append(errs, fmt.Errorf("invalid plugin_config port %d", g.Port))
@@ -196,6 +234,13 @@ func (g *InstanceGroup) Init(ctx context.Context, log logrus.FieldLogger, settin
 	}
 	if fi, err := os.Stat(g.DockerSocket); err != nil || fi.Mode()&os.ModeSocket == 0 {
 		g.log.WithField("docker_socket", g.DockerSocket).Warn("no Docker Engine socket there; jobs on these instances cannot reach Docker")
+	}
+	if g.bootModel.Docker > 0 {
+		if err := DockerGateAvailable(); err != nil {
+			g.log.WithError(err).WithField("docker_delay", g.bootModel.Docker).Warn("docker_delay is not simulated: Docker answers as soon as sshd does")
+		} else {
+			g.hideDocker = g.DockerSocket
+		}
 	}
 	if err := g.adopt(); err != nil {
 		return fleeting.ProviderInfo{}, err
@@ -291,8 +336,11 @@ func (g *InstanceGroup) adopt() error {
 			g.boot(inst)
 		default:
 			inst.booted = closedChan()
-			if s, ok := AdoptSSHD(inst.Pid, dir, inst.Address, inst.Port, ""); ok {
+			if s, ok := AdoptSSHD(inst.Pid, dir, inst.Address, inst.Port, inst.HiddenDocker); ok {
 				inst.sshd = s
+				if !s.DockerStarted() {
+					g.startDockerLater(inst)
+				}
 				log.Info("adopted running instance")
 			} else {
 				log.Warn("adopted instance's sshd is gone; reporting it as timed out")
@@ -324,8 +372,8 @@ func (inst *instance) save() error {
 	return nil
 }
 
-// boot starts the instance's sshd once its boot delay has passed. Called with g.mu held or before the
-// group is shared.
+// boot starts the instance's sshd once its boot delay has passed, and its Docker Engine after that.
+// Called with g.mu held or before the group is shared.
 func (g *InstanceGroup) boot(inst *instance) {
 	ctx, cancel := context.WithCancel(g.bootCtx)
 	inst.cancelBoot = cancel
@@ -336,18 +384,17 @@ func (g *InstanceGroup) boot(inst *instance) {
 		defer close(inst.booted)
 		defer cancel()
 		log := g.log.WithField("instance", inst.ID)
-		select {
-		case <-time.After(time.Until(inst.BootUntil)):
-		case <-ctx.Done():
+		if !sleepUntil(ctx, inst.BootUntil) {
 			return
 		}
 		s, err := StartSSHD(ctx, SSHDOptions{
 			Dir: inst.dir, Address: inst.Address, Port: inst.Port, AuthorizedKeysFile: g.authorizedKeys(),
+			HideDocker: inst.HiddenDocker,
 		})
 		g.mu.Lock()
-		defer g.mu.Unlock()
 		if err != nil {
 			if ctx.Err() != nil {
+				g.mu.Unlock()
 				return
 			}
 			log.WithError(err).Error("instance failed to boot")
@@ -355,12 +402,52 @@ func (g *InstanceGroup) boot(inst *instance) {
 		} else {
 			inst.sshd = s
 			inst.Pid = s.Pid
-			log.WithField("address", s.Addr()).Info("instance running")
+			log.WithField("address", s.Addr()).Info("instance sshd listening")
 		}
 		if err := inst.save(); err != nil {
 			log.WithError(err).Warn("could not record instance state; it may not be adopted after a restart")
 		}
+		g.mu.Unlock()
+		if err == nil {
+			g.startDocker(ctx, inst, s)
+		}
 	}()
+}
+
+// startDocker shows the instance's Docker Engine once its Docker stage has passed.
+func (g *InstanceGroup) startDocker(ctx context.Context, inst *instance, s *SSHD) {
+	if inst.HiddenDocker == "" || !sleepUntil(ctx, inst.DockerAt) {
+		return
+	}
+	if err := s.StartDocker(); err != nil {
+		g.log.WithError(err).WithField("instance", inst.ID).Error("instance's Docker Engine failed to start")
+		return
+	}
+	g.log.WithField("instance", inst.ID).Info("instance Docker Engine answering")
+}
+
+// startDockerLater finishes the Docker stage of an adopted instance whose sshd already runs.
+func (g *InstanceGroup) startDockerLater(inst *instance) {
+	ctx, cancel := context.WithCancel(g.bootCtx)
+	inst.cancelBoot = cancel
+	g.boots.Add(1)
+	go func() {
+		defer g.boots.Done()
+		defer cancel()
+		g.startDocker(ctx, inst, inst.sshd)
+	}()
+}
+
+// sleepUntil waits for t and reports false when ctx ended first.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // Update reports every instance: creating while booting, running while its sshd lives, timeout otherwise.
@@ -377,13 +464,15 @@ func (g *InstanceGroup) Update(ctx context.Context, fn func(instance string, sta
 	return ctx.Err()
 }
 
-// state is called with g.mu held.
+// state is called with g.mu held. As on EC2, an instance is running before its sshd listens.
 func (inst *instance) state() fleeting.State {
 	switch {
 	case inst.Failed:
 		return fleeting.StateTimeout
-	case inst.sshd == nil:
+	case time.Now().Before(inst.RunningAt):
 		return fleeting.StateCreating
+	case inst.sshd == nil:
+		return fleeting.StateRunning
 	case inst.sshd.Alive():
 		return fleeting.StateRunning
 	default:
@@ -429,9 +518,14 @@ func (g *InstanceGroup) create(offset int) error {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	id := g.Name + "-" + hex.EncodeToString(b[:])
+	st, now := g.bootModel.Sample(nil), time.Now()
 	inst := &instance{
-		record: record{ID: id, Offset: offset, Address: addr.String(), Port: g.port, BootUntil: time.Now().Add(time.Duration(g.BootDelay))},
-		dir:    filepath.Join(g.dir, "instances", id),
+		record: record{ID: id, Offset: offset, Address: addr.String(), Port: g.port, RunningAt: now.Add(st.Running),
+			BootUntil: now.Add(st.Running + st.SSHD), DockerAt: now.Add(st.Running + st.SSHD + st.Docker)},
+		dir: filepath.Join(g.dir, "instances", id),
+	}
+	if st.Docker > 0 {
+		inst.HiddenDocker = g.hideDocker
 	}
 	if err := os.MkdirAll(inst.dir, 0o700); err != nil {
 		return fmt.Errorf("create instance %s: %w", id, err)

@@ -34,10 +34,13 @@ func quietLog() logrus.FieldLogger {
 	return l
 }
 
+// newGroup makes a group whose instances are running after 300 ms with sshd and Docker up at once.
 func newGroup(stateDir string) *local.InstanceGroup {
 	return &local.InstanceGroup{
 		MaxSize:     3,
-		BootDelay:   local.Duration(300 * time.Millisecond),
+		BootDelay:   local.Delay(300 * time.Millisecond),
+		SSHDDelay:   local.Delay(0),
+		DockerDelay: local.Delay(0),
 		BaseAddress: testBase(),
 		StateDir:    stateDir,
 	}
@@ -92,10 +95,10 @@ func TestDurationRejectsNumbers(t *testing.T) {
 	var g local.InstanceGroup
 	err := json.Unmarshal([]byte(`{"boot_delay": 5}`), &g)
 	if err == nil {
-		t.Fatalf("boot_delay 5 accepted as %v; want an error asking for a duration string", time.Duration(g.BootDelay))
+		t.Fatalf("boot_delay 5 accepted as %v; want an error asking for a duration string", g.BootDelay)
 	}
-	if err := json.Unmarshal([]byte(`{"boot_delay": "1m30s"}`), &g); err != nil || time.Duration(g.BootDelay) != 90*time.Second {
-		t.Errorf("boot_delay \"1m30s\" = %v, %v", time.Duration(g.BootDelay), err)
+	if err := json.Unmarshal([]byte(`{"boot_delay": "1m30s"}`), &g); err != nil || g.BootDelay == nil || time.Duration(*g.BootDelay) != 90*time.Second {
+		t.Errorf("boot_delay \"1m30s\" = %v, %v", g.BootDelay, err)
 	}
 }
 
@@ -127,10 +130,15 @@ func ids(t *testing.T, g fleeting.InstanceGroup) []string {
 	return out
 }
 
-func TestBootDelayDialFailsUntilRunning(t *testing.T) {
+// An instance boots as on EC2: creating, then running while its sshd still refuses connections, then
+// sshd, then (as root) its Docker Engine. The connector's patience is what gets a job onto it.
+func TestBootStages(t *testing.T) {
 	testenv.RequireSSHD(t)
+	testenv.RequireDocker(t)
+	testenv.RequireRoot(t, "hiding the Docker socket during the instance's Docker stage")
 	g := newGroup("")
-	g.BootDelay = local.Duration(2 * time.Second)
+	noJitter := 0.0
+	g.BootDelay, g.SSHDDelay, g.DockerDelay, g.BootJitter = local.Delay(time.Second), local.Delay(1500*time.Millisecond), local.Delay(3*time.Second), &noJitter
 	killAll(t, g)
 	if _, err := g.Init(t.Context(), quietLog(), fleeting.Settings{}); err != nil {
 		t.Fatal(err)
@@ -139,23 +147,41 @@ func TestBootDelayDialFailsUntilRunning(t *testing.T) {
 		t.Fatalf("Increase(1) = %d, %v", n, err)
 	}
 	id := ids(t, g)[0]
-	info, err := g.ConnectInfo(t.Context(), id)
-	if err != nil {
-		t.Fatal(err)
+	info := mustInfo(t, g, id)
+	refused := func(stage string) {
+		t.Helper()
+		if conn, err := net.DialTimeout("tcp", info.InternalAddr, time.Second); err == nil {
+			conn.Close()
+			t.Fatalf("dial %s %s succeeded; sshd must start only after its own delay", info.InternalAddr, stage)
+		}
 	}
-	if conn, err := net.DialTimeout("tcp", info.InternalAddr, time.Second); err == nil {
-		conn.Close()
-		t.Fatalf("dial %s of a booting instance succeeded; sshd must start only after the boot delay", info.InternalAddr)
-	}
+	refused("while creating")
 	if err := g.Heartbeat(t.Context(), id); err == nil {
 		t.Errorf("Heartbeat of a booting instance = nil, want an error")
 	}
 	waitState(t, g, id, fleeting.StateRunning)
-	conn, err := net.DialTimeout("tcp", info.InternalAddr, time.Second)
-	if err != nil {
-		t.Fatalf("dial %s of a running instance: %v", info.InternalAddr, err)
+	refused("right after it turned running")
+	for { // sshd comes up 1.5 s later; Docker 3 s after that
+		conn, err := net.DialTimeout("tcp", info.InternalAddr, time.Second)
+		if err == nil {
+			conn.Close()
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	conn.Close()
+
+	c, err := connector.Dial(t.Context(), info, connector.Config{Timeout: time.Minute})
+	if err != nil {
+		t.Fatalf("connect to a booting instance: %v", err)
+	}
+	defer c.Close()
+	if conn, err := c.DialDocker(t.Context()); err == nil {
+		conn.Close()
+		t.Fatal("the Docker Engine answered with sshd; it must come after its own delay")
+	}
+	if err := c.WaitDocker(t.Context()); err != nil {
+		t.Fatalf("Docker Engine of a booted instance: %v", err)
+	}
 }
 
 // connectedInstance starts a group on stateDir with one running instance and connects to it.
@@ -163,7 +189,7 @@ func connectedInstance(t *testing.T, stateDir string) (*local.InstanceGroup, str
 	t.Helper()
 	testenv.RequireSSHD(t)
 	g := newGroup(stateDir)
-	g.BootDelay = 0
+	g.BootDelay = local.Delay(0)
 	killAll(t, g)
 	if _, err := g.Init(t.Context(), quietLog(), fleeting.Settings{}); err != nil {
 		t.Fatal(err)
@@ -237,7 +263,7 @@ func TestRestartAdoptsInstances(t *testing.T) {
 	testenv.RequireSSHD(t)
 	stateDir := t.TempDir()
 	g1 := newGroup(stateDir)
-	g1.BootDelay = 0
+	g1.BootDelay = local.Delay(0)
 	killAll(t, g1)
 	if _, err := g1.Init(t.Context(), quietLog(), fleeting.Settings{}); err != nil {
 		t.Fatal(err)

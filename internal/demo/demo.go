@@ -40,7 +40,11 @@ const (
 	MaxUseCount         = 4
 	IdleCount           = 1
 	IdleTime            = 4 * time.Second
-	BootDelay           = 2 * time.Second
+	// Instances boot as on EC2, shortened: running after BootDelay, sshd SSHDDelay later, Docker
+	// DockerDelay after that (the Docker stage is simulated only as root).
+	BootDelay   = 2 * time.Second
+	SSHDDelay   = time.Second
+	DockerDelay = 500 * time.Millisecond
 )
 
 // Bounds of the demo's waits, so that a broken runner ends the demo with an error instead of a hang.
@@ -158,8 +162,8 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 		return Summary{}, err
 	}
 	fmt.Fprintf(out, "GitLab simulator at %s with pipeline #%d (%d jobs); config %s\n", sim.URL(), pipeline.ID, len(pipeline.JobIDs), configPath)
-	fmt.Fprintf(out, "Fleet: local plugin, capacity_per_instance=%d, max_instances=%d, max_use_count=%d, idle_count=%d, idle_time=%s, boot delay %s\n",
-		CapacityPerInstance, MaxInstances, MaxUseCount, IdleCount, IdleTime, BootDelay)
+	fmt.Fprintf(out, "Fleet: local plugin, capacity_per_instance=%d, max_instances=%d, max_use_count=%d, idle_count=%d, idle_time=%s, boot: running after %s, sshd +%s, Docker +%s\n",
+		CapacityPerInstance, MaxInstances, MaxUseCount, IdleCount, IdleTime, BootDelay, SSHDDelay, DockerDelay)
 
 	runner, err := startRunner(bin, configPath, logFile)
 	if err != nil {
@@ -311,6 +315,8 @@ func demoConfig(url, token, listen, work, pluginDir string) *config.Config {
 					"name":         "demo",
 					"max_size":     MaxInstances,
 					"boot_delay":   BootDelay.String(),
+					"sshd_delay":   SSHDDelay.String(),
+					"docker_delay": DockerDelay.String(),
 					"base_address": fmt.Sprintf("127.77.%d.1", rand.IntN(250)),
 					// A state dir the demo can look into after the runner stopped.
 					"state_dir": pluginDir,

@@ -191,3 +191,26 @@ func TestWaitDockerUntilEngineStarts(t *testing.T) {
 		t.Error("DockerStarted is false after StartDocker")
 	}
 }
+
+// An instance that answered before and now refuses is gone, not booting: the pool does not wait for it,
+// so the job that wanted it moves on at once.
+func TestPoolDoesNotWaitForInstanceThatAnsweredBefore(t *testing.T) {
+	r := startRig(t, "i-gone")
+	pool := connector.NewPool(connector.Config{Timeout: time.Hour}, func(context.Context, string) (fleeting.ConnectInfo, error) {
+		return r.info, nil
+	})
+	defer pool.Close()
+	l, err := pool.Get(t.Context(), "i-gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.sshd.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-l.Done()
+	l.Release()
+	_, err = pool.Get(t.Context(), "i-gone")
+	if err == nil || !strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "attempts") {
+		t.Fatalf("Get of a vanished instance = %v, want the refusal of a single attempt", err)
+	}
+}

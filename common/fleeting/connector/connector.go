@@ -208,6 +208,19 @@ func dialWaiting(ctx context.Context, info fleeting.ConnectInfo, refresh Connect
 	return c, err
 }
 
+// dialOnceWithin makes a single attempt, bounded by the connector's timeout.
+func dialOnceWithin(ctx context.Context, info fleeting.ConnectInfo, cfg Config) (*Client, error) {
+	cfg = cfg.withDefaults(info)
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	c, err := dialOnce(ctx, info, cfg)
+	var perm permanentError
+	if errors.As(err, &perm) {
+		return nil, perm.err
+	}
+	return c, err
+}
+
 // waiter retries an attempt on a booting instance until it succeeds, fails for good, or the connector's
 // timeout passes, logging while the wait goes on so that an operator sees why an instance is not ready.
 type waiter struct {

@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 
+	"github.com/sirupsen/logrus"
+
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
 )
 
@@ -23,7 +25,10 @@ type Pool struct {
 
 	mu      sync.Mutex
 	entries map[string]*entry
-	closed  bool
+	// answered holds the instances that accepted a connection before: they are not booting any more,
+	// so a failed reconnect is not waited out (the job using it moves on at once).
+	answered map[string]bool
+	closed   bool
 }
 
 type entry struct {
@@ -42,7 +47,7 @@ func NewPool(cfg Config, info ConnectInfoFunc) *Pool {
 	if cfg.Log == nil {
 		cfg.Log = discardLogger()
 	}
-	return &Pool{cfg: cfg, info: info, entries: map[string]*entry{}}
+	return &Pool{cfg: cfg, info: info, entries: map[string]*entry{}, answered: map[string]bool{}}
 }
 
 // ErrPoolClosed is returned by Get after Close.
@@ -131,8 +136,20 @@ func (p *Pool) dial(ctx context.Context, instance string) (*Client, error) {
 	if info.ID == "" {
 		info.ID = instance
 	}
-	p.cfg.Log.WithField("instance", instance).Debug("dialing instance")
-	return dialWaiting(ctx, info, p.info, p.cfg)
+	p.mu.Lock()
+	answered := p.answered[instance]
+	p.mu.Unlock()
+	p.cfg.Log.WithFields(logrus.Fields{"instance": instance, "reconnect": answered}).Debug("dialing instance")
+	if answered {
+		return dialOnceWithin(ctx, info, p.cfg)
+	}
+	c, err := dialWaiting(ctx, info, p.info, p.cfg)
+	if err == nil {
+		p.mu.Lock()
+		p.answered[instance] = true
+		p.mu.Unlock()
+	}
+	return c, err
 }
 
 // Run runs command on the instance over its pooled connection (see Client.Run), e.g. the
@@ -162,6 +179,7 @@ func (p *Pool) Evict(instance string) {
 	p.mu.Lock()
 	e := p.entries[instance]
 	delete(p.entries, instance)
+	delete(p.answered, instance)
 	p.mu.Unlock()
 	if e != nil {
 		closeWhenReady(e)
