@@ -32,14 +32,14 @@ func (p *Provider) readyUp(ctx context.Context, inst taskscaler.Instance) error 
 	if err != nil {
 		return err
 	}
-	defer lease.Release()
-	if err := lease.WaitDocker(ctx); err != nil {
+	lease.Release()
+	if err := p.pool.WaitDocker(ctx, inst.ID); err != nil {
 		return err
 	}
 	if p.readyCommand == "" {
 		return nil
 	}
-	out, code, err := lease.Run(ctx, p.readyCommand)
+	out, code, err := p.pool.Run(ctx, inst.ID, p.readyCommand)
 	if err != nil {
 		return fmt.Errorf("instance_ready_command on instance %s: %w", inst.ID, err)
 	}

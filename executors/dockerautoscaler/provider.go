@@ -56,8 +56,8 @@ type Provider struct {
 
 	// started is closed once the taskscaler exists; hooks that run during its first pass wait for it.
 	started chan struct{}
-	// readyInfo holds the ConnectInfo the taskscaler fetched for an instance's ready hook, so that the
-	// pool's first dial does not ask the plugin again (an EC2 Instance Connect push each time).
+	// readyInfo holds the ConnectInfo the taskscaler fetched for an instance's ready hook while it runs,
+	// so that the pool's dials do not ask the plugin again (an EC2 Instance Connect push each time).
 	readyInfo sync.Map // instance ID → fleeting.ConnectInfo
 
 	mu        sync.Mutex
@@ -213,11 +213,21 @@ func settingsOf(cc config.ConnectorConfig) fleeting.ConnectorConfig {
 	}
 }
 
-// connectInfo feeds the pool: the ConnectInfo the ready hook already holds, else the taskscaler's
-// (cached until the credentials are about to expire).
+// connectInfo feeds the pool: while the ready hook runs, the ConnectInfo it holds (fetched again from
+// the plugin only once its credentials expired, so that the reconnects of a booting instance push no
+// more keys), else the taskscaler's (cached until the credentials are about to expire).
 func (p *Provider) connectInfo(ctx context.Context, id string) (fleeting.ConnectInfo, error) {
-	if v, ok := p.readyInfo.LoadAndDelete(id); ok {
-		return v.(fleeting.ConnectInfo), nil
+	if v, ok := p.readyInfo.Load(id); ok {
+		ci := v.(fleeting.ConnectInfo)
+		if ci.Expires == nil || time.Now().Before(*ci.Expires) {
+			return ci, nil
+		}
+		fresh, err := p.group.ConnectInfo(ctx, id)
+		if err != nil {
+			return fleeting.ConnectInfo{}, err
+		}
+		p.readyInfo.Store(id, fresh)
+		return fresh, nil
 	}
 	select {
 	case <-p.started:

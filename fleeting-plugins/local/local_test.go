@@ -170,16 +170,18 @@ func TestBootStages(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	c, err := connector.Dial(t.Context(), info, connector.Config{Timeout: time.Minute})
+	pool := connector.NewPool(connector.Config{Timeout: time.Minute}, g.ConnectInfo)
+	defer pool.Close()
+	l, err := pool.Get(t.Context(), id)
 	if err != nil {
 		t.Fatalf("connect to a booting instance: %v", err)
 	}
-	defer c.Close()
-	if conn, err := c.DialDocker(t.Context()); err == nil {
+	defer l.Release()
+	if conn, err := l.DialDocker(t.Context()); err == nil {
 		conn.Close()
 		t.Fatal("the Docker Engine answered with sshd; it must come after its own delay")
 	}
-	if err := c.WaitDocker(t.Context()); err != nil {
+	if err := pool.WaitDocker(t.Context(), id); err != nil {
 		t.Fatalf("Docker Engine of a booted instance: %v", err)
 	}
 }

@@ -155,40 +155,36 @@ func TestPoolRefreshesExpiredCredentialsWhileWaiting(t *testing.T) {
 	}
 }
 
-// Docker answers after sshd on a fresh machine: the wait covers it, through the already open
-// connection, and a timeout says what was waited for.
+// Docker answers after sshd on a fresh machine: the pool waits for it, and a timeout says what was
+// waited for.
 func TestWaitDockerUntilEngineStarts(t *testing.T) {
 	testenv.RequireDocker(t)
 	testenv.RequireRoot(t, "hiding the Docker socket until the instance's Docker stage ends")
 	r := startRig(t, "i-docker-later", func(o *local.SSHDOptions) { o.HideDocker = testenv.DockerSocket() })
-	log, _ := test.NewNullLogger()
-	c, err := connector.Dial(t.Context(), r.info, connector.Config{Timeout: 700 * time.Millisecond, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	err = c.WaitDocker(t.Context())
+	info := func(context.Context, string) (fleeting.ConnectInfo, error) { return r.info, nil }
+	log, hook := test.NewNullLogger()
+
+	short := connector.NewPool(connector.Config{Timeout: 700 * time.Millisecond, Log: log}, info)
+	defer short.Close()
+	err := short.WaitDocker(t.Context(), "i-docker-later")
 	for _, want := range []string{"i-docker-later", "Docker Engine", "700ms"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("WaitDocker before Docker started = %v, want an error saying %q", err, want)
 		}
 	}
 
-	c2, err := connector.Dial(t.Context(), r.info, connector.Config{Timeout: time.Minute, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c2.Close()
+	pool := connector.NewPool(connector.Config{Timeout: time.Minute, Log: log}, info)
+	defer pool.Close()
 	time.AfterFunc(time.Second, func() {
 		if err := r.sshd.StartDocker(); err != nil {
 			t.Errorf("StartDocker: %v", err)
 		}
 	})
-	if err := c2.WaitDocker(t.Context()); err != nil {
+	if err := pool.WaitDocker(t.Context(), "i-docker-later"); err != nil {
 		t.Fatalf("WaitDocker while Docker starts a second later: %v", err)
 	}
-	if !r.sshd.DockerStarted() {
-		t.Error("DockerStarted is false after StartDocker")
+	if !r.sshd.DockerStarted() || !logged(hook, "have its Docker Engine answering now") {
+		t.Errorf("Docker started %v; wait logged %v", r.sshd.DockerStarted(), logged(hook, "answering now"))
 	}
 }
 

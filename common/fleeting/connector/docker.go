@@ -37,33 +37,28 @@ func (c *Client) DialDocker(ctx context.Context) (net.Conn, error) {
 	return conn, nil
 }
 
-// WaitDocker waits until the instance's Docker Engine answers a ping through this connection, for at
-// most the connector's timeout: on a fresh machine sshd answers while user data is still installing or
-// starting Docker. A lost connection ends the wait at once.
-func (c *Client) WaitDocker(ctx context.Context) error {
+// PingDocker asks the instance's Docker Engine for /_ping through this connection. A failure that a
+// starting engine gives (socket missing or refused, an error status) is worth trying again.
+func (c *Client) PingDocker(ctx context.Context) error {
 	hc := DockerHTTPClient(c.DialDocker)
 	defer hc.CloseIdleConnections()
-	w := waiter{instance: c.ID, timeout: c.cfg.Timeout, log: c.cfg.Log, doing: "have its Docker Engine answering",
-		hint: "check that the image or its user data installs and starts Docker, or raise connector_config timeout"}
-	return w.wait(ctx, func(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, DockerTunnelHost+"/_ping", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
 		if !c.alive() {
-			return permanent(c.Err())
+			return c.Err()
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, DockerTunnelHost+"/_ping", nil)
-		if err != nil {
-			return permanent(err)
-		}
-		resp, err := hc.Do(req)
-		if err != nil {
-			return fmt.Errorf("ping the Docker Engine on instance %s: %w", c.ID, errDockerNotUp{err})
-		}
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1024))
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("ping the Docker Engine on instance %s: %s: %w", c.ID, resp.Status, errDockerNotUp{})
-		}
-		return nil
-	})
+		return fmt.Errorf("ping the Docker Engine on instance %s: %w", c.ID, errDockerNotUp{err})
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1024))
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("ping the Docker Engine on instance %s: %s: %w", c.ID, resp.Status, errDockerNotUp{})
+	}
+	return nil
 }
 
 // errDockerNotUp marks a Docker ping that failed in a way a starting engine gives (socket missing or

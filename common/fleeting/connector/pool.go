@@ -163,6 +163,33 @@ func (p *Pool) Run(ctx context.Context, instance, command string) ([]byte, int, 
 	return l.Client().Run(ctx, command)
 }
 
+// WaitDocker waits until the instance's Docker Engine answers, for at most the connector's timeout: on a
+// fresh machine sshd answers while user data is still installing or starting Docker. Every failed ping
+// drops the pooled connection so that the next try logs in afresh, because user data that adds the
+// login user to the docker group takes effect for new logins only.
+func (p *Pool) WaitDocker(ctx context.Context, instance string) error {
+	l, err := p.Get(ctx, instance)
+	if err != nil {
+		return err
+	}
+	cfg := l.Client().cfg
+	l.Release()
+	w := waiter{instance: instance, timeout: cfg.Timeout, log: cfg.Log, doing: "have its Docker Engine answering",
+		hint: "check that the image or its user data installs and starts Docker and lets the login user use it, or raise connector_config timeout"}
+	return w.wait(ctx, func(ctx context.Context) error {
+		l, err := p.Get(ctx, instance)
+		if err != nil {
+			return err
+		}
+		defer l.Release()
+		if err := l.Client().PingDocker(ctx); err != nil {
+			p.Evict(instance)
+			return err
+		}
+		return nil
+	})
+}
+
 // Refs is how many leases on the instance's current connection are outstanding.
 func (p *Pool) Refs(instance string) int {
 	p.mu.Lock()
@@ -236,9 +263,6 @@ func (l *Lease) Done() <-chan struct{} { return l.e.client.Done() }
 
 // DialDocker opens a stream to the instance's Docker Engine (see Client.DialDocker).
 func (l *Lease) DialDocker(ctx context.Context) (net.Conn, error) { return l.e.client.DialDocker(ctx) }
-
-// WaitDocker waits for the instance's Docker Engine (see Client.WaitDocker).
-func (l *Lease) WaitDocker(ctx context.Context) error { return l.e.client.WaitDocker(ctx) }
 
 // Run runs a command on the instance (see Client.Run).
 func (l *Lease) Run(ctx context.Context, command string) ([]byte, int, error) {
