@@ -53,7 +53,7 @@ func TestDialWaitsForBootingInstance(t *testing.T) {
 	if out, code, err := c.Run(t.Context(), "echo up"); err != nil || code != 0 || strings.TrimSpace(string(out)) != "up" {
 		t.Errorf("Run = %q, %d, %v", out, code, err)
 	}
-	if !logged(hook, "does not accept an SSH connection yet") || !logged(hook, "accept an SSH connection now") {
+	if !logged(hook, "instance SSH does not answer yet") || !logged(hook, "instance SSH answers now") {
 		t.Errorf("the wait for sshd was not logged; entries: %v", hook.AllEntries())
 	}
 }
@@ -66,7 +66,7 @@ func TestDialGivesUpAfterTimeout(t *testing.T) {
 	if err == nil {
 		t.Fatal("Dial to an instance that never listens succeeded")
 	}
-	for _, want := range []string{"i-never", "within the connector timeout of 800ms", "attempts", "connection refused"} {
+	for _, want := range []string{"i-never", "SSH did not answer within the connector timeout of 800ms", "attempts", "connection refused"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
@@ -183,8 +183,8 @@ func TestWaitDockerUntilEngineStarts(t *testing.T) {
 	if err := pool.WaitDocker(t.Context(), "i-docker-later"); err != nil {
 		t.Fatalf("WaitDocker while Docker starts a second later: %v", err)
 	}
-	if !r.sshd.DockerStarted() || !logged(hook, "have its Docker Engine answering now") {
-		t.Errorf("Docker started %v; wait logged %v", r.sshd.DockerStarted(), logged(hook, "answering now"))
+	if !r.sshd.DockerStarted() || !logged(hook, "instance Docker Engine answers now") {
+		t.Errorf("Docker started %v; wait logged %v", r.sshd.DockerStarted(), logged(hook, "Docker Engine answers now"))
 	}
 }
 

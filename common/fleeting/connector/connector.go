@@ -185,8 +185,8 @@ const (
 func dialWaiting(ctx context.Context, info fleeting.ConnectInfo, refresh ConnectInfoFunc, cfg Config) (*Client, error) {
 	cfg = cfg.withDefaults(info)
 	var c *Client
-	w := waiter{instance: info.ID, timeout: cfg.Timeout, log: cfg.Log, doing: "accept an SSH connection",
-		hint: "raise connector_config timeout for a slow-booting image"}
+	w := waiter{instance: info.ID, timeout: cfg.Timeout, log: cfg.Log, what: "SSH",
+		hint: "check the instance's security group, sshd and key, or raise connector_config timeout for a slow-booting image"}
 	err := w.wait(ctx, func(ctx context.Context) error {
 		if refresh != nil && info.Expires != nil && !time.Now().Before(*info.Expires) {
 			fresh, err := refresh(ctx, info.ID)
@@ -227,8 +227,8 @@ type waiter struct {
 	instance string
 	timeout  time.Duration
 	log      logrus.FieldLogger
-	// doing completes "instance X does not … yet"; hint tells the operator what to do after the timeout.
-	doing, hint string
+	// what is waited for ("SSH", "Docker Engine"); hint tells the operator what to do after the timeout.
+	what, hint string
 }
 
 // permanentError marks an attempt's failure that waiting does not cure.
@@ -251,7 +251,7 @@ func (w waiter) wait(ctx context.Context, attempt func(ctx context.Context) erro
 		if err == nil {
 			if attempts > 1 {
 				log.WithFields(logrus.Fields{"after": time.Since(start).Round(time.Millisecond), "attempts": attempts}).
-					Infof("instance does %s now", w.doing)
+					Infof("instance %s answers now", w.what)
 			}
 			return nil
 		}
@@ -265,7 +265,7 @@ func (w waiter) wait(ctx context.Context, attempt func(ctx context.Context) erro
 		if time.Since(lastLog) >= waitLogEvery {
 			lastLog = time.Now()
 			log.WithError(err).WithFields(logrus.Fields{"waited": time.Since(start).Round(time.Second), "timeout": w.timeout, "attempts": attempts}).
-				Infof("instance does not %s yet (still booting?); trying again", w.doing)
+				Infof("instance %s does not answer yet (still booting?); trying again", w.what)
 		}
 		t := time.NewTimer(pause)
 		select {
@@ -273,10 +273,10 @@ func (w waiter) wait(ctx context.Context, attempt func(ctx context.Context) erro
 			t.Stop()
 			if !errors.Is(context.Cause(ctx), context.DeadlineExceeded) || time.Since(start) < w.timeout {
 				// The caller gave up (or its own deadline came first): say so rather than blame the instance.
-				return fmt.Errorf("instance %s: %w (waiting for it to %s; last error: %w)", w.instance, ctx.Err(), w.doing, err)
+				return fmt.Errorf("instance %s: %w while waiting for its %s (last error: %w)", w.instance, ctx.Err(), w.what, err)
 			}
-			return fmt.Errorf("instance %s did not %s within the connector timeout of %s (%d attempts; %s): %w",
-				w.instance, w.doing, w.timeout, attempts, w.hint, err)
+			return fmt.Errorf("instance %s: %s did not answer within the connector timeout of %s (%d attempts; %s): %w",
+				w.instance, w.what, w.timeout, attempts, w.hint, err)
 		case <-t.C:
 		}
 		pause = min(2*pause, maxRetryWait)

@@ -174,7 +174,7 @@ func (p *Pool) WaitDocker(ctx context.Context, instance string) error {
 	}
 	cfg := l.Client().cfg
 	l.Release()
-	w := waiter{instance: instance, timeout: cfg.Timeout, log: cfg.Log, doing: "have its Docker Engine answering",
+	w := waiter{instance: instance, timeout: cfg.Timeout, log: cfg.Log, what: "Docker Engine",
 		hint: "check that the image or its user data installs and starts Docker and lets the login user use it, or raise connector_config timeout"}
 	return w.wait(ctx, func(ctx context.Context) error {
 		l, err := p.Get(ctx, instance)
