@@ -45,6 +45,12 @@ type worker struct {
 	nextPoll    time.Time
 	unhealthy   int // consecutive unhealthy request results
 	pausedUntil time.Time
+	// lastFailure is when the last counted unhealthy answer came: the requests already in flight then
+	// went through the same outage, and their failures are not counted again.
+	lastFailure time.Time
+	// pauses is how many unhealthy pauses came in a row; while it is above zero the runner sends one
+	// probe request at a time, and each failed probe doubles the next pause.
+	pauses int
 	// unsaved: config.toml does not carry the current token yet (see saveCredentials).
 	unsaved bool
 }
@@ -104,10 +110,15 @@ func (w *worker) update(global *config.Config, rc *config.RunnerConfig) {
 	if autoscalerChanged(w.cfg.Autoscaler, rc.Autoscaler) {
 		w.log.Warn("[runners.autoscaler] settings other than the policy changed; restart fleetrunner to apply them")
 	}
-	if rc.Token != w.cfg.Token && (w.unhealthy > 0 || time.Now().Before(w.pausedUntil)) {
-		// The refusals were of the old token (reset outside this process); the new one starts healthy.
-		w.unhealthy, w.pausedUntil = 0, time.Time{}
-		w.log.Info("runner token changed: the unhealthy pause ends and the runner asks GitLab for jobs again")
+	if w.unhealthy > 0 || w.pauses > 0 {
+		// An operator who reloads after fixing GitLab, the network or the token (reset outside this
+		// process) expects jobs now, not after the pause.
+		w.clearUnhealthyLocked()
+		reason := "configuration reloaded"
+		if rc.Token != w.cfg.Token {
+			reason = "runner token changed"
+		}
+		w.log.Infof("%s: the unhealthy pause ends and the runner asks GitLab for jobs again", reason)
 	}
 	w.global, w.cfg = global, rc
 	if pu, ok := w.provider.(executors.PolicyUpdater); ok {
@@ -216,6 +227,9 @@ func (w *worker) fill() time.Duration {
 		return w.nextPoll.Sub(now)
 	}
 	reqs := w.cfg.GetRequestConcurrency()
+	if w.pauses > 0 {
+		reqs = 1 // a probe: is GitLab back?
+	}
 	limit := w.cfg.Limit
 	launched := false
 	for w.inflight < reqs && (limit <= 0 || w.inflight+w.running < limit) {
@@ -225,7 +239,7 @@ func (w *worker) fill() time.Duration {
 		w.inflight++
 		launched = true
 		w.track()
-		go w.request(w.client, w.cfg.Token)
+		go w.request(w.client, w.cfg.Token, now)
 	}
 	if !launched {
 		return 0
@@ -242,7 +256,7 @@ func (w *worker) interval() time.Duration {
 
 // request reserves executor capacity, asks GitLab for one job with the runner token and runs it. It
 // holds one global slot. Only a forceful stop cancels it: a job GitLab assigns must reach a runner.
-func (w *worker) request(client *gitlab.Client, token string) {
+func (w *worker) request(client *gitlab.Client, token string, started time.Time) {
 	defer w.done()
 	ctx := w.m.abortCtx
 	obs, info := w.m.opts.Observer, w.runnerInfo()
@@ -275,7 +289,7 @@ func (w *worker) request(client *gitlab.Client, token string) {
 		w.logRequestFailure(r)
 	}
 	if !replaced {
-		w.countHealth(r)
+		w.countHealth(r, started)
 	}
 	if r.Job == nil {
 		w.requestEnded(false)
@@ -308,23 +322,50 @@ func (w *worker) logRequestFailure(r gitlab.RequestJobResult) {
 	}
 }
 
-// countHealth pauses the runner after unhealthy_requests_limit consecutive unhealthy answers (403,
-// transport errors), for unhealthy_interval.
-func (w *worker) countHealth(r gitlab.RequestJobResult) {
+// Pausing an unhealthy runner: the first pause is short, each further one (after a failed probe) twice
+// as long, up to unhealthy_interval.
+const firstUnhealthyPause = 5 * time.Second
+
+// countHealth pauses the runner after unhealthy_requests_limit unhealthy answers in a row (403,
+// transport errors). Unlike upstream, which waits out unhealthy_interval (1 h by default) at once, the
+// pause starts at a few seconds and doubles with each failed probe up to unhealthy_interval, and the
+// failures of requests that were in flight together count once: a one-second outage that fails three
+// parallel requests is one failure, not a reason to stop taking jobs for an hour. A healthy answer or a
+// reload ends the pause.
+func (w *worker) countHealth(r gitlab.RequestJobResult, started time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if r.Healthy {
-		w.unhealthy = 0
+		if w.pauses > 0 {
+			w.log.Info("GitLab answers the runner again; it is healthy and asks for jobs as usual")
+		}
+		w.clearUnhealthyLocked()
 		return
 	}
+	if !started.After(w.lastFailure) {
+		return // in flight during the failure already counted
+	}
+	w.lastFailure = time.Now()
 	w.unhealthy++
-	if w.unhealthy < w.cfg.GetUnhealthyRequestsLimit() {
+	limit := w.cfg.GetUnhealthyRequestsLimit()
+	if w.pauses == 0 && w.unhealthy < limit {
 		return
 	}
 	w.unhealthy = 0
-	pause := w.cfg.GetUnhealthyInterval()
+	w.pauses++
+	pause := min(firstUnhealthyPause<<min(w.pauses-1, 20), w.cfg.GetUnhealthyInterval())
 	w.pausedUntil = time.Now().Add(pause)
-	w.log.WithField("unhealthy_interval", pause).Errorf("runner is unhealthy (%d failed job requests in a row); it asks GitLab again after unhealthy_interval", w.cfg.GetUnhealthyRequestsLimit())
+	log := w.log.WithFields(logrus.Fields{"pause": pause, "unhealthy_interval": w.cfg.GetUnhealthyInterval()})
+	if w.pauses == 1 {
+		log.Errorf("runner is unhealthy (%d failed job requests in a row); it sends one probe request after the pause, which doubles with each failed probe up to unhealthy_interval (reload to end it)", limit)
+		return
+	}
+	log.Warn("runner is still unhealthy (the probe request failed); pausing again")
+}
+
+// clearUnhealthyLocked ends an unhealthy pause; called with w.mu held.
+func (w *worker) clearUnhealthyLocked() {
+	w.unhealthy, w.pauses, w.pausedUntil = 0, 0, time.Time{}
 }
 
 // requestEnded gives the request's slot back, or hands it to the job that came. After a job the runner

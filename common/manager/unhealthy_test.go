@@ -1,0 +1,83 @@
+package manager_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
+)
+
+// newBlipRig is a rig whose runner reaches GitLab through a proxy the test can take down.
+func newBlipRig(t *testing.T, simOpts gitlabsim.Options) (*rig, *testrig.TCPProxy) {
+	t.Helper()
+	r := newRig(t, simOpts)
+	proxy := testrig.NewTCPProxy(t, strings.TrimPrefix(r.sim.URL(), "http://"))
+	r.url = "http://" + proxy.Addr()
+	return r, proxy
+}
+
+// A one-second outage fails the runner's parallel job requests all at once; that is one failure, not
+// unhealthy_requests_limit of them, and job pickup goes on (it used to stop for unhealthy_interval).
+func TestOneSecondOutageDoesNotStopJobPickup(t *testing.T) {
+	t.Parallel()
+	r, proxy := newBlipRig(t, gitlabsim.Options{LongPoll: 3 * time.Second})
+	r.writeConfig(runnerSettings{concurrent: 3, requestConcurrency: 3, extra: `  unhealthy_interval = "1h"`})
+	r.start(0)
+	waitLog(t, r.logs, "no job")
+	// The next round of three requests goes out within check_interval and is held by long polling:
+	// the outage cuts all three.
+	time.Sleep(1500 * time.Millisecond)
+	proxy.Down()
+	time.Sleep(time.Second)
+	proxy.Up()
+	id := r.sim.Enqueue(gitlabsim.JobSpec{Name: "after-blip", Script: []string{"echo picked up"}})
+	if snap := r.finished(id); snap.Status != gitlabsim.StatusSuccess {
+		t.Fatalf("job queued after a 1 s outage: %s; want success", snap.Status)
+	}
+	if strings.Contains(r.logs.String(), "pause=1h0m0s") {
+		t.Errorf("a 1 s outage paused the runner for unhealthy_interval:\n%s", r.logs.String())
+	}
+}
+
+// A longer outage pauses the runner, but for seconds: one probe request follows each pause, a failed
+// probe doubles the next one, and the first healthy answer ends it.
+func TestUnhealthyPauseBacksOffWithProbes(t *testing.T) {
+	t.Parallel()
+	r, proxy := newBlipRig(t, gitlabsim.Options{})
+	r.writeConfig(runnerSettings{concurrent: 1, extra: `  unhealthy_requests_limit = 1
+  unhealthy_interval = "1h"`})
+	proxy.Down()
+	r.start(0)
+	waitLog(t, r.logs, "runner is unhealthy (1 failed job requests in a row)")
+	waitLog(t, r.logs, "runner is still unhealthy (the probe request failed)")
+	proxy.Up()
+	waitLog(t, r.logs, "GitLab answers the runner again")
+	logs := r.logs.String()
+	if !strings.Contains(logs, "pause=5s") || !strings.Contains(logs, "pause=10s") {
+		t.Errorf("pauses are not 5 s then 10 s:\n%s", logs)
+	}
+	id := r.sim.Enqueue(gitlabsim.JobSpec{Name: "after-outage", Script: []string{"echo back"}})
+	if snap := r.finished(id); snap.Status != gitlabsim.StatusSuccess {
+		t.Fatalf("job after GitLab came back: %s; want success", snap.Status)
+	}
+}
+
+// An operator who fixed the cause reloads: the pause ends at once.
+func TestReloadEndsUnhealthyPause(t *testing.T) {
+	t.Parallel()
+	r, proxy := newBlipRig(t, gitlabsim.Options{})
+	r.writeConfig(runnerSettings{concurrent: 1, extra: `  unhealthy_requests_limit = 1
+  unhealthy_interval = "1h"`})
+	proxy.Down()
+	r.start(time.Hour)
+	waitLog(t, r.logs, "runner is unhealthy")
+	proxy.Up()
+	r.m.Reload()
+	waitLog(t, r.logs, "configuration reloaded: the unhealthy pause ends")
+	id := r.sim.Enqueue(gitlabsim.JobSpec{Name: "after-reload", Script: []string{"echo reloaded"}})
+	if snap := r.finished(id); snap.Status != gitlabsim.StatusSuccess {
+		t.Fatalf("job after the reload: %s; want success", snap.Status)
+	}
+}
