@@ -121,7 +121,7 @@ func TestAWSSimAgreesWithMoto(t *testing.T) {
 	}
 
 	simCfg, motoCfg := cfg.Copy(), cfg.Copy()
-	simCfg.BaseEndpoint, motoCfg.BaseEndpoint = awssdk.String(sim.URL()), awssdk.String(m.url)
+	simCfg.BaseEndpoint, motoCfg.BaseEndpoint = awssdk.String(sim.URL()), awssdk.String(m.URL)
 	got, want := observe(t, simCfg, "agree"), observe(t, motoCfg, "agree")
 	t.Logf("awssim: %+v", got)
 	t.Logf("moto:   %+v", want)

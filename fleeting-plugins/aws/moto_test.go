@@ -3,16 +3,7 @@ package aws
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
@@ -32,86 +23,13 @@ const (
 	motoWindowsAMI = "ami-12c6146b"
 )
 
-// moto is a running moto_server (see shared/spec/aws-moto.md). Its instances' addresses (10.x, 172.31.x,
-// 54.x) are never dialed: moto serves API semantics only.
-type moto struct {
-	url string
-}
-
-// startMoto starts moto_server on a free loopback port for this test and stops it afterwards.
-func startMoto(t *testing.T) *moto {
+// startMoto starts moto_server for this test and points the SDK's environment at it. Its instances'
+// addresses (10.x, 172.31.x, 54.x) are never dialed: moto serves API semantics only.
+func startMoto(t *testing.T) *testenv.Moto {
 	t.Helper()
-	bin := testenv.RequireCommand(t, "moto_server", "install moto with its server extras (pip install 'moto[server]')")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
-	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", strconv.Itoa(port))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	// moto reads AWS_* itself (an endpoint override set by an earlier simulator breaks it).
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "AWS_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	logPath := filepath.Join(t.TempDir(), "moto.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start moto_server: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		// moto_server is a Python wrapper; its process group holds the server.
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-exited
-	})
-	m := &moto{url: "http://127.0.0.1:" + strconv.Itoa(port)}
-	// Python start-up is slow on a loaded machine; this is a wait for readiness, not a speed check.
-	const readyWithin = 2 * time.Minute
-	deadline := time.Now().Add(readyWithin)
-	for {
-		resp, err := http.Get(m.url + "/moto-api/")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		select {
-		case <-exited:
-			out, _ := os.ReadFile(logPath)
-			t.Fatalf("moto_server exited before it answered on port %d; its output:\n%s", port, out)
-		default:
-		}
-		if time.Now().After(deadline) {
-			out, _ := os.ReadFile(logPath)
-			t.Fatalf("moto_server on port %d not ready after %s: %v; its output:\n%s", port, readyWithin, err, out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	isolateAWS(t, m.url)
+	m := testenv.StartMoto(t)
+	isolateAWS(t, m.URL)
 	return m
-}
-
-// reset wipes moto's state between tests.
-func (m *moto) reset(t *testing.T) {
-	t.Helper()
-	resp, err := http.Post(m.url+"/moto-api/reset", "application/json", nil)
-	if err != nil {
-		t.Fatalf("reset moto: %v", err)
-	}
-	_ = resp.Body.Close()
 }
 
 // sdkConfig is a client configuration for moto or awssim: one attempt, because moto answers some
@@ -158,7 +76,7 @@ func TestConformanceMoto(t *testing.T) {
 	m := startMoto(t)
 	cfg := sdkConfig(t)
 	fleetingtest.RunAPI(t, func(t *testing.T) fleeting.InstanceGroup {
-		m.reset(t)
+		m.Reset(t)
 		if err := createMotoGroup(t.Context(), cfg, "runners", motoLinuxAMI, 3, 0); err != nil {
 			t.Fatalf("set up moto: %v", err)
 		}
@@ -181,7 +99,7 @@ func TestConnectInfoMoto(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m.reset(t)
+			m.Reset(t)
 			if err := createMotoGroup(t.Context(), cfg, "runners", tt.ami, 2, 1); err != nil {
 				t.Fatalf("set up moto: %v", err)
 			}

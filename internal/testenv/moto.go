@@ -1,0 +1,98 @@
+package testenv
+
+import (
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Moto is a running moto_server, a third-party AWS emulator (see shared/spec/aws-moto.md).
+type Moto struct {
+	// URL is its endpoint, http://127.0.0.1:PORT.
+	URL string
+}
+
+// StartMoto starts moto_server on a free loopback port for this test and stops it afterwards; it skips
+// (or fails in CI) where moto_server is missing. The caller points its SDK at URL itself.
+func StartMoto(t testing.TB) *Moto {
+	t.Helper()
+	bin := RequireCommand(t, "moto_server", "install moto with its server extras (pip install 'moto[server]')")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", strconv.Itoa(port))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// moto reads AWS_* itself (an endpoint override set by an earlier simulator breaks it).
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "AWS_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	logPath := filepath.Join(t.TempDir(), "moto.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start moto_server: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		// moto_server is a Python wrapper; its process group holds the server.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+	})
+	m := &Moto{URL: "http://127.0.0.1:" + strconv.Itoa(port)}
+	// Python start-up is slow on a loaded machine; this is a wait for readiness, not a speed check.
+	const readyWithin = 2 * time.Minute
+	deadline := time.Now().Add(readyWithin)
+	for {
+		resp, err := http.Get(m.URL + "/moto-api/")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return m
+			}
+		}
+		select {
+		case <-exited:
+			out, _ := os.ReadFile(logPath)
+			t.Fatalf("moto_server exited before it answered on port %d; its output:\n%s", port, out)
+		default:
+		}
+		if time.Now().After(deadline) {
+			out, _ := os.ReadFile(logPath)
+			t.Fatalf("moto_server on port %d not ready after %s: %v; its output:\n%s", port, readyWithin, err, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Reset wipes moto's state between tests.
+func (m *Moto) Reset(t testing.TB) {
+	t.Helper()
+	resp, err := http.Post(m.URL+"/moto-api/reset", "application/json", nil)
+	if err != nil {
+		t.Fatalf("reset moto: %v", err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("reset moto: %s", resp.Status)
+	}
+}
