@@ -189,6 +189,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if len(cfg.Runners) == 0 {
+		return fmt.Errorf("config file %s defines no [[runners]] (is it empty or cut short?): register one with `fleetrunner register`, or restore the file", m.opts.ConfigPath)
+	}
 	if err := m.apply(cfg, mtime, true); err != nil {
 		m.shutdownProviders(time.Now().Add(cfg.GetShutdownTimeout()))
 		return err
@@ -258,6 +261,10 @@ func (m *Manager) reload(force bool) {
 		return
 	}
 	cfg, mtime, err := m.load()
+	if err == nil && len(cfg.Runners) == 0 {
+		// A file truncated by an editor or a config-management tool must not delete the fleet.
+		err = fmt.Errorf("config file %s defines no [[runners]]; to really remove every runner, stop the service (fleetrunner stop) or unregister them (fleetrunner unregister --all-runners, then stop)", m.opts.ConfigPath)
+	}
 	if err != nil {
 		m.log.WithError(err).Error("cannot reload the configuration; keeping the running one")
 		// Do not retry the same broken file every few seconds.

@@ -578,12 +578,41 @@ func TestSighupReloadAddsRunnerAndRemovalShutsItsProviderDown(t *testing.T) {
 	}
 
 	// Removing the served runner shuts its provider down once its jobs are done.
-	if err := os.WriteFile(r.cfgPath, []byte("concurrent = 1\n"), 0o600); err != nil {
+	if err := os.WriteFile(r.cfgPath, []byte("concurrent = 1\n"+extra), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	r.m.Reload()
 	if err := r.exec.waitFor(r.ctx(), func() bool { return r.exec.shutdowns == 1 }); err != nil {
 		t.Fatalf("removed runner's provider was not shut down: %v\n%s", err, r.logs)
+	}
+}
+
+// A config.toml caught empty (an editor or a config-management tool truncates it, then writes) is
+// refused: the runner keeps serving and its provider, with its instances, stays.
+func TestReloadToEmptyConfigKeepsServing(t *testing.T) {
+	r := newRig(t, gitlabsim.Options{})
+	r.writeConfig(runnerSettings{concurrent: 1})
+	r.start(time.Hour)
+	waitLog(t, r.logs, "fleetrunner is running")
+	for i, text := range []string{"", "concurrent = 1\n"} {
+		if err := os.WriteFile(r.cfgPath, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r.m.Reload()
+		want := "defines no [[runners]]; to really remove every runner, stop the service"
+		testrig.WaitFor(t, testTimeout, "the refusal of a config without runners", func() bool {
+			return strings.Count(r.logs.String(), want) > i
+		})
+	}
+	id := r.sim.Enqueue(gitlabsim.JobSpec{Name: "still-served", Script: []string{"echo served"}})
+	if snap := r.finished(id); snap.Status != gitlabsim.StatusSuccess {
+		t.Fatalf("job after a reload to an empty config: %s; want success", snap.Status)
+	}
+	if _, _, _, _, shutdowns := r.exec.stats(); shutdowns != 0 {
+		t.Errorf("provider shut down %d times after a reload to an empty config; want 0", shutdowns)
+	}
+	if strings.Contains(r.logs.String(), "runner left the configuration") {
+		t.Errorf("the runner was retired by an empty config:\n%s", r.logs)
 	}
 }
 
@@ -636,6 +665,8 @@ func TestStartErrors(t *testing.T) {
 		want   []string
 	}{
 		{"broken key", "concurrent = 0\n", []string{"config.toml", "concurrent", "at least 1"}},
+		{"empty file", "", []string{"config.toml", "defines no [[runners]]", "fleetrunner register"}},
+		{"no runners", "concurrent = 4\n", []string{"config.toml", "defines no [[runners]]"}},
 		{"unknown executor in this build", `concurrent = 1
 [[runners]]
   name = "r"
