@@ -120,8 +120,10 @@ type RecoveredJob struct {
 	Token string
 	// URL is the GitLab URL the job came from.
 	URL string
-	// Instance names where it ran, for the log line.
+	// Instance names where it ran, for the log line; empty when it never got one or had ended.
 	Instance string
+	// Ended: the job had finished and only its final state had not reached GitLab.
+	Ended bool
 	// Done tells the provider the job was reported, so it is not reported again after another restart.
 	Done func()
 }

@@ -185,6 +185,12 @@ type Taskscaler struct {
 	wg         sync.WaitGroup
 }
 
+// Capacity is the fleet's size as resolved (defaults applied): slots per instance and the instance cap
+// (0: none).
+func (ts *Taskscaler) Capacity() (perInstance, maxInstances int) {
+	return ts.opts.CapacityPerInstance, ts.opts.MaxInstances
+}
+
 // New builds a taskscaler over group, loads saved state, lists the group once (adopting the instances
 // the state knows and removing the others), and starts the reconcile loop. The group must already be
 // initialised (Init); the caller also shuts it down after Shutdown.

@@ -25,12 +25,19 @@ func (w *worker) reportRecovered() {
 		tr := trace.New(client, gitlab.JobCredentials{ID: rj.ID, Token: rj.Token}, trace.Options{
 			MaskPhrases: []string{rj.Token},
 			Logger:      log,
+			// The job may have written output before the crash: the message goes after it.
+			Continue: true,
 		})
 		tr.Start()
-		if rj.Instance != "" {
+		// The interrupted output may end mid-line.
+		_, _ = tr.Write([]byte("\n"))
+		switch {
+		case rj.Instance != "":
 			tr.Errorf("Job failed (system failure): the runner manager stopped while this job was running on instance %s; the job cannot be resumed, retry it", rj.Instance)
-		} else {
-			tr.Errorf("Job failed (system failure): the runner manager stopped before this job's final state reached GitLab; its outcome is unknown, retry it")
+		case rj.Ended:
+			tr.Errorf("Job failed (system failure): the runner manager stopped after this job ended but before its final state reached GitLab; its outcome is unknown, retry it")
+		default:
+			tr.Errorf("Job failed (system failure): the runner manager stopped before this job got an instance; it did not run, retry it")
 		}
 		if err := tr.Finish(w.m.finishCtx, gitlab.JobFailed, job.RunnerSystemFailure, 0); err != nil {
 			// GitLab may already have dropped the job; it is still forgotten so it is not reported forever.

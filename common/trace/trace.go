@@ -69,6 +69,10 @@ type Options struct {
 	Logger                logrus.FieldLogger
 	// Sleep waits between final-update attempts; nil = a real, context-aware sleep.
 	Sleep func(ctx context.Context, d time.Duration) error
+	// Continue appends to a log an earlier process wrote (a job recovered after a crash): this log's
+	// bytes follow whatever GitLab holds, learned from its first 416 answer. The earlier bytes' CRC is
+	// unknown, so the final update then carries the total size but no checksum.
+	Continue bool
 }
 
 // Trace is one job's log. Its writing methods are safe for concurrent use.
@@ -91,7 +95,9 @@ type Trace struct {
 
 	// Sender state: owned by the PATCH loop while it runs, then by Finish. stopLoop and loopDone are
 	// set under mu by Start.
-	sent     int
+	sent int
+	// base is how many bytes GitLab held before this log's first byte (Options.Continue).
+	base     int
 	interval time.Duration
 	lastSend time.Time
 
@@ -319,22 +325,28 @@ func (t *Trace) patchOnce(ctx context.Context) (more bool, res gitlab.PatchTrace
 	if len(chunk) == 0 {
 		return false, gitlab.PatchTraceResult{State: gitlab.PatchSucceeded, SentOffset: t.sent}
 	}
-	res = t.net.PatchTrace(ctx, t.jc, chunk, t.sent, t.opts.DebugTrace)
+	res = t.net.PatchTrace(ctx, t.jc, chunk, t.base+t.sent, t.opts.DebugTrace)
 	t.setInterval(res.NewUpdateInterval)
 	if res.CancelRequested {
 		t.markCanceling()
 	}
 	switch res.State {
 	case gitlab.PatchSucceeded:
-		t.sent = res.SentOffset
+		t.sent = res.SentOffset - t.base
 		t.lastSend = time.Now()
 		return true, res
 	case gitlab.PatchRangeMismatch:
+		if t.opts.Continue && t.base == 0 && t.sent == 0 && res.SentOffset > 0 {
+			// The earlier process's bytes: this log goes after them.
+			t.base = res.SentOffset
+			t.log.WithField("gitlab_size", res.SentOffset).Debug("continuing the log an earlier process wrote")
+			return true, res
+		}
 		// GitLab holds res.SentOffset bytes: continue from there, backwards too, so no gap is left.
-		t.log.WithFields(logrus.Fields{"sent": t.sent, "gitlab_size": res.SentOffset}).Warn("trace range mismatch, resending from GitLab's size")
+		t.log.WithFields(logrus.Fields{"sent": t.base + t.sent, "gitlab_size": res.SentOffset}).Warn("trace range mismatch, resending from GitLab's size")
 		prev := t.sent
-		t.sent = res.SentOffset
-		return res.SentOffset != prev, res
+		t.sent = max(res.SentOffset-t.base, 0)
+		return t.sent != prev, res
 	case gitlab.PatchAbort:
 		t.markAborted()
 	}
@@ -388,6 +400,9 @@ func (t *Trace) loop(ctx context.Context) {
 func (t *Trace) output() gitlab.JobOutput {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.base > 0 {
+		return gitlab.JobOutput{Bytesize: int64(t.base + len(t.buf))}
+	}
 	return gitlab.JobOutput{Checksum: fmt.Sprintf("crc32:%08x", t.crc.Sum32()), Bytesize: int64(len(t.buf))}
 }
 

@@ -161,8 +161,9 @@ func newProvider(runner *config.RunnerConfig, deps executors.Deps, dopts docker.
 	p.stopSweep, p.swept = stop, make(chan struct{})
 	go p.sweep(sweepCtx, ac.GetUpdateInterval())
 
-	log.WithFields(logrus.Fields{"group": info.ID, "plugin_version": info.Version, "max_instances": opts.MaxInstances,
-		"capacity_per_instance": opts.CapacityPerInstance}).Info("docker-autoscaler ready")
+	perInstance, maxInstances := ts.Capacity()
+	log.WithFields(logrus.Fields{"group": info.ID, "plugin_version": info.Version, "max_instances": maxInstances,
+		"capacity_per_instance": perInstance}).Info("docker-autoscaler ready")
 	return p, nil
 }
 
@@ -332,6 +333,8 @@ type recoveredBlob struct {
 	JobID int64  `json:"job_id"`
 	Token string `json:"job_token"`
 	URL   string `json:"gitlab_url"`
+	// Ended marks the record kept after the job finished, until its final state reached GitLab.
+	Ended bool `json:"ended,omitempty"`
 }
 
 // RecoveredJobs implements executors.Recoverer: jobs that were running when the previous process
@@ -348,7 +351,7 @@ func (p *Provider) RecoveredJobs() []executors.RecoveredJob {
 		}
 		key := r.Key
 		out = append(out, executors.RecoveredJob{
-			ID: b.JobID, Token: b.Token, URL: b.URL, Instance: r.InstanceID,
+			ID: b.JobID, Token: b.Token, URL: b.URL, Instance: r.InstanceID, Ended: b.Ended,
 			Done: func() { p.ts.ForgetRecovered(key) },
 		})
 	}

@@ -45,7 +45,8 @@ func (p *Provider) Run(ctx context.Context, res executors.Reservation, b *execut
 		// The job stays on record, without its slot, until the manager has sent its final state
 		// (FinalStateSent): a crash in between still gets it reported after a restart. Recorded before
 		// the release so that the state file never lacks it.
-		if err := p.ts.RecordJob(reportKey(b.Job.ID), b.Job.ID, blob); err != nil {
+		ended, _ := json.Marshal(recoveredBlob{JobID: b.Job.ID, Token: b.Job.Token, URL: p.runner.URL, Ended: true})
+		if err := p.ts.RecordJob(reportKey(b.Job.ID), b.Job.ID, ended); err != nil {
 			log.WithError(err).Warn("could not record the finished job in the state file; if fleetrunner crashes before its final update, GitLab's timeout ends the job")
 		}
 		p.ts.Release(key)
