@@ -7,7 +7,8 @@
 // instance's IAM role), narrowed by plugin_config; AWS_ENDPOINT_URL and its per-service variants point
 // the plugin at another endpoint, such as awssim. API use grows with scaling events, not with jobs: the
 // last Update's listing answers Heartbeat and membership checks, and instance details are fetched in
-// batches and kept.
+// batches and kept. AWS's listings are eventually consistent, so an instance is reported deleted only
+// once it was seen leaving or EC2 confirms it is gone, never because one listing left it out.
 package aws
 
 import (
@@ -70,9 +71,15 @@ type InstanceGroup struct {
 	// it, so its desired capacity must not overwrite ours (the next Increase would shrink the group).
 	writes  uint64
 	maxSize int
-	// members is the last listing, by instance ID; listedAt is when it was taken.
+	// members is the last listing, by instance ID, with the members it left out that are still there;
+	// listedAt is when it was taken.
 	members  map[string]awsclient.Member
 	listedAt time.Time
+	// missing remembers since when each member kept that way has been left out of the listings.
+	missing map[string]time.Time
+	// departed holds the members that left the group until Update reports them deleted; a listing
+	// taken for Heartbeat or ConnectInfo may be the one that noticed.
+	departed map[string]bool
 	// pendingSince remembers when an instance was first seen booting, to tell slow from stuck.
 	pendingSince map[string]time.Time
 	// details caches DescribeInstances answers; an instance's addresses do not change while it lives.
@@ -154,9 +161,7 @@ func (g *InstanceGroup) Init(ctx context.Context, log logrus.FieldLogger, settin
 	g.client = awsclient.New(cfg)
 	g.log = log.WithFields(logrus.Fields{"plugin": "aws", "group": g.Name, "region": g.region})
 	g.settings = settings
-	g.members = map[string]awsclient.Member{}
-	g.pendingSince = map[string]time.Time{}
-	g.details = map[string]awsclient.Instance{}
+	g.resetState()
 
 	grp, err := g.client.Group(ctx, g.Name)
 	if errors.Is(err, awsclient.ErrGroupNotFound) {
@@ -168,7 +173,7 @@ func (g *InstanceGroup) Init(ctx context.Context, log logrus.FieldLogger, settin
 	if grp.MaxSize <= 0 {
 		return fleeting.ProviderInfo{}, fmt.Errorf("%s: DescribeAutoScalingGroups reports MaxSize %d: raise the group's MaxSize to at least the runner's max_instances", g.where(), grp.MaxSize)
 	}
-	g.remember(grp, 0)
+	g.remember(grp, 0, nil)
 	g.warnSetup(ctx, grp)
 	g.log.WithFields(logrus.Fields{"max_size": grp.MaxSize, "desired": grp.DesiredCapacity, "instances": len(grp.Members)}).Info("auto scaling group found")
 	return fleeting.ProviderInfo{ID: "aws/" + g.region + "/" + g.Name, MaxSize: grp.MaxSize, Version: Version}, nil
@@ -202,11 +207,19 @@ func (g *InstanceGroup) warnSetup(ctx context.Context, grp awsclient.Group) {
 	}
 }
 
+// resetState empties what the plugin knows of the group.
+func (g *InstanceGroup) resetState() {
+	g.members = map[string]awsclient.Member{}
+	g.missing = map[string]time.Time{}
+	g.departed = map[string]bool{}
+	g.pendingSince = map[string]time.Time{}
+	g.details = map[string]awsclient.Instance{}
+}
+
 // Shutdown drops the cached state; the plugin holds no cloud resources of its own.
 func (g *InstanceGroup) Shutdown(context.Context) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.members = map[string]awsclient.Member{}
-	g.details = map[string]awsclient.Instance{}
+	g.resetState()
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
 	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/aws/awssim"
+	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/local"
 )
 
 // TestAPICallsPerScalingEvent drives the plugin the way the taskscaler does (Update polls, a scale-out,
@@ -13,7 +14,10 @@ import (
 // the AWS calls per scaling event. API use must follow scaling events, not jobs.
 func TestAPICallsPerScalingEvent(t *testing.T) {
 	const rounds, perStep, jobsPerInstance = 3, 3, 5
-	sim := newSim(t, awssim.GroupSpec{Name: "calls", MaxSize: perStep, ProtectFromScaleIn: true, BootDelay: 100 * time.Millisecond}, awssim.Options{})
+	// Consistent listings: a lagging one costs a DescribeInstances more, at random, and the counts
+	// below are exact.
+	sim := newSim(t, awssim.GroupSpec{Name: "calls", MaxSize: perStep, ProtectFromScaleIn: true, Boot: &local.BootModel{Running: 100 * time.Millisecond}},
+		awssim.Options{ConsistentListings: true})
 	g := simGroup("calls")
 	if _, err := g.Init(t.Context(), quietLog(), simSettings(t, sim)); err != nil {
 		t.Fatalf("Init = %v", err)

@@ -87,9 +87,39 @@ func (g *InstanceGroup) ConnectInfo(ctx context.Context, instance string) (fleet
 	return info, nil
 }
 
-// describe returns the instance's EC2 details, asking for every listed member not yet known in the
-// same call, so a scale-out costs one DescribeInstances however many instances it brought.
+// ec2LagWait bounds how long ConnectInfo waits for DescribeInstances to show an instance that the group
+// already lists: EC2's listings are eventually consistent, and a just-launched instance can be missing
+// from them for a few seconds.
+const ec2LagWait = 30 * time.Second
+
+// describe returns the instance's EC2 details, asking again while EC2 does not show it yet (up to
+// ec2LagWait).
 func (g *InstanceGroup) describe(ctx context.Context, instance string) (awsclient.Instance, error) {
+	deadline := time.NewTimer(ec2LagWait)
+	defer deadline.Stop()
+	pause := 200 * time.Millisecond
+	for {
+		inst, ok, err := g.describeOnce(ctx, instance)
+		if ok || err != nil {
+			return inst, err
+		}
+		g.log.WithField("instance", instance).Debug("DescribeInstances does not show the instance yet; asking again")
+		select {
+		case <-ctx.Done():
+			return inst, fmt.Errorf("%s: instance %s: waiting for DescribeInstances to show it: %w", g.where(), instance, ctx.Err())
+		case <-deadline.C:
+			return inst, fmt.Errorf("%s: DescribeInstances has shown no instance %s tagged %s=%s for %s though the group lists it: it was terminated, or was attached without the group's tags",
+				g.where(), instance, awsclient.GroupTag, g.Name, ec2LagWait)
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 2*time.Second)
+	}
+}
+
+// describeOnce returns the instance's EC2 details and whether EC2 showed it, asking for every listed
+// member not yet known in the same call, so a scale-out costs one DescribeInstances however many
+// instances it brought.
+func (g *InstanceGroup) describeOnce(ctx context.Context, instance string) (awsclient.Instance, bool, error) {
 	g.mu.Lock()
 	inst, ok := g.details[instance]
 	ids := []string{instance}
@@ -102,11 +132,11 @@ func (g *InstanceGroup) describe(ctx context.Context, instance string) (awsclien
 	}
 	g.mu.Unlock()
 	if ok {
-		return inst, nil
+		return inst, true, nil
 	}
 	found, err := g.client.Instances(ctx, g.Name, ids)
 	if err != nil {
-		return inst, fmt.Errorf("instance %s: %w", instance, g.apiError("DescribeInstances", err))
+		return inst, false, fmt.Errorf("instance %s: %w", instance, g.apiError("DescribeInstances", err))
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -119,11 +149,7 @@ func (g *InstanceGroup) describe(ctx context.Context, instance string) (awsclien
 			inst, ok = f, true
 		}
 	}
-	if !ok {
-		return inst, fmt.Errorf("%s: DescribeInstances shows no instance %s tagged %s=%s: it was terminated, or was attached without the group's tags",
-			g.where(), instance, awsclient.GroupTag, g.Name)
-	}
-	return inst, nil
+	return inst, ok, nil
 }
 
 // goArch turns EC2's architecture names into Go's.

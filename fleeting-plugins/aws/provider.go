@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,8 +23,16 @@ const stuckPendingAfter = 15 * time.Minute
 // the taskscaler lists every few seconds, so a fresh listing is normally at hand.
 const listingMaxAge = 30 * time.Second
 
-// remember records a listing that was requested when g.writes was writes. Called with g.mu not held.
-func (g *InstanceGroup) remember(grp awsclient.Group, writes uint64) {
+// listingLagGrace bounds how long a member that the group's listings leave out, while EC2 still shows
+// it launching or running (or does not show it yet), is taken for one a lagging listing missed. Both
+// services' listings are eventually consistent: a just-launched instance can show in one listing and be
+// missing from the next for a few seconds.
+const listingLagGrace = time.Minute
+
+// remember records a listing that was requested when g.writes was writes, together with the members it
+// left out that are still there (see stillThere). Members that left the group since the last listing
+// wait in g.departed for Update to report them. Called with g.mu not held.
+func (g *InstanceGroup) remember(grp awsclient.Group, writes uint64, kept []awsclient.Member) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := time.Now()
@@ -30,15 +40,31 @@ func (g *InstanceGroup) remember(grp awsclient.Group, writes uint64) {
 		g.desired = grp.DesiredCapacity
 	}
 	g.maxSize = grp.MaxSize
-	members := make(map[string]awsclient.Member, len(grp.Members))
+	members := make(map[string]awsclient.Member, len(grp.Members)+len(kept))
 	for _, m := range grp.Members {
 		members[m.ID] = m
+		delete(g.missing, m.ID)
+		delete(g.departed, m.ID)
+	}
+	for _, m := range kept {
+		members[m.ID] = m
+		if _, ok := g.missing[m.ID]; !ok {
+			g.missing[m.ID] = now
+		}
+	}
+	for id := range g.members {
+		if _, ok := members[id]; !ok {
+			g.departed[id] = true
+			delete(g.missing, id)
+		}
+	}
+	for id, m := range members {
 		if strings.HasPrefix(m.LifecycleState, "Pending") {
-			if _, ok := g.pendingSince[m.ID]; !ok {
-				g.pendingSince[m.ID] = now
+			if _, ok := g.pendingSince[id]; !ok {
+				g.pendingSince[id] = now
 			}
 		} else {
-			delete(g.pendingSince, m.ID)
+			delete(g.pendingSince, id)
 		}
 	}
 	for id := range g.pendingSince {
@@ -54,61 +80,113 @@ func (g *InstanceGroup) remember(grp awsclient.Group, writes uint64) {
 	g.members, g.listedAt = members, now
 }
 
-// list takes a fresh listing and returns the members that vanished since the previous one.
-func (g *InstanceGroup) list(ctx context.Context) (awsclient.Group, []string, error) {
+// list takes a fresh listing and returns every instance believed to be in the group: those listed, and
+// those the listing left out that are still there.
+func (g *InstanceGroup) list(ctx context.Context) ([]awsclient.Member, error) {
 	g.mu.Lock()
 	writes := g.writes
 	g.mu.Unlock()
 	grp, err := g.client.Group(ctx, g.Name)
 	if err != nil {
 		if errors.Is(err, awsclient.ErrGroupNotFound) {
-			return grp, nil, fmt.Errorf("%s: DescribeAutoScalingGroups no longer lists the group: it was deleted or renamed; recreate it or fix plugin_config name", g.where())
+			return nil, fmt.Errorf("%s: DescribeAutoScalingGroups no longer lists the group: it was deleted or renamed; recreate it or fix plugin_config name", g.where())
 		}
-		return grp, nil, g.apiError("DescribeAutoScalingGroups", err)
+		return nil, g.apiError("DescribeAutoScalingGroups", err)
+	}
+	listed := make(map[string]bool, len(grp.Members))
+	for _, m := range grp.Members {
+		listed[m.ID] = true
 	}
 	g.mu.Lock()
-	var gone []string
-	for id := range g.members {
-		if !hasMember(grp, id) {
-			gone = append(gone, id)
+	var left []awsclient.Member
+	for id, m := range g.members {
+		if !listed[id] {
+			left = append(left, m)
 		}
 	}
 	g.mu.Unlock()
-	g.remember(grp, writes)
-	return grp, gone, nil
+	kept := g.stillThere(ctx, left)
+	g.remember(grp, writes, kept)
+	return append(slices.Clone(grp.Members), kept...), nil
 }
 
-func hasMember(grp awsclient.Group, id string) bool {
-	for _, m := range grp.Members {
-		if m.ID == id {
-			return true
+// leaving reports whether a lifecycle state is on the way out of the group, so that an instance last
+// seen in it and then missing from a listing has left.
+func leaving(lifecycleState string) bool {
+	return strings.HasPrefix(lifecycleState, "Terminat") || strings.HasPrefix(lifecycleState, "Detach")
+}
+
+// stillThere returns the members, of those a listing left out, that are still in the group. One last
+// seen leaving has left. For the others EC2 is the second opinion: shutting-down, terminated or stopped
+// means the instance left; launching or running, or not shown at all, means the listing lagged, for up
+// to listingLagGrace. Without EC2's answer they are kept, for the same while.
+func (g *InstanceGroup) stillThere(ctx context.Context, left []awsclient.Member) []awsclient.Member {
+	var ask []string
+	for _, m := range left {
+		if !leaving(m.LifecycleState) {
+			ask = append(ask, m.ID)
 		}
 	}
-	return false
+	if len(ask) == 0 {
+		return nil
+	}
+	slices.Sort(ask)
+	found, err := g.client.Instances(ctx, g.Name, ask)
+	if err != nil {
+		g.log.WithError(g.apiError("DescribeInstances", err)).WithField("instances", ask).
+			Warn("could not ask EC2 about instances missing from the group's listing; taking them for still there")
+	}
+	ec2State := make(map[string]string, len(found))
+	for _, f := range found {
+		ec2State[f.ID] = f.State
+	}
+	now := time.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var kept []awsclient.Member
+	for _, m := range left {
+		st, shown := ec2State[m.ID]
+		since, ok := g.missing[m.ID]
+		if !ok {
+			since = now
+		}
+		switch {
+		case leaving(m.LifecycleState), shown && st != "pending" && st != "running":
+		case now.Sub(since) > listingLagGrace:
+			if shown {
+				g.log.WithFields(logrus.Fields{"instance": m.ID, "ec2_state": st, "missing_for": now.Sub(since).Round(time.Second)}).
+					Warn("instance left the group but still runs: it was detached outside the runner; terminate it by hand (aws ec2 terminate-instances) unless it is used elsewhere")
+			}
+		default:
+			kept = append(kept, m)
+		}
+	}
+	return kept
 }
 
 // Update lists the group's instances and reports each one's state. Instances that left the group since
-// the last listing are reported deleted once, so the taskscaler notices removals from outside.
+// the last listing are reported deleted once, so the taskscaler notices removals from outside; one
+// that a lagging listing left out is reported as last seen, since the taskscaler forgets an instance
+// that is not reported.
 func (g *InstanceGroup) Update(ctx context.Context, fn func(instance string, state fleeting.State)) error {
-	grp, gone, err := g.list(ctx)
+	members, err := g.list(ctx)
 	if err != nil {
 		return err
 	}
 	g.mu.Lock()
-	pending := make(map[string]time.Time, len(g.pendingSince))
-	for id, t := range g.pendingSince {
-		pending[id] = t
-	}
+	pending := maps.Clone(g.pendingSince)
+	departed := slices.Sorted(maps.Keys(g.departed))
+	clear(g.departed)
 	g.mu.Unlock()
 	now := time.Now()
-	for _, m := range grp.Members {
+	for _, m := range members {
 		var pendingFor time.Duration
 		if since, ok := pending[m.ID]; ok {
 			pendingFor = now.Sub(since)
 		}
 		fn(m.ID, g.state(m, pendingFor))
 	}
-	for _, id := range gone {
+	for _, id := range departed {
 		fn(id, fleeting.StateDeleted)
 	}
 	return nil
@@ -196,7 +274,7 @@ func (g *InstanceGroup) isMember(ctx context.Context, id string) (awsclient.Memb
 	if ok && fresh {
 		return m, nil
 	}
-	if _, _, err := g.list(ctx); err != nil {
+	if _, err := g.list(ctx); err != nil {
 		return awsclient.Member{}, err
 	}
 	g.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,8 +13,10 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
+	"gitlab.com/fleetrunner/fleetrunner/common/fleeting/connector"
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting/fleetingtest"
 	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/aws/awssim"
+	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/local"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
 )
 
@@ -44,10 +47,17 @@ func quietLog() logrus.FieldLogger {
 	return l
 }
 
+// simListingDelay is how long listings lag in these tests unless one says otherwise: every test meets
+// eventual consistency without waiting awssim's default second.
+const simListingDelay = 200 * time.Millisecond
+
 // newSim starts awssim with one group, test-fast retries, and the SDK pointed at it.
 func newSim(t *testing.T, spec awssim.GroupSpec, opts awssim.Options) *awssim.Server {
 	t.Helper()
 	testenv.RequireSSHD(t)
+	if opts.ListingDelay == 0 {
+		opts.ListingDelay = simListingDelay
+	}
 	sim, err := awssim.New(opts)
 	if err != nil {
 		t.Fatalf("awssim.New: %v", err)
@@ -82,8 +92,10 @@ func simSettings(t *testing.T, sim *awssim.Server) fleeting.Settings {
 	return fleeting.Settings{ConnectorConfig: fleeting.ConnectorConfig{Username: currentUser(t), ProtocolPort: sim.SSHPort()}}
 }
 
+// simSpec's instances stay pending well past the listing delay, so that the conformance suite sees
+// them creating; their sshd listens once they run.
 var simSpec = awssim.GroupSpec{
-	Name: "runners", MaxSize: 3, BootDelay: 200 * time.Millisecond,
+	Name: "runners", MaxSize: 3, Boot: &local.BootModel{Running: 3 * simListingDelay},
 	ProtectFromScaleIn: true, SuspendAZRebalance: true, AZs: []string{"us-east-1a", "us-east-1b"},
 }
 
@@ -279,7 +291,7 @@ func waitRunning(t *testing.T, g *InstanceGroup, n int) []string {
 // an instance of another group or an unknown one.
 func TestKeyPushes(t *testing.T) {
 	sim := newSim(t, simSpec, awssim.Options{})
-	other := awssim.GroupSpec{Name: "other", MaxSize: 1, DesiredCapacity: 1, ProtectFromScaleIn: true}
+	other := awssim.GroupSpec{Name: "other", MaxSize: 1, DesiredCapacity: 1, ProtectFromScaleIn: true, Boot: &local.BootModel{}}
 	if err := sim.CreateGroup(other); err != nil {
 		t.Fatal(err)
 	}
@@ -381,5 +393,176 @@ func TestUpdateStates(t *testing.T) {
 			t.Fatalf("unhealthy instance never reported as timeout")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestListingLag: with awssim's listings a second behind, instances launched by Increase show up, drop
+// out of listings and come back, and run. The plugin never reports one deleted (none is terminated
+// here), and ConnectInfo works as soon as one is reported running, though EC2 may not show it yet.
+func TestListingLag(t *testing.T) {
+	sim := newSim(t, awssim.GroupSpec{Name: "lag", MaxSize: 3, ProtectFromScaleIn: true, Boot: &local.BootModel{}}, awssim.Options{ListingDelay: time.Second})
+	g := simGroup("lag")
+	if _, err := g.Init(t.Context(), quietLog(), simSettings(t, sim)); err != nil {
+		t.Fatalf("Init = %v", err)
+	}
+	if n, err := g.Increase(t.Context(), 3); n != 3 || err != nil {
+		t.Fatalf("Increase(3) = %d, %v", n, err)
+	}
+	start := time.Now()
+	running := map[string]bool{}
+	polls := 0
+	// Past the delay (when listings have caught up) and until all run.
+	for time.Since(start) < 1500*time.Millisecond || len(running) < 3 {
+		if time.Since(start) > 20*time.Second {
+			t.Fatalf("%d of 3 instances running after 20s", len(running))
+		}
+		polls++
+		for id, st := range updateOnce(t, g) {
+			switch {
+			case st == fleeting.StateDeleted:
+				t.Errorf("%s after Increase, instance %s reported deleted; it is in the group: %+v", time.Since(start).Round(time.Millisecond), id, sim.Instances("lag"))
+			case st == fleeting.StateRunning && !running[id]:
+				running[id] = true
+				if _, err := g.ConnectInfo(t.Context(), id); err != nil {
+					t.Errorf("ConnectInfo(%s) as soon as it was reported running: %v", id, err)
+				}
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	calls := sim.Calls()
+	t.Logf("%d Update polls; DescribeAutoScalingGroups %d, DescribeInstances %d (asking EC2 about instances a listing missed, and ConnectInfo waiting for EC2)",
+		polls, calls["DescribeAutoScalingGroups"], calls["DescribeInstances"])
+}
+
+// TestGroupReplacesInstances: instances the group replaces by itself (a failed health check, an AZ
+// rebalance) are reported deleting, then deleted exactly once, and never again while DescribeInstances
+// still shows them; their replacements are reported and run; the plugin's idea of the desired capacity
+// stays right.
+func TestGroupReplacesInstances(t *testing.T) {
+	sim := newSim(t, awssim.GroupSpec{Name: "heal", MaxSize: 3, ProtectFromScaleIn: true, AZs: []string{"us-east-1a", "us-east-1b"}, Boot: &local.BootModel{}}, awssim.Options{})
+	g := simGroup("heal")
+	if _, err := g.Init(t.Context(), quietLog(), simSettings(t, sim)); err != nil {
+		t.Fatalf("Init = %v", err)
+	}
+	if _, err := g.Increase(t.Context(), 2); err != nil {
+		t.Fatal(err)
+	}
+	old := waitRunning(t, g, 2)
+	if err := sim.ReplaceInstance(old[0], awssim.ReplaceUnhealthy); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.ReplaceInstance(old[1], awssim.ReplaceAZRebalance); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string][]fleeting.State{}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		running := 0
+		for id, st := range updateOnce(t, g) {
+			if s := seen[id]; len(s) == 0 || s[len(s)-1] != st {
+				seen[id] = append(s, st)
+			}
+			if st == fleeting.StateRunning && id != old[0] && id != old[1] {
+				running++
+			}
+		}
+		gone := slices.Contains(seen[old[0]], fleeting.StateDeleted) && slices.Contains(seen[old[1]], fleeting.StateDeleted)
+		if gone && running == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("states seen after the replacements: %v", seen)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Past the moment they left the group, EC2 still shows them for a while.
+	for range 5 {
+		for id := range updateOnce(t, g) {
+			if id == old[0] || id == old[1] {
+				t.Errorf("replaced instance %s reported again after it was reported deleted", id)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, id := range old {
+		if s := seen[id]; s[len(s)-1] != fleeting.StateDeleted || slices.Contains(s, fleeting.StateCreating) {
+			t.Errorf("replaced instance %s went %v; want it to end deleted", id, s)
+		}
+		if err := g.Heartbeat(t.Context(), id); !errors.Is(err, fleeting.ErrInstanceUnhealthy) {
+			t.Errorf("Heartbeat of replaced %s = %v; want ErrInstanceUnhealthy", id, err)
+		}
+		if _, err := g.ConnectInfo(t.Context(), id); err == nil {
+			t.Errorf("ConnectInfo of replaced %s succeeded", id)
+		}
+	}
+	t.Logf("states seen: %v", seen)
+	if n, err := g.Increase(t.Context(), 1); n != 1 || err != nil || sim.DesiredCapacity("heal") != 3 {
+		t.Errorf("Increase(1) after the replacements = %d, %v with desired %d; want the group at 3", n, err, sim.DesiredCapacity("heal"))
+	}
+}
+
+// TestInsufficientCapacity: while EC2 has no capacity Increase still succeeds, as SetDesiredCapacity
+// does, and no instance is reported; the instances come once the group's retries succeed.
+func TestInsufficientCapacity(t *testing.T) {
+	sim := newSim(t, awssim.GroupSpec{Name: "scarce", MaxSize: 2, ProtectFromScaleIn: true, Boot: &local.BootModel{}}, awssim.Options{LaunchRetryDelay: 200 * time.Millisecond})
+	g := simGroup("scarce")
+	if _, err := g.Init(t.Context(), quietLog(), simSettings(t, sim)); err != nil {
+		t.Fatalf("Init = %v", err)
+	}
+	sim.SetFaults(awssim.Faults{InsufficientCapacityRate: 1})
+	if n, err := g.Increase(t.Context(), 2); n != 2 || err != nil {
+		t.Fatalf("Increase(2) without EC2 capacity = %d, %v; want 2 granted", n, err)
+	}
+	failed := func() int {
+		n := 0
+		for _, a := range sim.Activities("scarce") {
+			if a.Status == "Failed" {
+				n++
+			}
+		}
+		return n
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for failed() < 3 {
+		if got := updateOnce(t, g); len(got) != 0 {
+			t.Fatalf("without EC2 capacity Update reported %v; want nothing", got)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the group did not retry its failed launches: %+v", sim.Activities("scarce"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	sim.SetFaults(awssim.Faults{})
+	waitRunning(t, g, 2)
+	t.Logf("%d launches failed before EC2 had capacity again", failed())
+}
+
+// TestConnectWhileBooting: an instance is running before its sshd listens, as on EC2; the connector
+// waits for it with the plugin's ConnectInfo (an EC2 Instance Connect key) and logs in.
+func TestConnectWhileBooting(t *testing.T) {
+	sim := newSim(t, awssim.GroupSpec{Name: "boot", MaxSize: 1, ProtectFromScaleIn: true,
+		Boot: &local.BootModel{Running: 200 * time.Millisecond, SSHD: time.Second}}, awssim.Options{})
+	g := simGroup("boot")
+	if _, err := g.Init(t.Context(), quietLog(), simSettings(t, sim)); err != nil {
+		t.Fatalf("Init = %v", err)
+	}
+	if _, err := g.Increase(t.Context(), 1); err != nil {
+		t.Fatal(err)
+	}
+	id := waitRunning(t, g, 1)[0]
+	info, err := g.ConnectInfo(t.Context(), id)
+	if err != nil {
+		t.Fatalf("ConnectInfo(%s) = %v", id, err)
+	}
+	start := time.Now()
+	c, err := connector.Dial(t.Context(), info, connector.Config{Timeout: 20 * time.Second, Log: quietLog()})
+	if err != nil {
+		t.Fatalf("connect to %s, running but still booting: %v", id, err)
+	}
+	defer c.Close()
+	t.Logf("connected %s after the instance was reported running", time.Since(start).Round(time.Millisecond))
+	if out, code, err := c.Run(t.Context(), "echo booted"); err != nil || code != 0 || !strings.Contains(string(out), "booted") {
+		t.Errorf("command on %s: %q, exit %d, %v", id, out, code, err)
 	}
 }

@@ -25,6 +25,9 @@ type fakeClient struct {
 	terminated []string
 	instances  []awsclient.Instance
 	pushedAt   []time.Time
+	// describeCalls counts Instances calls; the first hideFor of them show no instance, as a lagging
+	// EC2 listing does.
+	describeCalls, hideFor int
 	// hold, when set, makes the next Group call snapshot the group, signal listed, and wait on release.
 	hold    bool
 	listed  chan struct{}
@@ -68,10 +71,33 @@ func (f *fakeClient) Terminate(_ context.Context, id string) error {
 	return nil
 }
 
-func (f *fakeClient) Instances(context.Context, string, []string) ([]awsclient.Instance, error) {
+func (f *fakeClient) Instances(_ context.Context, _ string, ids []string) ([]awsclient.Instance, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return slices.Clone(f.instances), nil
+	f.describeCalls++
+	if f.describeCalls <= f.hideFor {
+		return nil, nil
+	}
+	var out []awsclient.Instance
+	for _, i := range f.instances {
+		if slices.Contains(ids, i.ID) {
+			out = append(out, i)
+		}
+	}
+	return out, nil
+}
+
+// set replaces the group's members and EC2's instances.
+func (f *fakeClient) set(members []awsclient.Member, instances ...awsclient.Instance) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.grp.Members, f.instances = members, instances
+}
+
+func (f *fakeClient) describes() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.describeCalls
 }
 
 // SendSSHPublicKey notes when AWS received the key (its 60 s start then) and answers a little later.
@@ -95,11 +121,9 @@ func (f *fakeClient) lastSet() int {
 // newFakeGroup builds a plugin on a fake client, as Init would leave it after one listing.
 func newFakeGroup(t *testing.T, f *fakeClient) *InstanceGroup {
 	t.Helper()
-	g := &InstanceGroup{
-		Name: "jobs", region: "us-east-1", client: f, log: quietLog(),
-		members: map[string]awsclient.Member{}, pendingSince: map[string]time.Time{}, details: map[string]awsclient.Instance{},
-	}
-	if _, _, err := g.list(t.Context()); err != nil {
+	g := &InstanceGroup{Name: "jobs", region: "us-east-1", client: f, log: quietLog()}
+	g.resetState()
+	if _, err := g.list(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	return g
@@ -115,7 +139,7 @@ func TestIncreaseNotUndoneByStaleListing(t *testing.T) {
 	f.hold, f.listed, f.release = true, make(chan struct{}), make(chan struct{})
 	f.mu.Unlock()
 	done := make(chan error, 1)
-	go func() { _, _, err := g.list(context.Background()); done <- err }()
+	go func() { _, err := g.list(context.Background()); done <- err }()
 	<-f.listed // the listing has its answer (desired 0) but has not been recorded yet
 
 	if got, err := g.Increase(t.Context(), 3); got != 3 || err != nil {
@@ -316,5 +340,119 @@ func TestConnectInfoExpiresWithTheKey(t *testing.T) {
 	}
 	if latest := f.pushedAt[0].Add(instanceConnectKeyTTL); info.Expires.After(latest) {
 		t.Fatalf("Expires %s is after the key's end %s", info.Expires, latest)
+	}
+}
+
+// updateOnce runs Update and returns the states it reported, failing on an instance reported twice.
+func updateOnce(t *testing.T, g *InstanceGroup) map[string]fleeting.State {
+	t.Helper()
+	got := map[string]fleeting.State{}
+	if err := g.Update(t.Context(), func(id string, st fleeting.State) {
+		if _, dup := got[id]; dup {
+			t.Errorf("Update reported %s twice", id)
+		}
+		got[id] = st
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// Auto Scaling's and EC2's listings are eventually consistent: a just-launched instance can show in one
+// listing and be missing from the next. Reported deleted, it would be forgotten by the taskscaler and
+// counted again when it came back; so it is reported as last seen while EC2 does not say it is gone, and
+// deleted once, when EC2 does.
+func TestLaggingListingKeepsNewInstance(t *testing.T) {
+	pending := awsclient.Member{ID: "i-new", LifecycleState: "Pending", HealthStatus: "Healthy"}
+	f := &fakeClient{grp: awsclient.Group{Name: "jobs", MaxSize: 2, DesiredCapacity: 1, Members: []awsclient.Member{pending}}}
+	g := newFakeGroup(t, f)
+	steps := []struct {
+		name      string
+		members   []awsclient.Member
+		instances []awsclient.Instance
+		want      fleeting.State // "" for not reported
+	}{
+		{"listed pending", []awsclient.Member{pending}, nil, fleeting.StateCreating},
+		{"missing from both listings", nil, nil, fleeting.StateCreating},
+		{"missing, EC2 shows it pending", nil, []awsclient.Instance{{ID: "i-new", State: "pending"}}, fleeting.StateCreating},
+		{"listed in service", []awsclient.Member{{ID: "i-new", LifecycleState: "InService", HealthStatus: "Healthy"}}, nil, fleeting.StateRunning},
+		{"missing, EC2 shows it running", nil, []awsclient.Instance{{ID: "i-new", State: "running"}}, fleeting.StateRunning},
+		{"missing, EC2 shows it shutting down", nil, []awsclient.Instance{{ID: "i-new", State: "shutting-down"}}, fleeting.StateDeleted},
+		{"gone, EC2 still shows it terminated", nil, []awsclient.Instance{{ID: "i-new", State: "terminated"}}, ""},
+	}
+	for _, st := range steps {
+		f.set(st.members, st.instances...)
+		got := updateOnce(t, g)
+		if got["i-new"] != st.want {
+			t.Errorf("%s: Update reported %v; want i-new %q", st.name, got, st.want)
+		}
+	}
+	if f.describes() != 4 {
+		t.Errorf("%d DescribeInstances calls; want one per listing that missed the instance while it was not known to be leaving (4)", f.describes())
+	}
+}
+
+// A member missing from the listings for longer than listingLagGrace is gone, whatever EC2 says (it
+// may not answer at all); one last seen terminating is gone at once, without asking EC2.
+func TestMissingMemberGivesUp(t *testing.T) {
+	f := &fakeClient{grp: awsclient.Group{Name: "jobs", MaxSize: 2, DesiredCapacity: 2, Members: []awsclient.Member{
+		{ID: "i-lost", LifecycleState: "InService", HealthStatus: "Healthy"},
+		{ID: "i-going", LifecycleState: "Terminating", HealthStatus: "Healthy"},
+	}}}
+	g := newFakeGroup(t, f)
+	f.set(nil)
+	if got := updateOnce(t, g); got["i-lost"] != fleeting.StateRunning || got["i-going"] != fleeting.StateDeleted {
+		t.Fatalf("first listing without either: %v; want i-lost still running, i-going deleted", got)
+	}
+	g.mu.Lock()
+	g.missing["i-lost"] = time.Now().Add(-listingLagGrace - time.Second)
+	g.mu.Unlock()
+	if got := updateOnce(t, g); got["i-lost"] != fleeting.StateDeleted || len(got) != 1 {
+		t.Fatalf("after %s missing: %v; want only i-lost, deleted", listingLagGrace, got)
+	}
+	if f.describes() != 2 {
+		t.Errorf("%d DescribeInstances calls; want 2, both for i-lost", f.describes())
+	}
+}
+
+// A listing taken for Heartbeat or ConnectInfo can be the one that sees an instance gone; Update still
+// reports it deleted, once.
+func TestDepartureNoticedOutsideUpdate(t *testing.T) {
+	f := &fakeClient{grp: awsclient.Group{Name: "jobs", MaxSize: 2, DesiredCapacity: 1, Members: []awsclient.Member{
+		{ID: "i-a", LifecycleState: "InService", HealthStatus: "Healthy"},
+	}}}
+	g := newFakeGroup(t, f)
+	if accepted, err := g.Decrease(t.Context(), []string{"i-a"}); err != nil || len(accepted) != 1 {
+		t.Fatalf("Decrease = %v, %v", accepted, err)
+	}
+	f.set(nil)
+	g.mu.Lock()
+	g.listedAt = time.Time{} // stale: Heartbeat lists again
+	g.mu.Unlock()
+	if err := g.Heartbeat(t.Context(), "i-a"); err == nil {
+		t.Errorf("Heartbeat of a departed instance = nil")
+	}
+	if got := updateOnce(t, g); got["i-a"] != fleeting.StateDeleted {
+		t.Errorf("Update after Heartbeat's listing saw i-a gone: %v; want i-a deleted", got)
+	}
+	if got := updateOnce(t, g); len(got) != 0 {
+		t.Errorf("second Update: %v; want nothing", got)
+	}
+}
+
+// ConnectInfo asks EC2 again while it does not show an instance the group lists yet.
+func TestConnectInfoWaitsForEC2(t *testing.T) {
+	f := &fakeClient{
+		grp:       awsclient.Group{Name: "jobs", MaxSize: 1, DesiredCapacity: 1, Members: []awsclient.Member{{ID: "i-a", LifecycleState: "InService", HealthStatus: "Healthy"}}},
+		instances: []awsclient.Instance{{ID: "i-a", State: "running", PrivateIP: "10.0.0.1", Architecture: "x86_64"}},
+		hideFor:   2,
+	}
+	g := newFakeGroup(t, f)
+	info, err := g.ConnectInfo(t.Context(), "i-a")
+	if err != nil || info.InternalAddr != "10.0.0.1" {
+		t.Fatalf("ConnectInfo while EC2 lags = %+v, %v; want it once EC2 shows the instance", info, err)
+	}
+	if f.describes() != 3 {
+		t.Errorf("%d DescribeInstances calls; want 3 (two lagging, one showing it)", f.describes())
 	}
 }

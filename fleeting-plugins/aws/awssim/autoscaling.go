@@ -99,16 +99,53 @@ type describePoliciesResult struct {
 type asgActivity struct {
 	ActivityID           string `xml:"ActivityId"`
 	AutoScalingGroupName string `xml:"AutoScalingGroupName"`
+	AutoScalingGroupARN  string `xml:"AutoScalingGroupARN"`
 	Description          string `xml:"Description"`
 	Cause                string `xml:"Cause"`
 	StartTime            string `xml:"StartTime"`
+	EndTime              string `xml:"EndTime,omitempty"`
 	StatusCode           string `xml:"StatusCode"`
+	StatusMessage        string `xml:"StatusMessage,omitempty"`
 	Progress             int    `xml:"Progress"`
 	Details              string `xml:"Details"`
 }
 
 type terminateResult struct {
 	Activity asgActivity `xml:"Activity"`
+}
+
+type describeActivitiesResult struct {
+	Activities []asgActivity `xml:"Activities>member"`
+	NextToken  string        `xml:"NextToken,omitempty"`
+}
+
+func activityXML(g *group, a *Activity) asgActivity {
+	out := asgActivity{
+		ActivityID: a.ID, AutoScalingGroupName: g.spec.Name, AutoScalingGroupARN: g.arn, Description: a.Description,
+		Cause: a.Cause, StartTime: awsTime(a.Start), StatusCode: a.Status, StatusMessage: a.StatusMessage, Details: a.Details,
+	}
+	if !a.End.IsZero() {
+		out.EndTime, out.Progress = awsTime(a.End), 100
+	}
+	return out
+}
+
+// sortedActivities lists g's activities as AWS does: those in progress first, then newest first.
+// Called with s.mu held.
+func sortedActivities(g *group) []*Activity {
+	out := slices.Clone(g.activities)
+	slices.Reverse(out)
+	slices.SortStableFunc(out, func(a, b *Activity) int {
+		ia, ib := a.Status == "InProgress", b.Status == "InProgress"
+		switch {
+		case ia == ib:
+			return b.Start.Compare(a.Start)
+		case ia:
+			return -1
+		}
+		return 1
+	})
+	return out
 }
 
 // autoScaling answers one Auto Scaling action; a nil result means an answer without a Result element.
@@ -122,6 +159,8 @@ func (s *Server) autoScaling(action string, form url.Values) (any, *apiError) {
 		return s.describeASGInstances(form)
 	case "DescribePolicies":
 		return s.describePolicies(form)
+	case "DescribeScalingActivities":
+		return s.describeActivities(form)
 	case "SetDesiredCapacity":
 		return nil, s.setDesiredCapacity(form)
 	case "TerminateInstanceInAutoScalingGroup":
@@ -147,17 +186,15 @@ func (s *Server) launchTemplate(g *group) asgLaunchTemplate {
 }
 
 func (s *Server) describeGroups(form url.Values) (any, *apiError) {
-	size, err := queryInt(form, "MaxRecords", 50)
+	size, err := maxRecords(form, 50, 100)
 	if err != nil {
 		return nil, err
-	}
-	if size < 1 || size > 100 {
-		return nil, validationError("Value '%d' at 'maxRecords' failed to satisfy constraint: Member must have value less than or equal to 100", size)
 	}
 	names := queryList(form, "AutoScalingGroupNames.member")
 	if len(names) == 0 {
 		names = s.groupNames()
 	}
+	cutoff := s.listingCutoff()
 	var groups []asgGroup
 	for _, n := range names {
 		g, ok := s.groups[n]
@@ -179,7 +216,7 @@ func (s *Server) describeGroups(form url.Values) (any, *apiError) {
 			out.Tags = append(out.Tags, asgTag{ResourceID: n, ResourceType: "auto-scaling-group", Key: k, Value: g.spec.Tags[k], PropagateAtLaunch: true})
 		}
 		for _, inst := range s.sortedInstances() {
-			if inst.group == n && inst.lifecycle != lifecycleTerminated {
+			if inst.group == n && inst.lifecycle != lifecycleTerminated && listed(inst, cutoff) {
 				out.Instances = append(out.Instances, asgInstance{
 					InstanceID: inst.id, InstanceType: "t3.micro", AvailabilityZone: inst.az,
 					LifecycleState: inst.lifecycle, HealthStatus: inst.health,
@@ -197,17 +234,15 @@ func (s *Server) describeGroups(form url.Values) (any, *apiError) {
 }
 
 func (s *Server) describeASGInstances(form url.Values) (any, *apiError) {
-	size, err := queryInt(form, "MaxRecords", 50)
+	size, err := maxRecords(form, 50, 50)
 	if err != nil {
 		return nil, err
 	}
-	if size < 1 || size > 50 {
-		return nil, validationError("Value '%d' at 'maxRecords' failed to satisfy constraint: Member must have value less than or equal to 50", size)
-	}
 	ids := queryList(form, "InstanceIds.member")
+	cutoff := s.listingCutoff()
 	var out []asgInstanceDetails
 	for _, inst := range s.sortedInstances() {
-		if inst.group == "" || inst.lifecycle == lifecycleTerminated || len(ids) > 0 && !slices.Contains(ids, inst.id) {
+		if inst.group == "" || inst.lifecycle == lifecycleTerminated || !listed(inst, cutoff) || len(ids) > 0 && !slices.Contains(ids, inst.id) {
 			continue
 		}
 		out = append(out, asgInstanceDetails{
@@ -302,23 +337,46 @@ func (s *Server) terminateInstance(form url.Values) (any, *apiError) {
 	}
 	g := s.groups[inst.group]
 	if inst.lifecycle != lifecycleTerminating {
+		cause := fmt.Sprintf("At %s instance %s was taken out of service in response to a user request", awsTime(time.Now()), id)
 		if decrement {
 			if g.desired-1 < g.spec.MinSize {
 				return nil, validationError("Currently, desiredSize equals minSize (%d). Terminating instance without replacement will violate group's min size constraint. Either set shouldDecrementDesiredCapacity flag to false or lower group's min size.", g.spec.MinSize)
 			}
 			g.desired--
+			cause += fmt.Sprintf(", shrinking the capacity from %d to %d", g.desired+1, g.desired)
 		}
-		s.terminateLocked(inst)
+		s.terminateLocked(inst, cause+".")
 	}
-	cause := fmt.Sprintf("At %s instance %s was taken out of service in response to a user request", awsTime(time.Now()), id)
-	if decrement {
-		cause += fmt.Sprintf(", shrinking the capacity from %d to %d.", g.desired+1, g.desired)
+	return terminateResult{Activity: activityXML(g, inst.termination)}, nil
+}
+
+func (s *Server) describeActivities(form url.Values) (any, *apiError) {
+	size, err := maxRecords(form, 100, 100)
+	if err != nil {
+		return nil, err
 	}
-	return terminateResult{Activity: asgActivity{
-		ActivityID: newUUID(s.rng), AutoScalingGroupName: g.spec.Name,
-		Description: "Terminating EC2 instance: " + id, Cause: cause, StartTime: awsTime(time.Now()),
-		StatusCode: "InProgress", Progress: 0, Details: `{"Subnet ID":"subnet-0","Availability Zone":"` + inst.az + `"}`,
-	}}, nil
+	names := s.groupNames()
+	if name := form.Get("AutoScalingGroupName"); name != "" {
+		names = []string{name} // an unknown group has no activities, and AWS does not fail
+	}
+	ids := queryList(form, "ActivityIds.member")
+	var out []asgActivity
+	for _, n := range names {
+		g, ok := s.groups[n]
+		if !ok {
+			continue
+		}
+		for _, a := range sortedActivities(g) {
+			if len(ids) == 0 || slices.Contains(ids, a.ID) {
+				out = append(out, activityXML(g, a))
+			}
+		}
+	}
+	out, next, err := page(out, form.Get("NextToken"), size)
+	if err != nil {
+		return nil, err
+	}
+	return describeActivitiesResult{Activities: out, NextToken: next}, nil
 }
 
 func (s *Server) setInstanceProtection(form url.Values) *apiError {

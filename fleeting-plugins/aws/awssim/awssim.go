@@ -3,12 +3,17 @@
 // and codes) and the EC2 Instance Connect JSON API, on one HTTP endpoint on 127.0.0.1. Point the SDK at
 // it with AWS_ENDPOINT_URL, so the code under test is the code that runs against AWS.
 //
-// Every instance a group launches is a real OpenSSH sshd on its own loopback address (started with the
-// local plugin's launcher): Pending for the group's boot delay, then InService. It accepts the keys given
-// in Options.StaticKeys and, for 60 seconds, each key pushed for it with SendSSHPublicKey, for that OS
-// user only, like EC2 Instance Connect. The Docker socket is reachable through it by stream-local
-// forwarding. Fault knobs (SetFaults) throttle calls, fail launches, slow boots and keep instances
-// unhealthy; TerminateFromOutside kills an instance the way a spot interruption does.
+// It models the cloud's bad days, not our wishes. Every instance a group launches is a real OpenSSH sshd
+// on its own loopback address (started with the local plugin's launcher) that boots in stages, as an EC2
+// instance does (GroupSpec.Boot): Pending, then InService and `running` while its sshd still refuses
+// connections, then sshd, then its Docker Engine. Listings are eventually consistent: a new instance is
+// missing from them for a moment, and a terminated one stays in DescribeInstances, shutting-down and
+// then terminated, after it left its group. An instance accepts the keys given in Options.StaticKeys
+// and, for 60 seconds, each key pushed for it with SendSSHPublicKey, for that OS user only, like EC2
+// Instance Connect. The Docker socket is reachable through it by stream-local forwarding. Fault knobs
+// (SetFaults) throttle calls, fail launches for lack of capacity or during boot, slow boots and keep
+// instances unhealthy; ReplaceInstance and TerminateFromOutside replace an instance the way the group
+// or EC2 does by itself.
 package awssim
 
 import (
@@ -29,6 +34,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/local"
 )
 
 // Options configure a Server; the zero value works (as root, instances listen on port 22).
@@ -48,8 +55,27 @@ type Options struct {
 	StaticKeys []string
 	// KeyTTL is how long a pushed key is accepted; default 60s as in EC2 Instance Connect.
 	KeyTTL time.Duration
-	// TerminateDelay is how long an instance stays Terminating; default 100ms.
+	// TerminateDelay is how long an instance stays Terminating in its group; default 100ms.
 	TerminateDelay time.Duration
+	// ShuttingDownFor is how long DescribeInstances still shows an instance shutting-down after it left
+	// its group; default 1s.
+	ShuttingDownFor time.Duration
+	// TerminatedFor is how long DescribeInstances then lists it as terminated before forgetting it;
+	// default 1 minute (EC2 keeps terminated instances visible for about an hour).
+	TerminatedFor time.Duration
+	// ListingDelay is how long a newly launched instance may be missing from DescribeInstances,
+	// DescribeAutoScalingGroups and DescribeAutoScalingInstances. Each call is answered as a replica
+	// that lags by between half of it and all of it would answer: an instance younger than half the
+	// delay is never listed, one younger than the delay may show in one listing and be missing from the
+	// next. 0 means DefaultListingDelay; ConsistentListings turns it off.
+	ListingDelay       time.Duration
+	ConsistentListings bool
+	// LaunchRetryDelay is how long a group waits after a launch failed for lack of capacity before it
+	// launches again; default 1s (Auto Scaling waits about 10 s, longer after repeated failures).
+	LaunchRetryDelay time.Duration
+	// DockerSocket is the Docker Engine socket an instance hides until its Docker boot stage has passed;
+	// default /var/run/docker.sock.
+	DockerSocket string
 	// PublicIP gives instances a public address too (the same loopback address).
 	PublicIP bool
 	// Architecture is EC2's name for the instances' architecture; default this machine's.
@@ -62,14 +88,20 @@ type Options struct {
 	Log logrus.FieldLogger
 }
 
+// DefaultListingDelay is Options.ListingDelay's default.
+const DefaultListingDelay = time.Second
+
 // GroupSpec describes an Auto Scaling group to create.
 type GroupSpec struct {
 	Name                              string
 	MinSize, MaxSize, DesiredCapacity int
-	BootDelay                         time.Duration
-	ProtectFromScaleIn                bool
-	SuspendAZRebalance                bool
-	AZs                               []string
+	// Boot is how the group's instances boot; nil means local.EC2Boot, and &local.BootModel{} boots at
+	// once (unit tests). Hiding Docker until its stage has passed needs local.DockerGateAvailable;
+	// without it Docker answers as soon as sshd does.
+	Boot               *local.BootModel
+	ProtectFromScaleIn bool
+	SuspendAZRebalance bool
+	AZs                []string
 	// Policies names scaling policies attached to the group (DescribePolicies lists them).
 	Policies []string
 	// Tags are put on the group and propagated to its instances.
@@ -84,7 +116,12 @@ type Faults struct {
 	// LaunchFailures is how many of the next launches fail: the instance boots, fails and is terminated,
 	// and the group launches a replacement.
 	LaunchFailures int
-	// SlowBoot is added to the boot delay of instances launched while it is set.
+	// InsufficientCapacityRate is the fraction of launches that EC2 refuses with
+	// InsufficientInstanceCapacity: no instance is made, the group records a failed scaling activity
+	// (DescribeScalingActivities) and launches again after Options.LaunchRetryDelay. SetDesiredCapacity
+	// succeeds all the same, as on AWS.
+	InsufficientCapacityRate float64
+	// SlowBoot is added to the running stage of instances launched while it is set.
 	SlowBoot time.Duration
 	// NeverHealthy keeps instances launched while it is set InService but Unhealthy.
 	NeverHealthy bool
@@ -122,12 +159,15 @@ type Server struct {
 	pushes    []KeyPush
 	faults    Faults
 	rng       *rand.Rand
-	nextAddr  netip.Addr
-	closed    bool
-	kick      chan struct{}
-	ctx       context.Context
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	// dockerGate is why instances cannot hide Docker until their Docker stage; nil when they can.
+	dockerGate     error
+	dockerGateOnce sync.Once
+	nextAddr       netip.Addr
+	closed         bool
+	kick           chan struct{}
+	ctx            context.Context
+	cancel         context.CancelFunc
+	wg             sync.WaitGroup
 }
 
 // New starts a simulator on 127.0.0.1.
@@ -143,6 +183,24 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.TerminateDelay <= 0 {
 		opts.TerminateDelay = 100 * time.Millisecond
+	}
+	if opts.ShuttingDownFor <= 0 {
+		opts.ShuttingDownFor = time.Second
+	}
+	if opts.TerminatedFor <= 0 {
+		opts.TerminatedFor = time.Minute
+	}
+	if opts.ListingDelay <= 0 {
+		opts.ListingDelay = DefaultListingDelay
+	}
+	if opts.ConsistentListings {
+		opts.ListingDelay = 0
+	}
+	if opts.LaunchRetryDelay <= 0 {
+		opts.LaunchRetryDelay = time.Second
+	}
+	if opts.DockerSocket == "" {
+		opts.DockerSocket = "/var/run/docker.sock"
 	}
 	if opts.Architecture == "" {
 		opts.Architecture = map[string]string{"amd64": "x86_64", "arm64": "arm64"}[runtime.GOARCH]
@@ -164,6 +222,12 @@ func New(opts Options) (*Server, error) {
 		l := logrus.New()
 		l.SetOutput(discard{})
 		s.log = l
+	}
+	s.dockerGate = local.DockerGateAvailable()
+	if s.dockerGate == nil {
+		if _, err := os.Stat(opts.DockerSocket); err != nil {
+			s.dockerGate = fmt.Errorf("no Docker socket to hide: %w", err)
+		}
 	}
 	base := opts.BaseAddress
 	if base == "" {
@@ -282,6 +346,20 @@ func (s *Server) CreateGroup(spec GroupSpec) error {
 	if len(spec.AZs) == 0 {
 		spec.AZs = []string{s.opts.Region + "a"}
 	}
+	boot := local.EC2Boot
+	if spec.Boot != nil {
+		boot = *spec.Boot
+	}
+	// A copy of its own: the caller's model may change after the group was made.
+	spec.Boot = &boot
+	if err := spec.Boot.Validate(); err != nil {
+		return fmt.Errorf("awssim: group %s: %w", spec.Name, err)
+	}
+	if spec.Boot.Docker > 0 && s.dockerGate != nil {
+		s.dockerGateOnce.Do(func() {
+			s.log.WithError(s.dockerGate).Warn("awssim: instances' Docker answers as soon as their sshd does, not after the Docker boot stage")
+		})
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.groups[spec.Name]; ok {
@@ -348,10 +426,38 @@ func (s *Server) DesiredCapacity(groupName string) int {
 	return -1
 }
 
-// TerminateFromOutside kills an instance the way a spot interruption or AZ rebalance does: its sshd dies
-// at once, it goes Terminating → Terminated, and the group, whose desired capacity is unchanged,
-// launches a replacement.
-func (s *Server) TerminateFromOutside(instanceID string) error {
+// ReplaceReason is why an instance is replaced without the runner asking.
+type ReplaceReason string
+
+const (
+	// ReplaceUnhealthy is the group's health check: an EC2 status check failed, the group marks the
+	// instance Unhealthy, terminates it and launches a replacement.
+	ReplaceUnhealthy ReplaceReason = "unhealthy"
+	// ReplaceAZRebalance is AZRebalance moving capacity between zones; it happens only in a group with
+	// several zones whose AZRebalance process is not suspended.
+	ReplaceAZRebalance ReplaceReason = "az-rebalance"
+	// ReplaceSpotInterruption is EC2 reclaiming a Spot instance.
+	ReplaceSpotInterruption ReplaceReason = "spot-interruption"
+)
+
+// replacements holds, per reason, EC2's state reason and the termination activity's cause.
+var replacements = map[ReplaceReason]struct{ stateReason, cause string }{
+	ReplaceUnhealthy: {"Client.UserInitiatedShutdown: User initiated shutdown",
+		"an instance was taken out of service in response to an EC2 instance status checks failure"},
+	ReplaceAZRebalance: {"Client.UserInitiatedShutdown: User initiated shutdown",
+		"an instance was taken out of service in response to a rebalance of instances across Availability Zones"},
+	ReplaceSpotInterruption: {"Server.SpotInstanceTermination: Spot instance termination",
+		"an instance was taken out of service in response to an EC2 Spot Instance interruption"},
+}
+
+// ReplaceInstance replaces an instance the way its group or EC2 does by itself: its sshd dies at once,
+// it goes Terminating → Terminated (Unhealthy first, for ReplaceUnhealthy), and the group, whose desired
+// capacity is unchanged, launches a replacement.
+func (s *Server) ReplaceInstance(instanceID string, reason ReplaceReason) error {
+	r, ok := replacements[reason]
+	if !ok {
+		return fmt.Errorf("awssim: unknown replace reason %q", reason)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	inst, ok := s.instances[instanceID]
@@ -361,9 +467,38 @@ func (s *Server) TerminateFromOutside(instanceID string) error {
 	if inst.lifecycle == lifecycleTerminating || inst.lifecycle == lifecycleTerminated {
 		return fmt.Errorf("awssim: instance %s is already %s", instanceID, inst.lifecycle)
 	}
-	inst.stateReason = "Server.SpotInstanceTermination: Spot instance termination"
-	s.terminateLocked(inst)
+	g := s.groups[inst.group]
+	if reason == ReplaceAZRebalance && (g.spec.SuspendAZRebalance || len(g.spec.AZs) < 2) {
+		return fmt.Errorf("awssim: group %s does not rebalance: it has %d zone(s) and AZRebalance suspended %t", g.spec.Name, len(g.spec.AZs), g.spec.SuspendAZRebalance)
+	}
+	if reason == ReplaceUnhealthy {
+		inst.health = "Unhealthy"
+	}
+	inst.stateReason = r.stateReason
+	s.terminateLocked(inst, fmt.Sprintf("At %s %s.", awsTime(time.Now()), r.cause))
 	return nil
+}
+
+// TerminateFromOutside kills an instance the way a spot interruption does (ReplaceInstance with
+// ReplaceSpotInterruption).
+func (s *Server) TerminateFromOutside(instanceID string) error {
+	return s.ReplaceInstance(instanceID, ReplaceSpotInterruption)
+}
+
+// Activities lists the group's scaling activities as DescribeScalingActivities does: those in progress
+// first, then newest first.
+func (s *Server) Activities(groupName string) []Activity {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, ok := s.groups[groupName]
+	if !ok {
+		return nil
+	}
+	var out []Activity
+	for _, a := range sortedActivities(g) {
+		out = append(out, *a)
+	}
+	return out
 }
 
 // instanceIDOK checks EC2's instance ID format: i- and 8 or 17 lowercase hex digits.

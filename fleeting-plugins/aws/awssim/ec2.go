@@ -141,11 +141,13 @@ func (s *Server) describeInstances(form url.Values) (describeInstancesResponse, 
 		filters = append(filters, ec2Filter{name: name, values: queryList(form, "Filter."+strconv.Itoa(i)+".Value")})
 	}
 	ids := queryList(form, "InstanceId")
+	cutoff := s.listingCutoff()
 	for _, id := range ids {
 		if !instanceIDOK(id) {
 			return describeInstancesResponse{}, &apiError{http.StatusBadRequest, "InvalidInstanceID.Malformed", fmt.Sprintf("Invalid id: \"%s\"", id)}
 		}
-		if _, ok := s.instances[id]; !ok {
+		// A just-launched instance is unknown to a lagging replica, as EC2's eventual consistency has it.
+		if inst, ok := s.instances[id]; !ok || !listed(inst, cutoff) {
 			return describeInstancesResponse{}, &apiError{http.StatusBadRequest, "InvalidInstanceID.NotFound", fmt.Sprintf("The instance ID '%s' does not exist", id)}
 		}
 	}
@@ -159,7 +161,7 @@ func (s *Server) describeInstances(form url.Values) (describeInstancesResponse, 
 
 	var matched []ec2Instance
 	for _, inst := range s.sortedInstances() {
-		if len(ids) > 0 && !slices.Contains(ids, inst.id) {
+		if !listed(inst, cutoff) || len(ids) > 0 && !slices.Contains(ids, inst.id) {
 			continue
 		}
 		tags := s.tags(inst)

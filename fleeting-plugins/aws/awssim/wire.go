@@ -200,6 +200,18 @@ func queryInt(form url.Values, name string, def int) (int, *apiError) {
 	return n, nil
 }
 
+// maxRecords reads MaxRecords: def when absent, at most most.
+func maxRecords(form url.Values, def, most int) (int, *apiError) {
+	size, err := queryInt(form, "MaxRecords", def)
+	if err != nil {
+		return 0, err
+	}
+	if size < 1 || size > most {
+		return 0, validationError("Value '%d' at 'maxRecords' failed to satisfy constraint: Member must have value less than or equal to %d", size, most)
+	}
+	return size, nil
+}
+
 // page cuts a result list at a NextToken (an index, as AWS's tokens are opaque) and a page size.
 func page[T any](items []T, token string, size int) ([]T, string, *apiError) {
 	start := 0

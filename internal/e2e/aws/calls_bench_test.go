@@ -1,26 +1,15 @@
 package e2eaws_test
 
 import (
-	"context"
 	"fmt"
-	"io"
 	"maps"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 
-	"gitlab.com/fleetrunner/fleetrunner/common/config"
-	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
-	"gitlab.com/fleetrunner/fleetrunner/common/fleeting/connector"
-	awsplugin "gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/aws"
 	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/aws/awssim"
-	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
-	"gitlab.com/fleetrunner/fleetrunner/taskscaler/capacity"
 )
 
 // The 200-job run: waves of jobs separated by idle periods, so that the group scales out and back in
@@ -33,32 +22,6 @@ const (
 	// benchJobHold is how long a job keeps its slot.
 	benchJobHold = 50 * time.Millisecond
 )
-
-// countingGroup counts the taskscaler's scaling events (Increase and Decrease calls that asked for a
-// change) and its Update polls.
-type countingGroup struct {
-	fleeting.InstanceGroup
-	increases, decreases, updates atomic.Int64
-}
-
-func (g *countingGroup) Update(ctx context.Context, fn func(string, fleeting.State)) error {
-	g.updates.Add(1)
-	return g.InstanceGroup.Update(ctx, fn)
-}
-
-func (g *countingGroup) Increase(ctx context.Context, n int) (int, error) {
-	if n > 0 {
-		g.increases.Add(1)
-	}
-	return g.InstanceGroup.Increase(ctx, n)
-}
-
-func (g *countingGroup) Decrease(ctx context.Context, ids []string) ([]string, error) {
-	if len(ids) > 0 {
-		g.decreases.Add(1)
-	}
-	return g.InstanceGroup.Decrease(ctx, ids)
-}
 
 // callFigures is what one 200-job run cost in AWS API calls.
 type callFigures struct {
@@ -117,72 +80,20 @@ func BenchmarkAWSCallsPer200Jobs(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 }
 
-// run200Jobs runs benchJobs jobs through a fresh taskscaler on a fresh awssim group and returns the
-// AWS calls it took.
+// run200Jobs runs benchJobs jobs through a fresh scaler on a fresh awssim group and returns the AWS
+// calls it took.
 func run200Jobs(b *testing.B) callFigures {
-	quiet := logrus.New()
-	quiet.SetOutput(io.Discard)
 	spec := groupSpec(fmt.Sprintf("fleetrunner-bench-%d", time.Now().UnixNano()), benchMaxSize)
 	w := newAWSWorld(b, spec, awssim.Options{})
 	start := time.Now()
-
-	plugin := &countingGroup{InstanceGroup: &awsplugin.InstanceGroup{Name: spec.Name, Region: w.sim.Region(),
-		Profile: awsProfile, ConfigFile: w.configFile, CredentialsFile: w.credentialsFile}}
+	s := w.startScaler(b, scalerFleet{capacity: benchCapacity, maxInstances: benchMaxSize, idleCount: 1, idleTime: time.Second}, nil)
 	ctx := b.Context()
-	if _, err := plugin.Init(ctx, quiet, fleeting.Settings{ConnectorConfig: fleeting.ConnectorConfig{
-		Username: "root", ProtocolPort: w.sim.SSHPort()}}); err != nil {
-		b.Fatalf("plugin Init: %v", err)
-	}
-	preemptive := false
-	policies, err := capacity.NewPolicies([]config.AutoscalerPolicyConfig{{IdleCount: 1, IdleTime: time.Second, PreemptiveMode: &preemptive}})
-	if err != nil {
-		b.Fatal(err)
-	}
 
-	// The pool and hooks are wired as the docker-autoscaler executor wires them: the ready hook's
-	// ConnectInfo opens the instance's one pooled connection, later dials ask the taskscaler.
-	var ts *taskscaler.Taskscaler
-	started := make(chan struct{})
-	var readyInfo sync.Map
-	pool := connector.NewPool(connector.Config{Keepalive: time.Second, Timeout: 10 * time.Second, Log: quiet},
-		func(ctx context.Context, id string) (fleeting.ConnectInfo, error) {
-			if v, ok := readyInfo.LoadAndDelete(id); ok {
-				return v.(fleeting.ConnectInfo), nil
-			}
-			<-started
-			return ts.ConnectInfo(ctx, id)
-		})
-	defer pool.Close()
-	ts, err = taskscaler.New(ctx, plugin, taskscaler.Options{
-		Logger: quiet, CapacityPerInstance: benchCapacity, MaxInstances: benchMaxSize, Policies: policies,
-		UpdateInterval: time.Second, UpdateIntervalWhenExpecting: 200 * time.Millisecond, DeletionRetryInterval: time.Second,
-		ReadyUp: func(ctx context.Context, inst taskscaler.Instance) error {
-			readyInfo.Store(inst.ID, inst.ConnectInfo)
-			defer readyInfo.Delete(inst.ID)
-			lease, err := pool.Get(ctx, inst.ID)
-			if err != nil {
-				return err
-			}
-			lease.Release()
-			return nil
-		},
-		HealthCheck: func(ctx context.Context, inst taskscaler.Instance) error { return plugin.Heartbeat(ctx, inst.ID) },
-	})
-	if err != nil {
-		b.Fatalf("taskscaler: %v", err)
-	}
-	close(started)
-
-	idle := func() bool {
-		s := ts.Stats()
-		return w.sim.DesiredCapacity(spec.Name) == 1 && s.Instances.Ready == 1 &&
-			s.Instances.Requested+s.Instances.Creating+s.Instances.Readying+s.Instances.Removing == 0
-	}
 	waitIdle := func(what string) {
 		deadline := time.Now().Add(time.Minute)
-		for !idle() {
+		for !s.settled(1) {
 			if time.Now().After(deadline) {
-				b.Fatalf("%s: the group did not settle at its idle instance: %+v", what, ts.Stats())
+				b.Fatalf("%s: the group did not settle at its idle instance: %+v", what, s.ts.Stats())
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -193,21 +104,8 @@ func run200Jobs(b *testing.B) callFigures {
 		for i := range benchJobs / benchWaves {
 			key := fmt.Sprintf("wave%d-job%d", wave, i)
 			g.Go(func() error {
-				defer ts.Release(key)
-				acq, err := ts.Acquire(ctx, key)
-				if err != nil {
-					return fmt.Errorf("job %s: %w", key, err)
-				}
-				lease, err := pool.Get(acq.Context(), acq.InstanceID)
-				if err != nil {
-					return fmt.Errorf("job %s on %s: %w", key, acq.InstanceID, err)
-				}
-				defer lease.Release()
-				if _, _, err := lease.Client().SSH().SendRequest("keepalive@openssh.com", true, nil); err != nil {
-					return fmt.Errorf("job %s on %s: the pooled connection does not answer: %w", key, acq.InstanceID, err)
-				}
-				time.Sleep(benchJobHold)
-				return nil
+				_, err := s.job(ctx, key, func() { time.Sleep(benchJobHold) })
+				return err
 			})
 		}
 		if err := g.Wait(); err != nil {
@@ -215,15 +113,10 @@ func run200Jobs(b *testing.B) callFigures {
 		}
 		waitIdle(fmt.Sprintf("after wave %d", wave+1))
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := ts.Shutdown(shutdownCtx); err != nil {
-		b.Errorf("taskscaler shutdown: %v", err)
-	}
-	_ = plugin.Shutdown(shutdownCtx)
+	s.shutdown(b)
 
-	f := callFigures{calls: w.sim.Calls(), increases: int(plugin.increases.Load()), decreases: int(plugin.decreases.Load()),
-		updates: int(plugin.updates.Load()), took: time.Since(start)}
+	f := callFigures{calls: w.sim.Calls(), increases: int(s.plugin.increases.Load()), decreases: int(s.plugin.decreases.Load()),
+		updates: int(s.plugin.updates.Load()), took: time.Since(start)}
 	keyed := map[string]bool{}
 	for _, p := range w.sim.KeyPushes() {
 		if p.Err == "" {

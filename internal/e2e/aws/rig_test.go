@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -66,6 +67,8 @@ func newAWSWorld(t testing.TB, spec awssim.GroupSpec, opts awssim.Options) *awsW
 		credentialsFile: filepath.Join(dir, "aws-credentials"),
 	}
 	opts.Dir = w.simDir
+	// The socket the jobs use is the one an instance hides until its Docker boot stage has passed.
+	opts.DockerSocket = testenv.DockerSocket()
 	sim, err := awssim.New(opts)
 	if err != nil {
 		t.Fatalf("awssim: %v", err)
@@ -103,6 +106,38 @@ func (w *awsWorld) inService() int {
 	n := 0
 	for _, in := range w.sim.Instances(w.spec.Name) {
 		if in.LifecycleState == "InService" {
+			n++
+		}
+	}
+	return n
+}
+
+// groupIDs lists the group's instances that have not left it, sorted.
+func (w *awsWorld) groupIDs() []string {
+	var ids []string
+	for _, in := range w.sim.Instances(w.spec.Name) {
+		ids = append(ids, in.ID)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// launched counts the instances the group launched (a launch EC2 refused makes none).
+func (w *awsWorld) launched() int {
+	n := 0
+	for _, a := range w.sim.Activities(w.spec.Name) {
+		if strings.HasPrefix(a.Description, "Launching a new EC2 instance: i-") {
+			n++
+		}
+	}
+	return n
+}
+
+// failedLaunches counts the group's launches that EC2 refused for lack of capacity.
+func (w *awsWorld) failedLaunches() int {
+	n := 0
+	for _, a := range w.sim.Activities(w.spec.Name) {
+		if a.Status == "Failed" && strings.Contains(a.StatusMessage, "do not have sufficient") {
 			n++
 		}
 	}

@@ -13,13 +13,18 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
 	"gitlab.com/fleetrunner/fleetrunner/executors/dockerautoscaler"
 	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/aws/awssim"
+	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/local"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 )
+
+// shortBoot boots like an EC2 instance, only quicker: running after 300 ms, sshd refusing connections
+// for a second more, Docker half a second after sshd, each ±30%.
+var shortBoot = local.BootModel{Running: 300 * time.Millisecond, SSHD: time.Second, Docker: 500 * time.Millisecond, Jitter: 0.3}
 
 // groupSpec is an Auto Scaling group set up as deploy/aws recommends: empty at first, new instances
 // protected from scale-in, AZRebalance suspended.
 func groupSpec(name string, maxSize int) awssim.GroupSpec {
-	return awssim.GroupSpec{Name: name, MaxSize: maxSize, BootDelay: 300 * time.Millisecond,
+	return awssim.GroupSpec{Name: name, MaxSize: maxSize, Boot: &shortBoot,
 		ProtectFromScaleIn: true, SuspendAZRebalance: true}
 }
 
@@ -188,7 +193,9 @@ func TestInstanceTerminatedFromOutside(t *testing.T) {
 	w := newAWSWorld(t, groupSpec("fleetrunner-e2e-spot", 2), watchedSim)
 	logins := w.watchLogins(t)
 	gw := w.watchGroup(t)
-	path := r.writeConfig(t, w, fleet{capacity: 2, maxInstances: 2, idleCount: 1, idleTime: time.Minute})
+	// Both the group and the runner replace the lost instance (the runner sees its instance gone before
+	// listings show the group's replacement); the surplus one goes once idle for idle_time.
+	path := r.writeConfig(t, w, fleet{capacity: 2, maxInstances: 2, idleCount: 1, idleTime: 3 * time.Second})
 	p, stop := r.startManager(t, path)
 	testrig.WaitFor(t, time.Minute, "one ready instance", func() bool { return settledAt(w, p, 1) })
 
@@ -238,4 +245,77 @@ func TestInstanceTerminatedFromOutside(t *testing.T) {
 	desired, _ := gw.snapshot()
 	t.Logf("desired capacity over time %v; jobs after the termination ran on %v; taskscaler counters %+v", desired, perInstance, p.Stats().Counters)
 	checkKeyPushes(t, w, logins, false)
+}
+
+// TestRunOnABadDay: `fleetrunner run` on a group whose instances boot as EC2's do (running before
+// their sshd answers, Docker after sshd), in listings that lag, with EC2 refusing launches for lack of
+// capacity (all of them at first, then half): every job passes and every instance the runner asked
+// for comes. Then the group replaces the idle instance after a failed health check: the runner sees it
+// go, takes the replacement, runs jobs on it and ends with nothing left behind.
+func TestRunOnABadDay(t *testing.T) {
+	t.Parallel()
+	const jobs, capacity, maxSize = 8, 2, 4
+	r := newJobRig(t)
+	opts := watchedSim
+	opts.LaunchRetryDelay = 500 * time.Millisecond
+	w := newAWSWorld(t, groupSpec("fleetrunner-e2e-bad-day", maxSize), opts)
+	w.sim.SetFaults(awssim.Faults{InsufficientCapacityRate: 1})
+	logins := w.watchLogins(t)
+	gw := w.watchGroup(t)
+	path := r.writeConfig(t, w, fleet{capacity: capacity, maxInstances: maxSize, idleCount: 1, idleTime: 2 * time.Second})
+	p, stop := r.startManager(t, path)
+
+	// Capacity comes back, in part, once EC2 has refused a launch.
+	capacityBack := make(chan struct{})
+	go func() {
+		defer close(capacityBack)
+		for w.failedLaunches() == 0 {
+			select {
+			case <-t.Context().Done():
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		w.sim.SetFaults(awssim.Faults{InsufficientCapacityRate: 0.5})
+	}()
+	perInstance := runJobs(t, r, p, jobs, "bad-day", "echo job $CI_JOB_NAME", "sleep 1")
+	<-capacityBack
+	if w.failedLaunches() == 0 {
+		t.Fatalf("no launch failed for lack of capacity; the test proved nothing")
+	}
+	testrig.WaitFor(t, time.Minute, "the group to shrink back to one instance", func() bool { return settledAt(w, p, 1) })
+	asked := p.Stats().Counters.InstancesRequested
+	_, maxInService := gw.snapshot()
+	t.Logf("jobs per instance %v; at most %d instances in service; %d launches failed for lack of capacity, %d instances launched for %d asked",
+		perInstance, maxInService, w.failedLaunches(), w.launched(), asked)
+	if w.launched() != int(asked) {
+		t.Errorf("the runner asked for %d instances and the group launched %d; want every one it asked for, and no more", asked, w.launched())
+	}
+
+	victim := w.groupIDs()[0]
+	if err := w.sim.ReplaceInstance(victim, awssim.ReplaceUnhealthy); err != nil {
+		t.Fatal(err)
+	}
+	testrig.WaitFor(t, time.Minute, "the runner to settle on the replacement", func() bool {
+		return settledAt(w, p, 1) && !slices.Contains(w.groupIDs(), victim)
+	})
+	after := runJobs(t, r, p, 2, "after-replacement", "echo job $CI_JOB_NAME")
+	if _, ok := after[victim]; ok {
+		t.Errorf("a job ran on the replaced instance %s: %v", victim, after)
+	}
+	testrig.WaitFor(t, time.Minute, "the group to settle at one instance", func() bool { return settledAt(w, p, 1) })
+	gw.end()
+	stop()
+
+	desired, _ := gw.snapshot()
+	c := p.Stats().Counters
+	t.Logf("desired capacity over time %v; jobs after the replacement ran on %v; taskscaler counters %+v; the group launched %d; AWS calls %v",
+		desired, after, c, w.launched(), w.sim.Calls())
+	if c.UnexpectedRemovals != 1 || c.ReadyFailures != 0 {
+		t.Errorf("taskscaler counters %+v: want exactly one instance lost (the replaced one) and no failed ready", c)
+	}
+	if int(c.InstancesCreated) != w.launched() {
+		t.Errorf("the runner counted %d new instances; the group launched %d", c.InstancesCreated, w.launched())
+	}
+	checkKeyPushes(t, w, logins, true)
 }

@@ -1,0 +1,175 @@
+package e2eaws_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"gitlab.com/fleetrunner/fleetrunner/common/config"
+	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
+	"gitlab.com/fleetrunner/fleetrunner/common/fleeting/connector"
+	awsplugin "gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/aws"
+	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
+	"gitlab.com/fleetrunner/fleetrunner/taskscaler/capacity"
+)
+
+// countingGroup counts the taskscaler's scaling events (Increase and Decrease calls that asked for a
+// change) and its Update polls.
+type countingGroup struct {
+	fleeting.InstanceGroup
+	increases, decreases, updates atomic.Int64
+}
+
+func (g *countingGroup) Update(ctx context.Context, fn func(string, fleeting.State)) error {
+	g.updates.Add(1)
+	return g.InstanceGroup.Update(ctx, fn)
+}
+
+func (g *countingGroup) Increase(ctx context.Context, n int) (int, error) {
+	if n > 0 {
+		g.increases.Add(1)
+	}
+	return g.InstanceGroup.Increase(ctx, n)
+}
+
+func (g *countingGroup) Decrease(ctx context.Context, ids []string) ([]string, error) {
+	if len(ids) > 0 {
+		g.decreases.Add(1)
+	}
+	return g.InstanceGroup.Decrease(ctx, ids)
+}
+
+// scalerFleet is the taskscaler's part of [runners.autoscaler] for a scaler.
+type scalerFleet struct {
+	capacity, maxInstances, idleCount int
+	idleTime                          time.Duration
+}
+
+// scaler is the real taskscaler and aws plugin on an awssim group, with the connector's pool wired as
+// the docker-autoscaler executor wires it: the ready hook's ConnectInfo opens the instance's one pooled
+// connection (waiting for a booting sshd), later dials ask the taskscaler. No Docker is involved: a job
+// is a round trip on the pooled connection.
+type scaler struct {
+	w      *awsWorld
+	plugin *countingGroup
+	pool   *connector.Pool
+	ts     *taskscaler.Taskscaler
+}
+
+// startScaler starts a scaler on w's group; it is shut down at cleanup if the test did not.
+func (w *awsWorld) startScaler(tb testing.TB, f scalerFleet, log logrus.FieldLogger) *scaler {
+	tb.Helper()
+	if log == nil {
+		quiet := logrus.New()
+		quiet.SetOutput(io.Discard)
+		log = quiet
+	}
+	s := &scaler{w: w, plugin: &countingGroup{InstanceGroup: &awsplugin.InstanceGroup{Name: w.spec.Name, Region: w.sim.Region(),
+		Profile: awsProfile, ConfigFile: w.configFile, CredentialsFile: w.credentialsFile}}}
+	ctx := context.WithoutCancel(tb.Context())
+	if _, err := s.plugin.Init(ctx, log, fleeting.Settings{ConnectorConfig: fleeting.ConnectorConfig{
+		Username: "root", ProtocolPort: w.sim.SSHPort()}}); err != nil {
+		tb.Fatalf("plugin Init: %v", err)
+	}
+	preemptive := false
+	policies, err := capacity.NewPolicies([]config.AutoscalerPolicyConfig{{IdleCount: f.idleCount, IdleTime: f.idleTime, PreemptiveMode: &preemptive}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	started := make(chan struct{})
+	var readyInfo sync.Map
+	s.pool = connector.NewPool(connector.Config{Keepalive: time.Second, Timeout: 20 * time.Second, Log: log},
+		func(ctx context.Context, id string) (fleeting.ConnectInfo, error) {
+			if v, ok := readyInfo.LoadAndDelete(id); ok {
+				return v.(fleeting.ConnectInfo), nil
+			}
+			<-started
+			return s.ts.ConnectInfo(ctx, id)
+		})
+	s.ts, err = taskscaler.New(ctx, s.plugin, taskscaler.Options{
+		Logger: log, CapacityPerInstance: f.capacity, MaxInstances: f.maxInstances, Policies: policies,
+		UpdateInterval: time.Second, UpdateIntervalWhenExpecting: 200 * time.Millisecond, DeletionRetryInterval: time.Second,
+		CreateBackoff: 500 * time.Millisecond,
+		ReadyUp: func(ctx context.Context, inst taskscaler.Instance) error {
+			readyInfo.Store(inst.ID, inst.ConnectInfo)
+			defer readyInfo.Delete(inst.ID)
+			lease, err := s.pool.Get(ctx, inst.ID)
+			if err != nil {
+				return err
+			}
+			lease.Release()
+			return nil
+		},
+		HealthCheck: func(ctx context.Context, inst taskscaler.Instance) error { return s.plugin.Heartbeat(ctx, inst.ID) },
+	})
+	if err != nil {
+		_ = s.pool.Close()
+		tb.Fatalf("taskscaler: %v", err)
+	}
+	close(started)
+	tb.Cleanup(func() { s.shutdown(tb) })
+	return s
+}
+
+// shutdown stops the taskscaler, the pool and the plugin; a second call does nothing.
+func (s *scaler) shutdown(tb testing.TB) {
+	if s.ts == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.ts.Shutdown(ctx); err != nil {
+		tb.Errorf("taskscaler shutdown: %v", err)
+	}
+	_ = s.pool.Close()
+	_ = s.plugin.Shutdown(ctx)
+	s.ts = nil
+}
+
+// job acquires a slot, makes one round trip on the instance's pooled connection, runs hold and
+// releases the slot. It returns the instance it ran on.
+func (s *scaler) job(ctx context.Context, key string, hold func()) (string, error) {
+	defer s.ts.Release(key)
+	acq, err := s.ts.Acquire(ctx, key)
+	if err != nil {
+		return "", fmt.Errorf("job %s: %w", key, err)
+	}
+	lease, err := s.pool.Get(acq.Context(), acq.InstanceID)
+	if err != nil {
+		return acq.InstanceID, fmt.Errorf("job %s on %s: %w", key, acq.InstanceID, err)
+	}
+	defer lease.Release()
+	if _, _, err := lease.Client().SSH().SendRequest("keepalive@openssh.com", true, nil); err != nil {
+		return acq.InstanceID, fmt.Errorf("job %s on %s: the pooled connection does not answer: %w", key, acq.InstanceID, err)
+	}
+	hold()
+	return acq.InstanceID, nil
+}
+
+// settled reports whether the taskscaler and the group agree on exactly n ready instances, the same
+// ones, with nothing starting or leaving.
+func (s *scaler) settled(n int) bool {
+	st := s.ts.Stats()
+	if st.Instances.Ready != n || st.Instances.Requested+st.Instances.Creating+st.Instances.Readying+st.Instances.Removing != 0 ||
+		s.w.sim.DesiredCapacity(s.w.spec.Name) != n || s.w.inService() != n {
+		return false
+	}
+	return slices.Equal(s.known(), s.w.groupIDs())
+}
+
+// known lists the instances the taskscaler knows, sorted.
+func (s *scaler) known() []string {
+	var ids []string
+	for _, in := range s.ts.Instances() {
+		ids = append(ids, in.ID)
+	}
+	slices.Sort(ids)
+	return ids
+}
