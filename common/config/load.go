@@ -42,7 +42,7 @@ func Load(path string) (*Config, []Warning, error) {
 func Parse(data []byte) (*Config, []Warning, error) {
 	var raw map[string]any
 	if _, err := toml.Decode(string(data), &raw); err != nil {
-		return nil, nil, syntaxError(err)
+		return nil, nil, syntaxError(err, data)
 	}
 	_, hasConcurrent := raw["concurrent"]
 
@@ -61,7 +61,7 @@ func Parse(data []byte) (*Config, []Warning, error) {
 	}
 	cfg := &Config{}
 	if _, err := toml.Decode(string(src), cfg); err != nil {
-		return nil, nil, errors.Join(append(check.errs, syntaxError(err))...)
+		return nil, nil, errors.Join(append(check.errs, syntaxError(err, src))...)
 	}
 	if !hasConcurrent {
 		// Upstream's NewConfig starts from concurrent = 1.
@@ -83,14 +83,21 @@ func Parse(data []byte) (*Config, []Warning, error) {
 	return cfg, warns, nil
 }
 
-func syntaxError(err error) error {
+// syntaxError turns the decoder's error about text into a *SyntaxError.
+func syntaxError(err error, text []byte) error {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
 		msg := pe.Message
 		if pe.LastKey != "" {
 			msg += fmt.Sprintf(" (after key %q)", pe.LastKey)
 		}
-		return &SyntaxError{Line: pe.Position.Line, Message: msg, Err: err}
+		line := pe.Position.Line
+		// The decoder counts a line short when the text ends inside a string ("line 0" for a file of
+		// one line); the error's byte offset is exact.
+		if p := pe.Position; p.Len > 0 && p.Start >= 0 && p.Start <= len(text) {
+			line = 1 + bytes.Count(text[:p.Start], []byte("\n"))
+		}
+		return &SyntaxError{Line: line, Message: msg, Err: err}
 	}
 	return err
 }
