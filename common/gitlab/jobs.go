@@ -217,14 +217,16 @@ func (c *Client) PatchTrace(ctx context.Context, jc JobCredentials, content []by
 	return res
 }
 
-// rangeEnd parses GitLab's `Range: 0-<size>` into size.
+// rangeEnd parses GitLab's `Range: 0-<size>` into size. A range without a start, or one that ends
+// before it starts, is malformed: resending from its end could skip or repeat part of the log.
 func rangeEnd(v string) (int, error) {
-	_, end, ok := strings.Cut(strings.TrimPrefix(strings.TrimSpace(v), "bytes="), "-")
+	startText, end, ok := strings.Cut(strings.TrimPrefix(strings.TrimSpace(v), "bytes="), "-")
 	if !ok {
 		return 0, errors.New("malformed Range header " + strconv.Quote(v))
 	}
+	start, serr := strconv.Atoi(strings.TrimSpace(startText))
 	n, err := strconv.Atoi(strings.TrimSpace(end))
-	if err != nil || n < 0 {
+	if serr != nil || err != nil || start < 0 || n < start {
 		return 0, errors.New("malformed Range header " + strconv.Quote(v))
 	}
 	return n, nil

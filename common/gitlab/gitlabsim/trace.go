@@ -41,8 +41,9 @@ func (s *Server) patchTrace(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "400 Bad request - Content-Range must be <start>-<end>")
 		return
 	}
-	// GitLab checks the size limit before the offset (AppendBuildTraceService).
-	if limit := s.opts.TraceSizeLimit; limit > 0 && start+int64(len(body)) > limit {
+	// GitLab checks the size limit before the offset (AppendBuildTraceService). Written so that a
+	// start near the int64 maximum cannot overflow past the check.
+	if limit := s.opts.TraceSizeLimit; limit > 0 && start > limit-int64(len(body)) {
 		j.failureReason = "trace_size_exceeded"
 		s.finishJobLocked(j, StatusFailed)
 		w.Header().Set("Job-Status", j.status)
