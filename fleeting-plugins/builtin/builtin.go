@@ -8,7 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -76,7 +78,43 @@ func Configure(group fleeting.InstanceGroup, pluginConfig []byte) error {
 		if errors.As(err, &typeErr) && typeErr.Field != "" {
 			return fmt.Errorf("plugin_config: key %q: want %s, got %s", typeErr.Field, typeErr.Type, typeErr.Value)
 		}
+		if key, ok := failingKey(group, pluginConfig, err); ok {
+			return fmt.Errorf("plugin_config: key %q: %w", key, err)
+		}
 		return fmt.Errorf("plugin_config: %w", err)
 	}
+	// Decode reads one value: anything after it would otherwise be ignored unseen.
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("plugin_config: unexpected data after the JSON object")
+	}
 	return nil
+}
+
+// failingKey finds the top-level key whose value alone fails to decode with decodeErr. A field's own
+// decoder (a duration, say) reports its error without the key, which the decoder does not add.
+func failingKey(group fleeting.InstanceGroup, pluginConfig []byte, decodeErr error) (string, bool) {
+	t := reflect.TypeOf(group)
+	if t.Kind() != reflect.Pointer {
+		return "", false
+	}
+	dec := json.NewDecoder(bytes.NewReader(pluginConfig))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return "", false
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		var value json.RawMessage
+		if err != nil || dec.Decode(&value) != nil {
+			return "", false
+		}
+		key, _ := tok.(string)
+		one, err := json.Marshal(map[string]json.RawMessage{key: value})
+		if err != nil {
+			return "", false
+		}
+		if err := json.Unmarshal(one, reflect.New(t.Elem()).Interface()); err != nil && err.Error() == decodeErr.Error() {
+			return key, true
+		}
+	}
+	return "", false
 }
