@@ -5,7 +5,7 @@ LDFLAGS   := -s -w -X gitlab.com/fleetrunner/fleetrunner/common/version.Version=
 BIN       := bin
 TEST_TIMEOUT ?= 15m
 
-.PHONY: build test lint bench demo clean
+.PHONY: build test lint bench demo clean fuzz
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/fleetrunner ./cmd/fleetrunner
@@ -25,6 +25,28 @@ lint:
 # The main job on an embedded default: simulated GitLab, a local fleet of sshd instances, real Docker.
 demo:
 	$(GO) run ./cmd/fleetrunner-demo
+
+# Native fuzz targets as package:Name. go test fuzzes one target per package per run, so `fuzz` runs
+# them one after another, each for FUZZTIME, and fails at the end if any target failed. A failing
+# input is written to the package's testdata/fuzz/<Name>/, where plain `go test` replays it.
+FUZZTIME ?= 20s
+# go test spends up to 60s minimizing each new input by default, which would eat most of a short run.
+FUZZMINIMIZETIME ?= 5s
+FUZZ_TARGETS := \
+	./common/config:FuzzParse \
+	./common/job:FuzzDecode \
+	./common/trace:FuzzMasking \
+	./common/gitlab:FuzzRangeEnd \
+	./common/gitlab/gitlabsim:FuzzPatchTraceContentRange \
+	./fleeting-plugins/builtin:FuzzConfigure
+
+fuzz:
+	@failed=; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "== $$name ($$pkg, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $$pkg || failed="$$failed $$name"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz targets failed:$$failed"; exit 1; fi
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
