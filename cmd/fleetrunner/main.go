@@ -50,6 +50,10 @@ func newRootCommand(registry executors.Registry) *cobra.Command {
 		SilenceErrors:     true,
 		PersistentPreRunE: a.setup,
 	}
+	// cobra's own words ("unknown flag: --conifg") do not say where the right spelling is.
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return fmt.Errorf("%w (see `%s --help`)", err, c.CommandPath())
+	})
 	pf := root.PersistentFlags()
 	pf.StringVarP(&a.configPath, "config", "c", "", "config file (env CONFIG_FILE; default "+config.DefaultPath()+")")
 	pf.StringVarP(&a.logLevel, "log-level", "l", "", "log level: debug, info, warn, error, fatal, panic (env LOG_LEVEL)")
@@ -57,6 +61,16 @@ func newRootCommand(registry executors.Registry) *cobra.Command {
 	root.AddCommand(a.runCommand(), a.registerCommand(), a.verifyCommand(), a.unregisterCommand(), a.resetTokenCommand(), a.listCommand(), a.simulateCommand(),
 		a.installCommand(), a.uninstallCommand(), a.startCommand(), a.stopCommand(), a.restartCommand(), a.statusCommand())
 	return root
+}
+
+// noArgs is cobra.NoArgs in words that point at flags: cobra's own ("unknown command "config.toml" for
+// "fleetrunner run"") reads as if a subcommand were misspelt.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return fmt.Errorf("`%s` takes no arguments, got %q: everything is given with flags, the config file with -c/--config (see `%s --help`)",
+			cmd.CommandPath(), args[0], cmd.CommandPath())
+	}
+	return nil
 }
 
 // setup resolves the config path and configures the logger before any subcommand runs.

@@ -75,7 +75,7 @@ func (a *app) registerCommand() *cobra.Command {
 			"legacy way. Autoscaler settings have no flags: put them in a --template-config file holding one\n" +
 			"[[runners]] entry. Missing values are asked for on stdin unless --non-interactive is given.\n" +
 			"An interrupt (Ctrl-C) after GitLab accepted the runner removes it from GitLab again.",
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := flagsFromEnv(cmd.Flags(), registerEnv); err != nil {
 				return err

@@ -47,7 +47,7 @@ func (a *app) resetTokenCommand() *cobra.Command {
 		Example: "  fleetrunner reset-token --name my-runner\n" +
 			"  fleetrunner reset-token --url https://gitlab.example.com --id 42 --pat glpat-…\n" +
 			"  fleetrunner reset-token --all-runners",
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f.idSet, f.patSet = cmd.Flags().Changed("id"), cmd.Flags().Changed("pat")
 			if err := f.validate(); err != nil {

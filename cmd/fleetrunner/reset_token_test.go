@@ -254,7 +254,7 @@ func TestResetTokenBadFlags(t *testing.T) {
 		{"unknown name", []string{"--name", "nobody"}, `no runner named "nobody"`},
 		{"unknown id", []string{"--url", e.sim.URL(), "--id", "424242", "--pat", "glpat-x"}, "no runner with id 424242"},
 		{"other url", []string{"--url", "http://127.0.0.1:1", "--id", fmt.Sprint(e.config().Runners[0].ID)}, "no runner with id"},
-		{"argument", []string{"r"}, "unknown command"},
+		{"argument", []string{"r"}, "takes no arguments"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -31,7 +31,7 @@ func (a *app) runCommand() *cobra.Command {
 			"at once. SIGHUP reloads config.toml (a changed file is also picked up within 3 s).\n\n" +
 			"With listen_address (or --listen-address) set, an HTTP server serves /metrics,\n" +
 			"/debug/jobs/list, /-/health and /debug/pprof/; changing it needs a restart.",
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if _, err := os.Stat(a.configPath); errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("config file %s does not exist: register a runner first (fleetrunner register) or pass -c/--config", a.configPath)

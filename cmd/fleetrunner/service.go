@@ -45,7 +45,7 @@ func (a *app) installCommand() *cobra.Command {
 			"running jobs finish), reloads systemd and enables the unit. The unit goes to /etc/systemd/system,\n" +
 			"or with --user-service to ~/.config/systemd/user. An existing unit that differs is replaced only\n" +
 			"with --force.",
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			m, err := a.serviceManager(f)
 			if err != nil {
@@ -104,7 +104,7 @@ func (a *app) uninstallCommand() *cobra.Command {
 		Use:   "uninstall",
 		Short: "Stop, disable and remove the systemd service",
 		Long:  "Uninstall stops the service (running jobs finish first), disables it and removes its unit file.",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			m, err := a.serviceManager(f)
 			if err != nil {
@@ -139,7 +139,7 @@ func (a *app) serviceActionCommand(verb, short string, do func(*service.Manager,
 	cmd := &cobra.Command{
 		Use:   verb,
 		Short: short,
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			m, err := a.serviceManager(f)
 			if err != nil {
@@ -157,7 +157,7 @@ func (a *app) statusCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Print the systemd service's state; exit 0 only when it is running",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			m, err := a.serviceManager(f)
 			if err != nil {

@@ -55,7 +55,7 @@ func (a *app) simulateCommand() *cobra.Command {
 			"WAIT/COST is minutes of queue wait per instance-minute.",
 		Example: "  fleetrunner simulate --trace jobs.csv --capacity-per-instance 2 --max-instances 40 --idle-count 4 --idle-time 20m\n" +
 			"  fleetrunner simulate --trace jobs.csv -c config.toml --compare candidate.toml --svg fleet.svg",
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return a.simulate(cmd, &f) },
 	}
 	fl := cmd.Flags()

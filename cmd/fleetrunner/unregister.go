@@ -23,7 +23,7 @@ func (a *app) unregisterCommand() *cobra.Command {
 		Long: "Unregister removes a runner chosen by --name, by --url and --token, or all of them with\n" +
 			"--all-runners. For runners created in GitLab (glrt- tokens) only this host's runner manager is\n" +
 			"removed and the runner stays in GitLab; runners registered with a registration token are deleted.",
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := &config.Config{Concurrent: config.DefaultConcurrent}
 			_, statErr := os.Stat(a.configPath)

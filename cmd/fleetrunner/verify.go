@@ -19,7 +19,7 @@ func (a *app) verifyCommand() *cobra.Command {
 		Long: "Verify asks GitLab about each runner of config.toml and prints whether it is valid or was removed\n" +
 			"from GitLab (deleted, or its token revoked). With --delete, removed runners are dropped from\n" +
 			"config.toml. Runners GitLab could not be asked about are kept.",
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := a.loadConfig()
 			if err != nil {
@@ -62,7 +62,7 @@ func (a *app) verifyCommand() *cobra.Command {
 				errs = append(errs, fmt.Errorf("%d runner(s) no longer exist in GitLab; run `fleetrunner verify --delete` to drop them from %s", removed, a.configPath))
 			}
 			if failed > 0 {
-				errs = append(errs, fmt.Errorf("%d runner(s) could not be verified; they were kept", failed))
+				errs = append(errs, fmt.Errorf("%d runner(s) could not be verified; they were kept: check that GitLab answers at their url from this host (the lines above say why not), then verify again", failed))
 			}
 			return errors.Join(errs...)
 		},

@@ -25,7 +25,7 @@ func Load(path string) (*Config, []Warning, error) {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, nil, fmt.Errorf("config file %s does not exist (register a runner first, or pass -c/--config): %w", path, err)
 		}
-		return nil, nil, fmt.Errorf("reading config file: %w", err)
+		return nil, nil, fmt.Errorf("config file %s cannot be read (pass a readable file with -c/--config): %w", path, err)
 	}
 	cfg, warns, err := Parse(data)
 	for i := range warns {

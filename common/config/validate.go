@@ -367,7 +367,7 @@ func (a *AutoscalerConfig) problems(p string) []error {
 			add(pp+".idle_count", "must not be negative")
 		}
 		if pol.IdleTime < 0 || (pol.IdleTime > 0 && pol.IdleTime < time.Second) {
-			add(pp+".idle_time", "must be at least 1s (or 0), got %s", pol.IdleTime)
+			add(pp+".idle_time", "must be at least 1s (or 0), got %s (write a duration such as \"20m\"; a bare number counts nanoseconds)", pol.IdleTime)
 		}
 		if pol.ScaleFactor < 0 {
 			add(pp+".scale_factor", "must not be negative")

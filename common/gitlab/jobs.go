@@ -73,11 +73,25 @@ func (c *Client) RequestJob(ctx context.Context, token, systemID string) Request
 			return res
 		}
 		j, err := job.Decode(data)
-		if err != nil {
-			res.Err = err
-			if j == nil || j.ID == 0 || j.Token == "" {
-				return res
+		// Without its id and token a job can be neither run nor failed from here: GitLab keeps it
+		// running until it times out, and only the operator can cancel it.
+		switch {
+		case j == nil || j.ID == 0:
+			if err == nil {
+				err = errors.New("the payload has no id")
 			}
+			res.Err = fmt.Errorf("requesting a job: GitLab handed out a job whose payload names no job id, so it can be neither run nor failed from here "+
+				"and stays running in GitLab until it times out: cancel it in GitLab (its log is empty): %w", err)
+			return res
+		case j.Token == "":
+			if err == nil {
+				err = errors.New("the payload has no token")
+			}
+			res.Err = fmt.Errorf("requesting a job: GitLab handed out job %d without its job token, so it can be neither run nor failed from here "+
+				"and stays running in GitLab until it times out: cancel job %d in GitLab: %w", j.ID, j.ID, err)
+			return res
+		case err != nil:
+			res.Err = err
 		}
 		res.Job = j
 	case http.StatusNoContent:
