@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/big"
 	"net"
 	"net/url"
@@ -322,6 +323,11 @@ func (a *AutoscalerConfig) problems(p string) []error {
 		{"instance_life_duration_buckets", a.InstanceLifeDurationBuckets},
 	} {
 		buckets := f.v
+		for _, b := range buckets {
+			if math.IsNaN(b) || math.IsInf(b, 0) {
+				add(f.key, "bucket bound %v is not a finite number of seconds", b)
+			}
+		}
 		for i := 1; i < len(buckets); i++ {
 			if buckets[i] <= buckets[i-1] {
 				add(f.key, "bucket bounds must increase (%v after %v)", buckets[i], buckets[i-1])
@@ -369,7 +375,9 @@ func (a *AutoscalerConfig) problems(p string) []error {
 		if pol.IdleTime < 0 || (pol.IdleTime > 0 && pol.IdleTime < time.Second) {
 			add(pp+".idle_time", "must be at least 1s (or 0), got %s (write a duration such as \"20m\"; a bare number counts nanoseconds)", pol.IdleTime)
 		}
-		if pol.ScaleFactor < 0 {
+		if math.IsNaN(pol.ScaleFactor) || math.IsInf(pol.ScaleFactor, 0) {
+			add(pp+".scale_factor", "must be a finite number, got %v", pol.ScaleFactor)
+		} else if pol.ScaleFactor < 0 {
 			add(pp+".scale_factor", "must not be negative")
 		}
 		if pol.ScaleFactorLimit < 0 {
