@@ -17,6 +17,9 @@ test:
 	$(GO) vet ./...
 	# -count=1: tests talk to Docker and sshd, whose state Go cannot see, so results are never cached.
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	# In CI every fuzz target also fuzzes for FUZZTIME; elsewhere `go test` replays their seeds and
+	# `make fuzz` fuzzes.
+	@if [ -n "$$CI" ]; then $(MAKE) --no-print-directory fuzz; fi
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -38,7 +41,8 @@ FUZZ_TARGETS := \
 	./common/trace:FuzzMasking \
 	./common/gitlab:FuzzRangeEnd \
 	./common/gitlab/gitlabsim:FuzzPatchTraceContentRange \
-	./fleeting-plugins/builtin:FuzzConfigure
+	./fleeting-plugins/builtin:FuzzConfigure \
+	./fleeting-plugins/aws/awssim:FuzzRequest
 
 fuzz:
 	@failed=; for t in $(FUZZ_TARGETS); do \
