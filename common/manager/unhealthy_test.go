@@ -18,6 +18,19 @@ func newBlipRig(t *testing.T, simOpts gitlabsim.Options) (*rig, *testrig.TCPProx
 	return r, proxy
 }
 
+// startUnhealthy starts a runner (one failure pauses it, for at most an hour) while GitLab is out of
+// reach, and returns once the first pause began.
+func startUnhealthy(t *testing.T, reloadInterval time.Duration) (*rig, *testrig.TCPProxy) {
+	t.Helper()
+	r, proxy := newBlipRig(t, gitlabsim.Options{})
+	r.writeConfig(runnerSettings{concurrent: 1, extra: `  unhealthy_requests_limit = 1
+  unhealthy_interval = "1h"`})
+	proxy.Down()
+	r.start(reloadInterval)
+	waitLog(t, r.logs, "runner is unhealthy (1 failed job requests in a row)")
+	return r, proxy
+}
+
 // A one-second outage fails the runner's parallel job requests all at once; that is one failure, not
 // unhealthy_requests_limit of them, and job pickup goes on (it used to stop for unhealthy_interval).
 func TestOneSecondOutageDoesNotStopJobPickup(t *testing.T) {
@@ -45,12 +58,7 @@ func TestOneSecondOutageDoesNotStopJobPickup(t *testing.T) {
 // probe doubles the next one, and the first healthy answer ends it.
 func TestUnhealthyPauseBacksOffWithProbes(t *testing.T) {
 	t.Parallel()
-	r, proxy := newBlipRig(t, gitlabsim.Options{})
-	r.writeConfig(runnerSettings{concurrent: 1, extra: `  unhealthy_requests_limit = 1
-  unhealthy_interval = "1h"`})
-	proxy.Down()
-	r.start(0)
-	waitLog(t, r.logs, "runner is unhealthy (1 failed job requests in a row)")
+	r, proxy := startUnhealthy(t, 0)
 	waitLog(t, r.logs, "runner is still unhealthy (the probe request failed)")
 	proxy.Up()
 	waitLog(t, r.logs, "GitLab answers the runner again")
@@ -67,12 +75,7 @@ func TestUnhealthyPauseBacksOffWithProbes(t *testing.T) {
 // An operator who fixed the cause reloads: the pause ends at once.
 func TestReloadEndsUnhealthyPause(t *testing.T) {
 	t.Parallel()
-	r, proxy := newBlipRig(t, gitlabsim.Options{})
-	r.writeConfig(runnerSettings{concurrent: 1, extra: `  unhealthy_requests_limit = 1
-  unhealthy_interval = "1h"`})
-	proxy.Down()
-	r.start(time.Hour)
-	waitLog(t, r.logs, "runner is unhealthy")
+	r, proxy := startUnhealthy(t, time.Hour)
 	proxy.Up()
 	r.m.Reload()
 	waitLog(t, r.logs, "configuration reloaded: the unhealthy pause ends")
