@@ -2,22 +2,19 @@ package docker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/pkg/stdcopy"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sync/errgroup"
 )
 
 // containerSpec is one container a stage runs to completion.
@@ -181,60 +178,20 @@ func (r *run) cleanup(parent context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), CleanupTimeout)
 	defer cancel()
 	start := time.Now()
-	byLabel := filters.NewArgs(filters.Arg("label", LabelBuild+"="+r.uid))
-
 	r.created.mu.Lock()
-	containers := append([]string{}, r.created.containers...)
-	networks := append([]string{}, r.created.networks...)
-	volumes := append([]string{}, r.created.volumes...)
+	rm := removal{
+		cli:        r.cli,
+		filter:     filters.NewArgs(filters.Arg("label", LabelBuild+"="+r.uid)),
+		containers: slices.Clone(r.created.containers),
+		networks:   slices.Clone(r.created.networks),
+		volumes:    slices.Clone(r.created.volumes),
+	}
 	r.created.mu.Unlock()
-	if list, err := r.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: byLabel}); err == nil {
-		for _, c := range list {
-			containers = appendNew(containers, c.ID)
-		}
-	}
-	var errs []error
-	var mu sync.Mutex
-	fail := func(err error) {
-		mu.Lock()
-		errs = append(errs, err)
-		mu.Unlock()
-	}
-	var g errgroup.Group
-	g.SetLimit(8)
-	for _, id := range containers {
-		g.Go(func() error {
-			if err := r.cli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !cerrdefs.IsNotFound(err) {
-				fail(fmt.Errorf("remove container %s: %w", shortID(id), err))
-			}
-			return nil
-		})
-	}
-	_ = g.Wait()
-
-	if list, err := r.cli.NetworkList(ctx, network.ListOptions{Filters: byLabel}); err == nil {
-		for _, n := range list {
-			networks = appendNew(networks, n.ID)
-		}
-	}
-	for _, id := range networks {
-		if err := r.cli.NetworkRemove(ctx, id); err != nil && !cerrdefs.IsNotFound(err) {
-			fail(fmt.Errorf("remove network %s: %w", shortID(id), err))
-		}
-	}
-	if list, err := r.cli.VolumeList(ctx, volume.ListOptions{Filters: byLabel}); err == nil {
-		for _, v := range list.Volumes {
-			volumes = appendNew(volumes, v.Name)
-		}
-	}
-	for _, name := range volumes {
-		if err := r.cli.VolumeRemove(ctx, name, true); err != nil && !cerrdefs.IsNotFound(err) {
-			fail(fmt.Errorf("remove volume %s: %w", name, err))
-		}
-	}
+	_, err := rm.run(ctx)
 	log := r.logger.WithField("duration", time.Since(start).Round(time.Millisecond))
-	if err := errors.Join(errs...); err != nil {
-		log.WithError(err).Warn("job cleanup left resources on the engine; they carry the label " + LabelBuild + "=" + r.uid)
+	if err != nil {
+		log.WithError(err).Warn("job cleanup left resources on the engine; they carry the label " + LabelBuild + "=" + r.uid +
+			"; fleetrunner removes them once it reaches the engine again after a lost connection, or at its next start")
 		return
 	}
 	log.Debug("job cleanup done")

@@ -28,6 +28,9 @@ const (
 	LabelProjectID = "fleetrunner.project.id"
 	LabelRunner    = "fleetrunner.runner" // runner short token
 	LabelRole      = "fleetrunner.role"   // build, helper, service, probe, network, volume, cache
+	// LabelSystemID is the system_id of the runner manager that ran the job: several managers may share
+	// a runner token and an engine, and each removes only its own leftovers.
+	LabelSystemID = "fleetrunner.system_id"
 )
 
 // CleanupTimeout bounds the removal of a job's containers, networks and volumes. Cleanup runs on a
@@ -81,5 +84,7 @@ func (e *Executor) Run(ctx context.Context, b *executors.Build) error {
 	if err != nil {
 		return err
 	}
+	// Marked before anything is created and unmarked once cleanup returned: RemoveLeftovers relies on it.
+	defer track(r.uid)()
 	return r.execute(ctx)
 }

@@ -142,21 +142,9 @@ func (rg *rig) assertNoLeftovers(t testing.TB) {
 	t.Helper()
 	ctx := context.Background()
 	short := config.ShortToken(rg.runner.Token)
-	f := filters.NewArgs(filters.Arg("label", docker.LabelRunner+"="+short), filters.Arg("label", docker.LabelBuild))
-	cs, err := rg.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns, err := rg.cli.NetworkList(ctx, network.ListOptions{Filters: f})
-	if err != nil {
-		t.Fatal(err)
-	}
-	vs, err := rg.cli.VolumeList(ctx, volume.ListOptions{Filters: f})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(cs)+len(ns)+len(vs.Volumes) > 0 {
-		t.Errorf("job left %d containers, %d networks, %d volumes on the engine", len(cs), len(ns), len(vs.Volumes))
+	cs, ns, vs := testrig.JobResources(t, rg.cli, filters.NewArgs(filters.Arg("label", docker.LabelRunner+"="+short), filters.Arg("label", docker.LabelBuild)))
+	if len(cs)+len(ns)+len(vs) > 0 {
+		t.Errorf("job left %d containers, %d networks, %d volumes on the engine", len(cs), len(ns), len(vs))
 	}
 	// Cache volumes outlive jobs on purpose; a test's runner is gone with the test.
 	caches, err := rg.cli.VolumeList(ctx, volume.ListOptions{Filters: filters.NewArgs(filters.Arg("label", docker.LabelRunner+"="+short))})

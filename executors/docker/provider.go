@@ -2,11 +2,13 @@ package docker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 
 	"github.com/docker/docker/client"
+	"github.com/sirupsen/logrus"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
@@ -39,16 +41,49 @@ func Features() map[string]bool {
 // Provider is executor "docker": jobs run on the engine of [runners.docker] host (or DOCKER_HOST).
 type Provider struct {
 	exec *Executor
+
+	stopSweep context.CancelFunc
+	swept     chan struct{}
 }
 
 // NewProvider connects to the runner's engine; the connection is made lazily, so an engine that is
-// down fails jobs (runner_system_failure, one line) rather than the runner's start.
+// down fails jobs (runner_system_failure, one line) rather than the runner's start. The leftovers of
+// this runner's jobs that an earlier process did not clean up are removed in the background.
 func NewProvider(runner *config.RunnerConfig, deps executors.Deps) (executors.Provider, error) {
 	cli, err := NewClient(runner.Docker)
 	if err != nil {
 		return nil, err
 	}
-	return &Provider{exec: &Executor{Client: cli, Options: Options{EngineName: cli.DaemonHost()}}}, nil
+	log := deps.Logger
+	if log == nil {
+		log = logrus.New()
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	p := &Provider{exec: &Executor{Client: cli, Options: Options{EngineName: cli.DaemonHost()}}, stopSweep: stop, swept: make(chan struct{})}
+	go func() {
+		defer close(p.swept)
+		ctx, cancel := context.WithTimeout(ctx, CleanupTimeout)
+		defer cancel()
+		removed, err := RemoveLeftovers(ctx, cli, config.ShortToken(runner.Token), deps.SystemID, Running)
+		if errors.Is(err, context.Canceled) {
+			return // Shutdown came first
+		}
+		LogLeftovers(log.WithField("engine", cli.DaemonHost()), removed, err)
+	}()
+	return p, nil
+}
+
+// LogLeftovers says what RemoveLeftovers did, in one line.
+func LogLeftovers(log logrus.FieldLogger, removed Leftovers, err error) {
+	log = log.WithFields(removed.Fields())
+	switch {
+	case err != nil:
+		log.WithError(err).Warn("could not remove every leftover of jobs this runner manager no longer runs")
+	case removed.Empty():
+		log.Debug("no leftovers of earlier jobs on the engine")
+	default:
+		log.Info("removed the leftovers of jobs this runner manager no longer runs")
+	}
 }
 
 // NewClient builds an API client for [runners.docker] host / tls_cert_path, falling back to the
@@ -87,5 +122,7 @@ func (p *Provider) Features() map[string]bool { return Features() }
 
 // Shutdown implements executors.Provider.
 func (p *Provider) Shutdown(context.Context) error {
+	p.stopSweep()
+	<-p.swept
 	return p.exec.Client.Close()
 }

@@ -158,6 +158,7 @@ func newRun(cli client.APIClient, b *executors.Build, opts Options) (*run, error
 	r.baseLabels[LabelJobID] = strconv.FormatInt(r.j.ID, 10)
 	r.baseLabels[LabelProjectID] = strconv.FormatInt(r.j.JobInfo.ProjectID, 10)
 	r.baseLabels[LabelRunner] = r.short
+	r.baseLabels[LabelSystemID] = r.b.SystemID
 
 	if err := r.resolveImage(); err != nil {
 		return nil, err

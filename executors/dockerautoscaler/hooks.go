@@ -36,6 +36,7 @@ func (p *Provider) readyUp(ctx context.Context, inst taskscaler.Instance) error 
 	if err := p.pool.WaitDocker(ctx, inst.ID); err != nil {
 		return err
 	}
+	p.markLeftovers(inst.ID, leftoversNew)
 	if p.readyCommand == "" {
 		return nil
 	}
@@ -76,22 +77,26 @@ func (p *Provider) get(ctx context.Context, id string) (*connector.Lease, error)
 	return p.pool.Get(ctx, id)
 }
 
-// sweep closes the pooled connections of instances that left the group, once per update_interval.
-func (p *Provider) sweep(ctx context.Context, every time.Duration) {
+// sweep closes the pooled connections of instances that left the group, and tries again to remove the
+// leftovers of instances that could not be reached, once per update_interval.
+func (p *Provider) sweep(every time.Duration) {
 	defer close(p.swept)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
-		case <-ctx.Done():
+		case <-p.bgCtx.Done():
 			return
 		case <-t.C:
 		}
 		live := map[string]bool{}
+		states := map[string]string{}
 		for _, in := range p.ts.Instances() {
 			live[in.ID] = true
+			states[in.ID] = in.State
 		}
 		p.mu.Lock()
+		p.retryLeftoversLocked(states)
 		var gone []string
 		for id := range p.connected {
 			if !live[id] {

@@ -3,7 +3,6 @@ package dockerautoscaler
 import (
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -75,46 +74,19 @@ func TestInstanceKilledMidScript(t *testing.T) {
 	p := r.newProvider(t)
 
 	r.sim.Enqueue(gitlabsim.JobSpec{Name: "long", Image: r.image, Script: []string{"echo sleeping", "sleep 30"}})
-	var once sync.Once
 	var killedAt time.Time
-	var mu sync.Mutex
-	var output strings.Builder
-	inScript := false
-	err, snap := r.runOne(t, p, &sectionLog{
-		onSection: func(name string) {
-			mu.Lock()
-			inScript = name == "step_script"
-			mu.Unlock()
-		},
-		onOutput: func(b []byte) {
-			mu.Lock()
-			if inScript {
-				output.Write(b)
-			}
-			started := strings.Contains(output.String(), "sleeping")
-			mu.Unlock()
-			if !started {
-				return
-			}
-			// The script's container runs `sleep 30` now: pull the plug.
-			once.Do(func() {
-				var busy string
-				for _, in := range p.Instances() {
-					if in.Acquired > 0 {
-						busy = in.ID
-					}
-				}
-				if busy == "" {
-					t.Error("no instance holds the running job")
-					return
-				}
-				killedAt = time.Now()
-				if err := p.local(t).Kill(busy); err != nil {
-					t.Error(err)
-				}
-			})
-		},
-	})
+	// The script's container runs `sleep 30` once it said so: pull the plug.
+	err, snap := r.runOne(t, p, onceInOutput("step_script", "sleeping", func() {
+		busy := busyInstance(p)
+		if busy == "" {
+			t.Error("no instance holds the running job")
+			return
+		}
+		killedAt = time.Now()
+		if err := p.local(t).Kill(busy); err != nil {
+			t.Error(err)
+		}
+	}))
 	if killedAt.IsZero() {
 		t.Fatalf("the script never started; err %v; trace:\n%s", err, snap.Trace)
 	}

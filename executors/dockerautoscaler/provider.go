@@ -60,14 +60,23 @@ type Provider struct {
 	// so that the pool's dials do not ask the plugin again (an EC2 Instance Connect push each time).
 	readyInfo sync.Map // instance ID → fleeting.ConnectInfo
 
+	// systemID labels this manager's job resources; leftovers are looked for by it (leftovers.go).
+	systemID string
+
 	mu        sync.Mutex
 	policies  []config.AutoscalerPolicyConfig
 	connected map[string]bool // instances the pool has dialed, evicted once they leave the group
 	sessions  map[string]*sessionLimit
+	leftovers map[string]*leftoverMark
+	// runnerShort is the runner's short token as the latest job knows it (a rotation changes it).
+	runnerShort string
 
-	stopSweep context.CancelFunc
-	swept     chan struct{}
-	shutdown  sync.Once
+	// bgCtx ends when Shutdown begins: the sweeper and the leftover removals (bg) run under it.
+	bgCtx    context.Context
+	stopBg   context.CancelFunc
+	bg       sync.WaitGroup
+	swept    chan struct{}
+	shutdown sync.Once
 }
 
 var (
@@ -117,6 +126,7 @@ func newProvider(runner *config.RunnerConfig, deps executors.Deps, dopts docker.
 		return nil, fmt.Errorf("plugin %q rejected its configuration ([runners.autoscaler.plugin_config] / connector_config): %w", plugin, err)
 	}
 
+	bgCtx, stopBg := context.WithCancel(context.Background())
 	p := &Provider{
 		runner:           runner,
 		log:              log,
@@ -133,6 +143,12 @@ func newProvider(runner *config.RunnerConfig, deps executors.Deps, dopts docker.
 		policies:         clonePolicies(ac.Policy),
 		connected:        map[string]bool{},
 		sessions:         map[string]*sessionLimit{},
+		leftovers:        map[string]*leftoverMark{},
+		systemID:         deps.SystemID,
+		runnerShort:      config.ShortToken(runner.Token),
+		bgCtx:            bgCtx,
+		stopBg:           stopBg,
+		swept:            make(chan struct{}),
 	}
 	p.pool = connector.NewPool(connector.Config{
 		Timeout:         ac.ConnectorConfig.Timeout,
@@ -146,25 +162,40 @@ func newProvider(runner *config.RunnerConfig, deps executors.Deps, dopts docker.
 
 	opts, err := p.taskscalerOptions(deps.ConfigDir)
 	if err != nil {
-		_ = group.Shutdown(ctx)
+		p.abandon(ctx)
 		return nil, err
 	}
 	ts, err := taskscaler.New(ctx, group, opts)
 	if err != nil {
-		_ = group.Shutdown(ctx)
+		p.abandon(ctx)
 		return nil, err
 	}
 	p.ts = ts
 	close(p.started)
-
-	sweepCtx, stop := context.WithCancel(context.Background())
-	p.stopSweep, p.swept = stop, make(chan struct{})
-	go p.sweep(sweepCtx, ac.GetUpdateInterval())
+	for _, in := range ts.Instances() {
+		if in.State == "ready" || in.State == "draining" {
+			p.markLeftovers(in.ID, leftoversAdopted)
+		}
+	}
+	go p.sweep(ac.GetUpdateInterval())
 
 	perInstance, maxInstances := ts.Capacity()
 	log.WithFields(logrus.Fields{"group": info.ID, "plugin_version": info.Version, "max_instances": maxInstances,
 		"capacity_per_instance": perInstance}).Info("docker-autoscaler ready")
 	return p, nil
+}
+
+// abandon undoes a provider that failed to start, before anything ran in the background.
+func (p *Provider) abandon(ctx context.Context) {
+	p.stopBg()
+	_ = p.group.Shutdown(ctx)
+}
+
+// stopBackground ends the sweeper and leftover removals; none starts after it (they start under mu).
+func (p *Provider) stopBackground() {
+	p.mu.Lock()
+	p.stopBg()
+	p.mu.Unlock()
 }
 
 func (p *Provider) taskscalerOptions(configDir string) (taskscaler.Options, error) {
@@ -312,8 +343,9 @@ func (p *Provider) Instances() []taskscaler.InstanceInfo { return p.ts.Instances
 func (p *Provider) Shutdown(ctx context.Context) error {
 	var err error
 	p.shutdown.Do(func() {
-		p.stopSweep()
+		p.stopBackground()
 		<-p.swept
+		p.bg.Wait()
 		var errs []error
 		if e := p.ts.Shutdown(ctx); e != nil {
 			errs = append(errs, fmt.Errorf("taskscaler shutdown: %w", e))

@@ -70,6 +70,37 @@ func (c *child) stop(t *testing.T) {
 	}
 }
 
+// managerFiles writes the rig's runner into a config.toml for child managers, and names the file their
+// log goes to (shown when the test fails).
+func (r *rig) managerFiles(t *testing.T) (configPath, logPath string) {
+	t.Helper()
+	configPath = filepath.Join(r.dir, "config.toml")
+	if err := config.Save(configPath, &config.Config{Concurrent: 4, CheckInterval: 1, ShutdownTimeout: 20,
+		Runners: []*config.RunnerConfig{r.runner}}); err != nil {
+		t.Fatal(err)
+	}
+	logPath = filepath.Join(r.dir, "manager.log")
+	dumpFile(t, logPath)
+	return configPath, logPath
+}
+
+// removeInstancesAtEnd makes sure, whatever happens, that no sshd of the local group kept in pluginDir
+// outlives the test: a group on the same state_dir adopts and removes them.
+func removeInstancesAtEnd(t *testing.T, pluginDir, baseAddress string) {
+	t.Cleanup(func() {
+		g := &local.InstanceGroup{StateDir: pluginDir, BaseAddress: baseAddress, MaxSize: 4}
+		ctx := context.Background()
+		if _, err := g.Init(ctx, quietLogger(), fleeting.Settings{}); err != nil {
+			t.Errorf("clean up instances: %v", err)
+			return
+		}
+		var ids []string
+		_ = g.Update(ctx, func(id string, _ fleeting.State) { ids = append(ids, id) })
+		_, _ = g.Decrease(ctx, ids)
+		_ = g.Shutdown(ctx)
+	})
+}
+
 // pluginInstances lists the instances the local plugin keeps in its state_dir.
 func pluginInstances(t *testing.T, stateDir string) []string {
 	t.Helper()
@@ -98,27 +129,9 @@ func TestManagerKilledAndRestarted(t *testing.T) {
 	ac.CapacityPerInstance, ac.MaxInstances = 1, 3
 	ac.PluginConfig["state_dir"] = pluginDir
 	ac.Policy = []config.AutoscalerPolicyConfig{{IdleCount: 1, IdleTime: time.Minute}}
-	configPath := filepath.Join(r.dir, "config.toml")
-	if err := config.Save(configPath, &config.Config{Concurrent: 4, CheckInterval: 1, ShutdownTimeout: 20,
-		Runners: []*config.RunnerConfig{r.runner}}); err != nil {
-		t.Fatal(err)
-	}
+	configPath, logPath := r.managerFiles(t)
 	statePath, _ := state.Path(config.StateStorage{Dir: ac.StateStorage.Dir}, r.dir, r.runner)
-	logPath := filepath.Join(r.dir, "manager.log")
-	dumpFile(t, logPath)
-	// Whatever happens, no sshd outlives the test: a group on the same state_dir adopts and removes them.
-	t.Cleanup(func() {
-		g := &local.InstanceGroup{StateDir: pluginDir, BaseAddress: ac.PluginConfig["base_address"].(string), MaxSize: 4}
-		ctx := context.Background()
-		if _, err := g.Init(ctx, quietLogger(), fleeting.Settings{}); err != nil {
-			t.Errorf("clean up instances: %v", err)
-			return
-		}
-		var ids []string
-		_ = g.Update(ctx, func(id string, _ fleeting.State) { ids = append(ids, id) })
-		_, _ = g.Decrease(ctx, ids)
-		_ = g.Shutdown(ctx)
-	})
+	removeInstancesAtEnd(t, pluginDir, ac.PluginConfig["base_address"].(string))
 
 	first := startChild(t, configPath, logPath)
 	idA := r.sim.Enqueue(gitlabsim.JobSpec{Name: "in-flight", Image: r.image, Script: []string{"echo started-A", "sleep 60"}})

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,7 +38,7 @@ func quietLogger() *logrus.Logger {
 }
 
 // testLogger sends the provider's log to the test log when -v is given, and nowhere otherwise.
-func testLogger(t testing.TB) logrus.FieldLogger {
+func testLogger(t testing.TB) *logrus.Logger {
 	if !testing.Verbose() {
 		return quietLogger()
 	}
@@ -130,7 +131,13 @@ func (r *rig) removeLeftovers(t testing.TB) {
 // newProvider starts a provider on the rig's config and shuts it down at the end of the test.
 func (r *rig) newProvider(t testing.TB) *Provider {
 	t.Helper()
-	p, err := newProvider(r.runner, executors.Deps{Logger: testLogger(t), ConfigDir: r.dir, SystemID: "s_test"}, docker.Options{})
+	return r.newProviderLogging(t, testLogger(t))
+}
+
+// newProviderLogging is newProvider with the provider's log going to log.
+func (r *rig) newProviderLogging(t testing.TB, log logrus.FieldLogger) *Provider {
+	t.Helper()
+	p, err := newProvider(r.runner, executors.Deps{Logger: log, ConfigDir: r.dir, SystemID: "s_test"}, docker.Options{})
 	if err != nil {
 		t.Fatalf("new provider: %v", err)
 	}
@@ -174,6 +181,44 @@ func (l *sectionLog) SectionStart(name, header string) {
 	if l.onSection != nil {
 		l.onSection(name)
 	}
+}
+
+// onceInOutput is a job log watch that calls fire once, as soon as the output of section holds marker.
+func onceInOutput(section, marker string, fire func()) *sectionLog {
+	var (
+		mu     sync.Mutex
+		in     bool
+		output strings.Builder
+		once   sync.Once
+	)
+	return &sectionLog{
+		onSection: func(name string) {
+			mu.Lock()
+			in = name == section
+			mu.Unlock()
+		},
+		onOutput: func(b []byte) {
+			mu.Lock()
+			if in {
+				output.Write(b)
+			}
+			seen := strings.Contains(output.String(), marker)
+			mu.Unlock()
+			if seen {
+				once.Do(fire)
+			}
+		},
+	}
+}
+
+// busyInstance is an instance that holds a job, or "".
+func busyInstance(p *Provider) string {
+	for _, in := range p.Instances() {
+		if in.Acquired > 0 {
+			return in.ID
+		}
+	}
+	return ""
 }
 
 // runOne does what the manager does for one job: reserve, ask GitLab, run with a real trace, report.

@@ -51,6 +51,7 @@ func (p *Provider) Run(ctx context.Context, res executors.Reservation, b *execut
 		}
 		p.ts.Release(key)
 	}()
+	p.noteRunner(b.Runner)
 	if b.Runner != nil && b.Runner.Autoscaler != nil {
 		if err := p.UpdatePolicies(b.Runner); err != nil {
 			log.WithError(err).Warn("the reloaded autoscaler policies are invalid")
@@ -134,20 +135,11 @@ func (p *Provider) attempt(ctx context.Context, key string, b *executors.Build, 
 		}
 	}()
 
-	dial := lease.DialDocker
-	limit := p.sessionLimitFor(id)
-	if limit != nil {
-		dial = limit.dial(dial)
-	}
-	cli, err := connector.NewDockerClient(dial)
+	cli, closeCli, err := p.dockerClient(id, lease)
 	if err != nil {
 		return err
 	}
-	defer cli.Close()
-	if limit != nil {
-		// Close only drops idle keep-alive connections; other jobs on the instance may ask for that.
-		defer limit.register(func() { _ = cli.Close() })()
-	}
+	defer closeCli()
 	if _, err := cli.Ping(runCtx); err != nil {
 		return p.beforeScript(ctx, runCtx, id, fmt.Errorf("reach the Docker Engine: %w", err))
 	}
@@ -157,6 +149,12 @@ func (p *Provider) attempt(ctx context.Context, key string, b *executors.Build, 
 	opts := p.docker
 	opts.EngineName = "instance " + id
 	err = docker.RunJob(runCtx, cli, b, opts)
+	select {
+	case <-lease.Done():
+		// The job's cleanup went through this connection and may not have reached the engine.
+		p.markLeftovers(id, leftoversLost)
+	default:
+	}
 	if err == nil || ctx.Err() != nil {
 		return err
 	}

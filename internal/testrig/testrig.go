@@ -99,6 +99,26 @@ func RemoveJobLeftovers(t testing.TB, cli client.APIClient, runnerToken string, 
 	}
 }
 
+// JobResources lists the containers (stopped ones too), networks and volumes that carry the labels f
+// asks for, e.g. one build's (docker.LabelBuild).
+func JobResources(t testing.TB, cli client.APIClient, f filters.Args) ([]container.Summary, []network.Summary, []*volume.Volume) {
+	t.Helper()
+	ctx := context.Background()
+	cs, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := cli.NetworkList(ctx, network.ListOptions{Filters: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vs, err := cli.VolumeList(ctx, volume.ListOptions{Filters: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs, ns, vs.Volumes
+}
+
 // WaitFor polls cond until it holds, failing the test after d.
 func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()

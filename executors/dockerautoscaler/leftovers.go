@@ -1,0 +1,150 @@
+package dockerautoscaler
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/docker/docker/client"
+	"github.com/sirupsen/logrus"
+
+	"gitlab.com/fleetrunner/fleetrunner/common/config"
+	"gitlab.com/fleetrunner/fleetrunner/common/fleeting/connector"
+	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
+)
+
+// Why an instance's engine may hold the containers, networks and volumes of jobs this process does not
+// run (docker.RemoveLeftovers): adopted instances may have run jobs of the previous process (a kill -9
+// leaves them running, and keep_instance_with_acquisitions keeps such instances); a new instance may be
+// a static host or share an engine with a removed one; a connection lost while a job used it kept that
+// job's cleanup from reaching the engine.
+const (
+	leftoversAdopted = "adopted at start"
+	leftoversNew     = "new instance"
+	leftoversLost    = "connection lost during a job"
+)
+
+// leftoverMark is an instance whose engine may hold leftovers. It stays until a removal that started
+// after the latest mark succeeded, or the instance leaves the group; an instance that cannot be reached
+// is tried again every update_interval.
+type leftoverMark struct {
+	why     string
+	gen     int // bumped by every mark, so a removal that started before the latest one does not clear it
+	running bool
+}
+
+// markLeftovers notes that the instance's engine may hold leftovers and starts removing them.
+func (p *Provider) markLeftovers(id, why string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m := p.leftovers[id]
+	if m == nil {
+		m = &leftoverMark{}
+		p.leftovers[id] = m
+	}
+	m.why = why
+	m.gen++
+	p.startLeftoverRemovalLocked(id, m)
+}
+
+// startLeftoverRemovalLocked starts one removal per instance at a time, none once Shutdown began.
+func (p *Provider) startLeftoverRemovalLocked(id string, m *leftoverMark) {
+	if m.running || p.bgCtx.Err() != nil {
+		return
+	}
+	m.running = true
+	p.bg.Add(1)
+	go p.removeLeftovers(id, m.why, m.gen)
+}
+
+// retryLeftoversLocked drops the marks of instances that left the group or are being removed, and tries
+// the ones serving slots again.
+func (p *Provider) retryLeftoversLocked(states map[string]string) {
+	for id, m := range p.leftovers {
+		switch states[id] {
+		case "ready", "draining":
+			p.startLeftoverRemovalLocked(id, m)
+		case "creating", "readying":
+			// Its ready hook marks it again once its engine answers.
+		default:
+			delete(p.leftovers, id)
+		}
+	}
+}
+
+func (p *Provider) removeLeftovers(id, why string, gen int) {
+	defer p.bg.Done()
+	ctx, cancel := context.WithTimeout(p.bgCtx, docker.CleanupTimeout)
+	defer cancel()
+	removed, err := p.removeLeftoversOn(ctx, id)
+
+	p.mu.Lock()
+	if m := p.leftovers[id]; m != nil {
+		m.running = false
+		switch {
+		case err != nil:
+		case m.gen == gen:
+			delete(p.leftovers, id)
+		default:
+			// Marked again while this removal ran: what the latest mark is about may have come after the
+			// listings.
+			p.startLeftoverRemovalLocked(id, m)
+		}
+	}
+	p.mu.Unlock()
+
+	if err != nil && p.bgCtx.Err() != nil {
+		return
+	}
+	docker.LogLeftovers(p.log.WithFields(logrus.Fields{"instance": id, "reason": why}), removed, err)
+}
+
+func (p *Provider) removeLeftoversOn(ctx context.Context, id string) (docker.Leftovers, error) {
+	lease, err := p.get(ctx, id)
+	if err != nil {
+		return docker.Leftovers{}, fmt.Errorf("instance %s cannot be reached; tried again every update_interval while it is in the group: %w", id, err)
+	}
+	defer lease.Release()
+	cli, closeCli, err := p.dockerClient(id, lease)
+	if err != nil {
+		return docker.Leftovers{}, err
+	}
+	defer closeCli()
+	p.mu.Lock()
+	runner := p.runnerShort
+	p.mu.Unlock()
+	return docker.RemoveLeftovers(ctx, cli, runner, p.systemID, docker.Running)
+}
+
+// dockerClient is a Docker API client over the lease's connection, within the instance's session limit.
+// closeCli closes it.
+func (p *Provider) dockerClient(id string, lease *connector.Lease) (cli *client.Client, closeCli func(), err error) {
+	dial := lease.DialDocker
+	limit := p.sessionLimitFor(id)
+	if limit != nil {
+		dial = limit.dial(dial)
+	}
+	cli, err = connector.NewDockerClient(dial)
+	if err != nil {
+		return nil, nil, err
+	}
+	if limit == nil {
+		return cli, func() { _ = cli.Close() }, nil
+	}
+	// Close only drops idle keep-alive connections; other jobs on the instance may ask for that.
+	unregister := limit.register(func() { _ = cli.Close() })
+	return cli, func() {
+		unregister()
+		_ = cli.Close()
+	}, nil
+}
+
+// noteRunner keeps the runner's short token as the latest job knows it: a rotated token labels the jobs
+// from then on.
+func (p *Provider) noteRunner(rc *config.RunnerConfig) {
+	if rc == nil || rc.Token == "" {
+		return
+	}
+	p.mu.Lock()
+	p.runnerShort = config.ShortToken(rc.Token)
+	p.mu.Unlock()
+}
