@@ -189,8 +189,8 @@ func (m *Manager) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if len(cfg.Runners) == 0 {
-		return fmt.Errorf("config file %s defines no [[runners]] (is it empty or cut short?): register one with `fleetrunner register`, or restore the file", m.opts.ConfigPath)
+	if err := m.nothingToServe(cfg, "register one with `fleetrunner register`, or restore the file"); err != nil {
+		return err
 	}
 	if err := m.apply(cfg, mtime, true); err != nil {
 		m.shutdownProviders(time.Now().Add(cfg.GetShutdownTimeout()))
@@ -242,6 +242,20 @@ func (m *Manager) load() (*config.Config, time.Time, error) {
 	return cfg, st.ModTime(), nil
 }
 
+// nothingToServe refuses a configuration without a runner this build can serve; todo tells the
+// operator what to do instead.
+func (m *Manager) nothingToServe(cfg *config.Config, todo string) error {
+	if len(cfg.Runners) == 0 {
+		return fmt.Errorf("config file %s defines no [[runners]] (is it empty or cut short?); %s", m.opts.ConfigPath, todo)
+	}
+	for _, rc := range cfg.Runners {
+		if rc.ExecutorSupported() {
+			return nil
+		}
+	}
+	return fmt.Errorf("config file %s has no [[runners]] entry this build can serve (executor docker or docker-autoscaler; the others are named in the warnings above); %s", m.opts.ConfigPath, todo)
+}
+
 // reload applies a changed (or, when forced, any) config.toml; a broken file keeps the running one.
 func (m *Manager) reload(force bool) {
 	m.mu.Lock()
@@ -261,9 +275,9 @@ func (m *Manager) reload(force bool) {
 		return
 	}
 	cfg, mtime, err := m.load()
-	if err == nil && len(cfg.Runners) == 0 {
+	if err == nil {
 		// A file truncated by an editor or a config-management tool must not delete the fleet.
-		err = fmt.Errorf("config file %s defines no [[runners]]; to really remove every runner, stop the service (fleetrunner stop) or unregister them (fleetrunner unregister --all-runners, then stop)", m.opts.ConfigPath)
+		err = m.nothingToServe(cfg, "to really remove every runner, stop the service (fleetrunner stop) or unregister them (fleetrunner unregister --all-runners, then stop)")
 	}
 	if err != nil {
 		m.log.WithError(err).Error("cannot reload the configuration; keeping the running one")

@@ -578,7 +578,16 @@ func TestSighupReloadAddsRunnerAndRemovalShutsItsProviderDown(t *testing.T) {
 	}
 
 	// Removing the served runner shuts its provider down once its jobs are done.
-	if err := os.WriteFile(r.cfgPath, []byte("concurrent = 1\n"+extra), 0o600); err != nil {
+	other := fmt.Sprintf(`
+[[runners]]
+  name = "third"
+  url = %q
+  token = "glrt-another-runner"
+  executor = "docker"
+  [runners.docker]
+    image = "busybox"
+`, r.url)
+	if err := os.WriteFile(r.cfgPath, []byte("concurrent = 1\n"+other), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	r.m.Reload()
@@ -599,7 +608,7 @@ func TestReloadToEmptyConfigKeepsServing(t *testing.T) {
 			t.Fatal(err)
 		}
 		r.m.Reload()
-		want := "defines no [[runners]]; to really remove every runner, stop the service"
+		want := "defines no [[runners]] (is it empty or cut short?); to really remove every runner, stop the service"
 		testrig.WaitFor(t, testTimeout, "the refusal of a config without runners", func() bool {
 			return strings.Count(r.logs.String(), want) > i
 		})
@@ -666,6 +675,8 @@ func TestStartErrors(t *testing.T) {
 	}{
 		{"broken key", "concurrent = 0\n", []string{"config.toml", "concurrent", "at least 1"}},
 		{"empty file", "", []string{"config.toml", "defines no [[runners]]", "fleetrunner register"}},
+		{"only runners of other executors", "concurrent = 1\n[[runners]]\n  name = \"s\"\n  url = \"http://127.0.0.1:1\"\n  token = \"glrt-x\"\n  executor = \"shell\"\n",
+			[]string{"config.toml", "has no [[runners]] entry this build can serve", "fleetrunner register"}},
 		{"no runners", "concurrent = 4\n", []string{"config.toml", "defines no [[runners]]"}},
 		{"unknown executor in this build", `concurrent = 1
 [[runners]]

@@ -245,6 +245,7 @@ func (w waiter) wait(ctx context.Context, attempt func(ctx context.Context) erro
 	defer cancel()
 	log := w.log.WithField("instance", w.instance)
 	pause, attempts, lastLog := firstRetryWait, 0, time.Time{}
+	var cause error
 	for {
 		attempts++
 		err := attempt(ctx)
@@ -262,6 +263,11 @@ func (w waiter) wait(ctx context.Context, attempt func(ctx context.Context) erro
 		if !retryable(err) {
 			return err
 		}
+		// An attempt cut short by the wait's own deadline says nothing new: report the one before.
+		if cause == nil || ctx.Err() == nil || !errors.Is(err, context.DeadlineExceeded) {
+			cause = err
+		}
+		err = cause
 		if time.Since(lastLog) >= waitLogEvery {
 			lastLog = time.Now()
 			log.WithError(err).WithFields(logrus.Fields{"waited": time.Since(start).Round(time.Second), "timeout": w.timeout, "attempts": attempts}).
