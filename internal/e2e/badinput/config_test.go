@@ -43,7 +43,7 @@ func configRows(f *fleetrunner) []row {
 		{
 			name: "empty file", input: "config.toml of zero bytes",
 			seen: func(t *testing.T) string { return f.start(t, "") },
-			want: []string{"ERROR: config file $DIR/config.toml defines no [[runners]] (is it empty or cut short?): register one with `fleetrunner register`, or restore the file"},
+			want: []string{"ERROR: config file $DIR/config.toml defines no [[runners]] (is it empty or cut short?); register one with `fleetrunner register`, or restore the file"},
 		},
 		{
 			name: "no runners", input: "global settings only",
@@ -79,9 +79,10 @@ func configRows(f *fleetrunner) []row {
 		{
 			name: "upstream-only executor", input: `executor = "shell", the only runner`,
 			seen: func(t *testing.T) string {
-				return f.runUntil(t, edited(t, `executor = "docker-autoscaler"`, `executor = "shell"`), "fleetrunner is running")
+				return f.start(t, edited(t, `executor = "docker-autoscaler"`, `executor = "shell"`))
 			},
-			want: []string{`executor \"shell\" is not run by fleetrunner (it runs \"docker-autoscaler\" and \"docker\"); this runner entry is skipped" key="runners[0].executor"`},
+			want: []string{`executor \"shell\" is not run by fleetrunner (it runs \"docker-autoscaler\" and \"docker\"); this runner entry is skipped" key="runners[0].executor"`,
+				"ERROR: config file $DIR/config.toml has no [[runners]] entry this build can serve (executor docker or docker-autoscaler; the others are named in the warnings above)"},
 		},
 		{
 			name: "concurrent zero", input: "concurrent = 0",
