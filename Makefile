@@ -5,7 +5,7 @@ LDFLAGS   := -s -w -X gitlab.com/fleetrunner/fleetrunner/common/version.Version=
 BIN       := bin
 TEST_TIMEOUT ?= 15m
 
-.PHONY: build test lint bench demo clean fuzz
+.PHONY: build test lint bench demo soak clean fuzz
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/fleetrunner ./cmd/fleetrunner
@@ -51,6 +51,11 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $$pkg || failed="$$failed $$name"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "fuzz targets failed:$$failed"; exit 1; fi
+
+# The long crash-and-outage soak of the real binary (internal/soak): 20 kill -9 and restarts, a few
+# hundred jobs, a minute without GitLab; it prints its figures. FLEETRUNNER_SOAK_SEED=N replays a run.
+soak:
+	FLEETRUNNER_SOAK=long $(GO) test -race -count=1 -timeout 25m -run '^TestSoak$$' -v ./internal/soak/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
