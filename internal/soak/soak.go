@@ -124,6 +124,12 @@ func Run(t *testing.T, p Profile, seed uint64) Figures {
 	for _, pr := range w.StateFiles().Problems {
 		fig.StateProblems = append(fig.StateProblems, "after the shutdown: "+pr)
 	}
+	// A job lost in the hand-out window never ends (GitLab times it out); it is counted there.
+	for id := range kinds {
+		if fig.handout[id] {
+			delete(kinds, id)
+		}
+	}
 	fig.Jobs = w.Jobs(kinds)
 	fig.Faults = fl.Counts()
 	fig.Took = time.Since(began)
@@ -186,7 +192,7 @@ func (f *Figures) crash(w *World, wl *workload, proc *Process, n int) []int64 {
 		f.StateProblems = append(f.StateProblems, fmt.Sprintf("after kill -9 %d: %s", n, pr))
 	}
 	if f.inFlight == nil {
-		f.inFlight, f.unrecorded = map[int64]int{}, map[int64]bool{}
+		f.inFlight, f.unrecorded, f.handout = map[int64]int{}, map[int64]bool{}, map[int64]bool{}
 	}
 	var recorded []int64
 	for _, j := range w.GitLab.Jobs() {
@@ -203,6 +209,12 @@ func (f *Figures) crash(w *World, wl *workload, proc *Process, n int) []int64 {
 			continue
 		}
 		f.unrecorded[j.ID] = true
+		if !handedOut.IsZero() && killedAt.Sub(handedOut) < handoutWindow {
+			f.handout[j.ID] = true
+			f.HandoutLost = append(f.HandoutLost, fmt.Sprintf("kill -9 %d: job %d (%s), handed out %s before the kill",
+				n, j.ID, j.Name, killedAt.Sub(handedOut).Round(time.Millisecond)))
+			continue
+		}
 		when := "at an unknown time"
 		if !handedOut.IsZero() {
 			when = killedAt.Sub(handedOut).Round(time.Millisecond).String() + " before the kill"

@@ -20,6 +20,9 @@ func TestSoak(t *testing.T) {
 	}
 	f := soak.Run(t, p, seed)
 	t.Logf("soak figures:\n%s", f.Table())
+	if len(f.HandoutLost) > 0 {
+		t.Logf("jobs lost in the hand-out window (GitLab ends them at their timeout):\n  %s", strings.Join(f.HandoutLost, "\n  "))
+	}
 
 	for _, goal := range []struct {
 		what string
