@@ -3,6 +3,7 @@ package dockerautoscaler
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/docker/docker/client"
 	"github.com/sirupsen/logrus"
@@ -36,6 +37,10 @@ type leftoverMark struct {
 func (p *Provider) markLeftovers(id, why string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.markLeftoversLocked(id, why)
+}
+
+func (p *Provider) markLeftoversLocked(id, why string) {
 	m := p.leftovers[id]
 	if m == nil {
 		m = &leftoverMark{}
@@ -56,9 +61,22 @@ func (p *Provider) startLeftoverRemovalLocked(id string, m *leftoverMark) {
 	go p.removeLeftovers(id, m.why, m.gen)
 }
 
-// retryLeftoversLocked drops the marks of instances that left the group or are being removed, and tries
-// the ones serving slots again.
+// leftoversOrphaned is why an instance is swept for another's leftovers.
+const leftoversOrphaned = "an instance left before its leftovers were removed"
+
+// retryLeftoversLocked tries the marked instances serving slots again. The mark of an instance that left
+// the group or is being removed moves to one that serves slots: a cloud machine takes its containers
+// with it, but a static host or the local plugin's shared engine keeps them, and a sweep of an engine
+// without any costs one listing.
 func (p *Provider) retryLeftoversLocked(states map[string]string) {
+	var serving []string
+	for id, st := range states {
+		if st == "ready" || st == "draining" {
+			serving = append(serving, id)
+		}
+	}
+	slices.Sort(serving)
+	orphaned := false
 	for id, m := range p.leftovers {
 		switch states[id] {
 		case "ready", "draining":
@@ -67,7 +85,11 @@ func (p *Provider) retryLeftoversLocked(states map[string]string) {
 			// Its ready hook marks it again once its engine answers.
 		default:
 			delete(p.leftovers, id)
+			orphaned = orphaned || m.why != leftoversOrphaned
 		}
+	}
+	if orphaned && len(serving) > 0 {
+		p.markLeftoversLocked(serving[0], leftoversOrphaned)
 	}
 }
 

@@ -237,7 +237,9 @@ func checkKeyPushes(t *testing.T, w *awsWorld, lw *loginWatch, oneEach bool) {
 	}
 	logins := lw.logins()
 	for id, n := range accepted {
-		if n > logins[id] {
+		// The key is pushed when the instance is running, before its sshd answers (as on EC2), so an
+		// instance removed while it boots had one push and no connection.
+		if n > max(logins[id], 1) {
 			t.Errorf("instance %s: %d keys pushed for %d SSH connections; want at most one push per pooled connection", id, n, logins[id])
 		}
 		if oneEach && n != 1 {
