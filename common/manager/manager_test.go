@@ -556,6 +556,8 @@ func TestSighupReloadAddsRunnerAndRemovalShutsItsProviderDown(t *testing.T) {
 	r := newRig(t, gitlabsim.Options{})
 	r.writeConfig(runnerSettings{concurrent: 1})
 	r.start(time.Hour)
+	// The start must not read the file while the test rewrites it.
+	waitLog(t, r.logs, "fleetrunner is running")
 	// An upstream-only executor is skipped with a warning, not an error.
 	extra := fmt.Sprintf(`
 [[runners]]
