@@ -131,7 +131,18 @@ func tail(out []byte) string {
 // nothing needs forgetting by hand.
 type hostKeys struct{ p *Provider }
 
-var _ connector.HostKeyStore = (*hostKeys)(nil)
+var (
+	_ connector.HostKeyStore   = (*hostKeys)(nil)
+	_ connector.HostKeyLocator = (*hostKeys)(nil)
+)
+
+// HostKeyLocation implements connector.HostKeyLocator.
+func (h *hostKeys) HostKeyLocation(instance string) string {
+	if h.p.statePath == "" {
+		return "this process's memory (state_storage is off: restart fleetrunner)"
+	}
+	return fmt.Sprintf("the taskscaler state file %s (instance %s, data %q; stop fleetrunner before editing it)", h.p.statePath, instance, hostKeyData)
+}
 
 func (h *hostKeys) HostKey(instance string) (string, bool, error) {
 	<-h.p.started

@@ -48,6 +48,8 @@ type Provider struct {
 	ts     *taskscaler.Taskscaler
 	docker docker.Options
 
+	// statePath is the taskscaler's state file, where pinned host keys live; empty with state_storage off.
+	statePath        string
 	readyCommand     string
 	heartbeatOverSSH bool
 	dialStdio        bool
@@ -217,6 +219,7 @@ func (p *Provider) taskscalerOptions(configDir string) (taskscaler.Options, erro
 	}
 	if path, on := state.Path(ss, configDir, p.runner); on {
 		opts.State = state.NewFile(path)
+		p.statePath = path
 	} else {
 		p.log.Warn("state_storage is disabled: instances found in the group at start are removed, and jobs in flight at a crash are left to GitLab's timeout")
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -110,14 +111,21 @@ func TestDialRetriesUntilKeyInstalled(t *testing.T) {
 // A changed host key is a security error, refused on the first attempt, never waited out.
 func TestChangedHostKeyIsNotRetried(t *testing.T) {
 	r := startRig(t, "i-hk-now")
-	store := &connector.MemoryHostKeys{}
+	path := filepath.Join(t.TempDir(), "hostkeys.json")
+	store, err := connector.OpenFileHostKeys(path)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := store.PinHostKey("i-hk-now", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHFhHEn4LMn7YrZ0nN7dVbYcJmZ6P8VNmDk1eF5YhFvW"); err != nil {
 		t.Fatal(err)
 	}
 	log, hook := test.NewNullLogger()
-	_, err := connector.Dial(t.Context(), r.info, connector.Config{HostKeys: store, Timeout: time.Hour, Log: log})
+	_, err = connector.Dial(t.Context(), r.info, connector.Config{HostKeys: store, Timeout: time.Hour, Log: log})
 	if !errors.Is(err, connector.ErrHostKeyChanged) {
 		t.Fatalf("Dial with another pinned key = %v, want ErrHostKeyChanged", err)
+	}
+	if !strings.Contains(err.Error(), "remove its entry from the host key file "+path) {
+		t.Errorf("the error does not say where the pin lives: %v", err)
 	}
 	if strings.Contains(err.Error(), "attempts") || logged(hook, "trying again") {
 		t.Errorf("a changed host key was retried: %v", err)

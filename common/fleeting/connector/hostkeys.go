@@ -29,18 +29,29 @@ type HostKeyStore interface {
 // ErrHostKeyChanged is wrapped by HostKeyChangedError.
 var ErrHostKeyChanged = errors.New("host key changed")
 
+// HostKeyLocator is implemented by stores that can tell an operator where an instance's pin lives.
+type HostKeyLocator interface {
+	HostKeyLocation(instance string) string
+}
+
 // HostKeyChangedError is returned when an instance offers a host key other than the one pinned for it.
 type HostKeyChangedError struct {
 	Instance string
 	// Pinned and Offered are SHA256 fingerprints.
 	Pinned  string
 	Offered string
+	// Location says where the pin lives (HostKeyLocator); empty for a store that cannot say.
+	Location string
 }
 
 func (e *HostKeyChangedError) Error() string {
+	where := "the host key store"
+	if e.Location != "" {
+		where = e.Location
+	}
 	return fmt.Sprintf("host key of instance %s changed: pinned %s, offered %s; refusing to connect "+
-		"(if the instance was really rebuilt, remove its entry from the host key store)",
-		e.Instance, e.Pinned, e.Offered)
+		"(if the instance was really rebuilt, remove its entry from %s)",
+		e.Instance, e.Pinned, e.Offered, where)
 }
 
 // Unwrap makes errors.Is(err, ErrHostKeyChanged) work.
@@ -89,7 +100,15 @@ type FileHostKeys struct {
 	mu   sync.Mutex // serialises file writes
 }
 
-var _ HostKeyStore = (*FileHostKeys)(nil)
+var (
+	_ HostKeyStore   = (*FileHostKeys)(nil)
+	_ HostKeyLocator = (*FileHostKeys)(nil)
+)
+
+// HostKeyLocation implements HostKeyLocator.
+func (f *FileHostKeys) HostKeyLocation(instance string) string {
+	return fmt.Sprintf("the host key file %s (key %q)", f.path, instance)
+}
 
 // OpenFileHostKeys loads the store at path; a missing file is an empty store.
 func OpenFileHostKeys(path string) (*FileHostKeys, error) {
@@ -188,7 +207,11 @@ func hostKeyCallback(store HostKeyStore, instance string) ssh.HostKeyCallback {
 		if pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(pinned)); err == nil {
 			pinnedFP = ssh.FingerprintSHA256(pk)
 		}
-		return &HostKeyChangedError{Instance: instance, Pinned: pinnedFP, Offered: ssh.FingerprintSHA256(key)}
+		changed := &HostKeyChangedError{Instance: instance, Pinned: pinnedFP, Offered: ssh.FingerprintSHA256(key)}
+		if l, ok := store.(HostKeyLocator); ok {
+			changed.Location = l.HostKeyLocation(instance)
+		}
+		return changed
 	}
 }
 
