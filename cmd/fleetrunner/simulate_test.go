@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"gitlab.com/fleetrunner/fleetrunner/executors"
-	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
 )
 
 const simConfig = `concurrent = 100
@@ -43,30 +42,12 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	return p
 }
 
-// sharedTrace finds a trace in ../shared/traces next to the repository root.
-func sharedTrace(t *testing.T, name string) string {
+// traceFile is a trace kept in testdata/traces at the repository root (see its SOURCES.md).
+func traceFile(t *testing.T, name string) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test's directory")
-		}
-		dir = parent
-	}
-	p := filepath.Join(dir, "..", "shared", "traces", name)
+	p := filepath.Join("..", "..", "testdata", "traces", name)
 	if _, err := os.Stat(p); err != nil {
-		msg := "shared trace " + p + " is missing (../shared/traces from the repository root)"
-		if os.Getenv(testenv.RequireAllEnv) != "" {
-			t.Fatal(msg)
-		}
-		t.Skip("skipping: " + msg)
+		t.Fatalf("trace %s: %v", name, err)
 	}
 	return p
 }
@@ -77,8 +58,8 @@ func simulateCLI(t *testing.T, args ...string) cliResult {
 	return cli(t.Context(), executors.Registry{}, nil, append([]string{"simulate"}, args...)...)
 }
 
-func TestSimulateSharedTraceCompare(t *testing.T) {
-	trace := sharedTrace(t, "nightly-batch.csv")
+func TestSimulateTraceCompare(t *testing.T) {
+	trace := traceFile(t, "nightly-batch.csv")
 	dir := t.TempDir()
 	base := writeFile(t, dir, "base.toml", strings.Replace(simConfig, "IDLE", "0", 1))
 	candidate := writeFile(t, dir, "candidate.toml", strings.Replace(simConfig, "IDLE", "8", 1))

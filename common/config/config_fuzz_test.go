@@ -48,9 +48,8 @@ func FuzzParse(f *testing.F) {
 		uncomment := regexp.MustCompile("(?m)" + commentedSetting.String())
 		f.Add([]byte(uncomment.ReplaceAllString(string(example), "$1$2")))
 	}
-	// The corpus of real-world files, where this checkout has it (see corpusFiles).
-	files, _ := filepath.Glob(filepath.Join("..", "..", "..", "shared", "corpus", "configs", "*.toml"))
-	for _, file := range files {
+	// The corpus of real-world files.
+	for _, file := range corpusFiles(f) {
 		if data, err := os.ReadFile(file); err == nil {
 			f.Add(data)
 		}

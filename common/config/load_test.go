@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
-
-	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
 )
 
 func writeConfig(t *testing.T, content string) string {
@@ -363,16 +361,12 @@ func TestSkippedExecutorSettingsDoNotFail(t *testing.T) {
 	}
 }
 
-// corpusDir holds public config.toml files (see its SOURCES.md).
-func corpusFiles(t *testing.T) []string {
+// corpusFiles are public config.toml files kept in testdata/corpus (see its SOURCES.md).
+func corpusFiles(t testing.TB) []string {
 	t.Helper()
-	files, _ := filepath.Glob(filepath.Join("..", "..", "..", "shared", "corpus", "configs", "*.toml"))
-	if len(files) == 0 {
-		msg := "config corpus ../../../shared/corpus/configs is absent"
-		if os.Getenv(testenv.RequireAllEnv) != "" {
-			t.Fatalf("%s (required by %s)", msg, testenv.RequireAllEnv)
-		}
-		t.Skip("skipping: " + msg)
+	files, err := filepath.Glob(filepath.Join("testdata", "corpus", "*.toml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no config corpus in testdata/corpus: %v", err)
 	}
 	return files
 }

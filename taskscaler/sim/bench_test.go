@@ -1,27 +1,22 @@
 package sim
 
 import (
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
-	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/capacity"
 )
 
-// sharedTraces are the project's trace files, next to the repository (../shared/traces from its root).
-func sharedTraces(tb testing.TB) []string {
+// traceFiles are the job-arrival traces kept in the repository (testdata/traces at its root, with their
+// SOURCES.md).
+func traceFiles(tb testing.TB) []string {
 	tb.Helper()
-	files, _ := filepath.Glob(filepath.Join("..", "..", "..", "shared", "traces", "*.csv"))
-	if len(files) == 0 {
-		msg := "no shared traces at ../shared/traces (relative to the repository root)"
-		if os.Getenv(testenv.RequireAllEnv) != "" {
-			tb.Fatal(msg)
-		}
-		tb.Skip("skipping: " + msg)
+	files, err := filepath.Glob(filepath.Join("..", "..", "testdata", "traces", "*.csv"))
+	if err != nil || len(files) == 0 {
+		tb.Fatalf("no traces in testdata/traces at the repository root: %v", err)
 	}
 	return files
 }
@@ -39,9 +34,9 @@ func benchConfig(tb testing.TB) Config {
 	}
 }
 
-// BenchmarkSharedTraces replays every shared trace with the default policy and reports its figures.
-func BenchmarkSharedTraces(b *testing.B) {
-	for _, file := range sharedTraces(b) {
+// BenchmarkTraces replays every shared trace with the default policy and reports its figures.
+func BenchmarkTraces(b *testing.B) {
+	for _, file := range traceFiles(b) {
 		jobs, err := LoadTrace(file)
 		if err != nil {
 			b.Fatal(err)
