@@ -242,18 +242,18 @@ func (m *Manager) load() (*config.Config, time.Time, error) {
 	return cfg, st.ModTime(), nil
 }
 
-// nothingToServe refuses a configuration without a runner this build can serve; todo tells the
+// nothingToServe refuses a configuration without a runner this build can serve; remedy tells the
 // operator what to do instead.
-func (m *Manager) nothingToServe(cfg *config.Config, todo string) error {
+func (m *Manager) nothingToServe(cfg *config.Config, remedy string) error {
 	if len(cfg.Runners) == 0 {
-		return fmt.Errorf("config file %s defines no [[runners]] (is it empty or cut short?); %s", m.opts.ConfigPath, todo)
+		return fmt.Errorf("config file %s defines no [[runners]] (is it empty or cut short?); %s", m.opts.ConfigPath, remedy)
 	}
 	for _, rc := range cfg.Runners {
 		if rc.ExecutorSupported() {
 			return nil
 		}
 	}
-	return fmt.Errorf("config file %s has no [[runners]] entry this build can serve (executor docker or docker-autoscaler; the others are named in the warnings above); %s", m.opts.ConfigPath, todo)
+	return fmt.Errorf("config file %s has no [[runners]] entry this build can serve (executor docker or docker-autoscaler; the others are named in the warnings above); %s", m.opts.ConfigPath, remedy)
 }
 
 // reload applies a changed (or, when forced, any) config.toml; a broken file keeps the running one.
