@@ -9,10 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
@@ -51,29 +48,15 @@ func BuildFleetrunner(t testing.TB) string {
 // than the cache volumes that outlive jobs on purpose), found by the executor's runner label.
 func JobLeftovers(t testing.TB, cli client.APIClient, runnerToken string) []string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	f := filters.NewArgs(filters.Arg("label", docker.LabelRunner+"="+config.ShortToken(runnerToken)))
+	cs, ns, vs := JobResources(t, cli, filters.NewArgs(filters.Arg("label", docker.LabelRunner+"="+config.ShortToken(runnerToken))))
 	var left []string
-	cs, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
-	if err != nil {
-		t.Fatalf("list containers: %v", err)
-	}
 	for _, c := range cs {
 		left = append(left, "container "+strings.Join(c.Names, ",")+" ("+c.State+")")
-	}
-	ns, err := cli.NetworkList(ctx, network.ListOptions{Filters: f})
-	if err != nil {
-		t.Fatalf("list networks: %v", err)
 	}
 	for _, n := range ns {
 		left = append(left, "network "+n.Name)
 	}
-	vs, err := cli.VolumeList(ctx, volume.ListOptions{Filters: f})
-	if err != nil {
-		t.Fatalf("list volumes: %v", err)
-	}
-	for _, v := range vs.Volumes {
+	for _, v := range vs {
 		if v.Labels[docker.LabelRole] != "cache" {
 			left = append(left, "volume "+v.Name)
 		}
