@@ -322,6 +322,11 @@ func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := s.srv.Shutdown(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		// A client still holds a connection (net/http waits up to 5 s for one that has not sent its
+		// request yet): the simulator is going away, so cut it.
+		err = s.srv.Close()
+	}
 	s.cancel()
 	s.wg.Wait()
 	for _, inst := range kill {
