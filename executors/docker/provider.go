@@ -58,13 +58,20 @@ func NewProvider(runner *config.RunnerConfig, deps executors.Deps) (executors.Pr
 	if log == nil {
 		log = logrus.New()
 	}
+	// The sweep has a client of its own: the Docker client negotiates its API version on first use
+	// without a lock, so sharing one with the first job races.
+	sweepCli, err := NewClient(runner.Docker)
+	if err != nil {
+		return nil, err
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	p := &Provider{exec: &Executor{Client: cli, Options: Options{EngineName: cli.DaemonHost()}}, stopSweep: stop, swept: make(chan struct{})}
 	go func() {
 		defer close(p.swept)
+		defer sweepCli.Close()
 		ctx, cancel := context.WithTimeout(ctx, CleanupTimeout)
 		defer cancel()
-		removed, err := RemoveLeftovers(ctx, cli, config.ShortToken(runner.Token), deps.SystemID, Running)
+		removed, err := RemoveLeftovers(ctx, sweepCli, config.ShortToken(runner.Token), deps.SystemID, Running)
 		if errors.Is(err, context.Canceled) {
 			return // Shutdown came first
 		}
