@@ -80,6 +80,9 @@ type InstanceGroup struct {
 	// departed holds the members that left the group until Update reports them deleted; a listing
 	// taken for Heartbeat or ConnectInfo may be the one that noticed.
 	departed map[string]bool
+	// reportedGone holds when Update reported each member deleted: a listing that lags may still show
+	// it (Terminating), and the taskscaler must not see a deleted instance come back.
+	reportedGone map[string]time.Time
 	// pendingSince remembers when an instance was first seen booting, to tell slow from stuck.
 	pendingSince map[string]time.Time
 	// details caches DescribeInstances answers; an instance's addresses do not change while it lives.
@@ -212,6 +215,7 @@ func (g *InstanceGroup) resetState() {
 	g.members = map[string]awsclient.Member{}
 	g.missing = map[string]time.Time{}
 	g.departed = map[string]bool{}
+	g.reportedGone = map[string]time.Time{}
 	g.pendingSince = map[string]time.Time{}
 	g.details = map[string]awsclient.Instance{}
 }

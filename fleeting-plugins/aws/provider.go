@@ -177,9 +177,17 @@ func (g *InstanceGroup) Update(ctx context.Context, fn func(instance string, sta
 	pending := maps.Clone(g.pendingSince)
 	departed := slices.Sorted(maps.Keys(g.departed))
 	clear(g.departed)
-	g.mu.Unlock()
 	now := time.Now()
+	for _, id := range departed {
+		g.reportedGone[id] = now
+	}
+	gone := maps.Clone(g.reportedGone)
+	maps.DeleteFunc(g.reportedGone, func(_ string, at time.Time) bool { return now.Sub(at) > listingLagGrace })
+	g.mu.Unlock()
 	for _, m := range members {
+		if _, ok := gone[m.ID]; ok {
+			continue
+		}
 		var pendingFor time.Duration
 		if since, ok := pending[m.ID]; ok {
 			pendingFor = now.Sub(since)
