@@ -1,6 +1,6 @@
 // Command fleetrunner is a GitLab Runner whose executor is a built-in Docker Autoscaler. This package
 // is wiring only: flags, logging, signals and the subcommands that drive common/config, common/gitlab
-// and common/manager.
+// and manager.
 package main
 
 import (

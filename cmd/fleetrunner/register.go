@@ -16,7 +16,7 @@ import (
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab"
-	"gitlab.com/fleetrunner/fleetrunner/common/manager"
+	"gitlab.com/fleetrunner/fleetrunner/manager"
 )
 
 // undoTimeout bounds the removal of a runner whose registration was interrupted.

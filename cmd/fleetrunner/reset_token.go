@@ -13,7 +13,7 @@ import (
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab"
-	"gitlab.com/fleetrunner/fleetrunner/common/manager"
+	"gitlab.com/fleetrunner/fleetrunner/manager"
 )
 
 // resetTokenFlags are reset-token's flags: which runners, and how the reset is authorised.

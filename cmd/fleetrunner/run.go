@@ -13,8 +13,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
-	"gitlab.com/fleetrunner/fleetrunner/common/manager"
-	"gitlab.com/fleetrunner/fleetrunner/common/metrics"
+	"gitlab.com/fleetrunner/fleetrunner/manager"
+	"gitlab.com/fleetrunner/fleetrunner/metrics"
 )
 
 // metricsShutdownTimeout bounds the metrics server's shutdown after the manager stopped.

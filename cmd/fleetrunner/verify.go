@@ -8,7 +8,7 @@ import (
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab"
-	"gitlab.com/fleetrunner/fleetrunner/common/manager"
+	"gitlab.com/fleetrunner/fleetrunner/manager"
 )
 
 func (a *app) verifyCommand() *cobra.Command {

@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"gitlab.com/fleetrunner/fleetrunner/common/metrics"
+	"gitlab.com/fleetrunner/fleetrunner/metrics"
 )
 
 // fleetClient reads the runner's operator surface: its metrics server on listen_address.

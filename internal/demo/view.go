@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
-	"gitlab.com/fleetrunner/fleetrunner/common/metrics"
+	"gitlab.com/fleetrunner/fleetrunner/metrics"
 )
 
 // refresh is how often the view looks at the simulator and the fleet.

@@ -19,7 +19,7 @@ import (
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
-	"gitlab.com/fleetrunner/fleetrunner/common/manager"
+	"gitlab.com/fleetrunner/fleetrunner/manager"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker/helperimage"

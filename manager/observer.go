@@ -11,7 +11,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 )
 
-// Observer is told what the manager does, for metrics and the debug endpoints (common/metrics
+// Observer is told what the manager does, for metrics and the debug endpoints (metrics
 // implements it). Calls come from many goroutines and must return at once. Nothing secret is passed:
 // runner tokens are shortened and job URLs carry no credentials.
 type Observer interface {

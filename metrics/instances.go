@@ -6,7 +6,7 @@ import (
 	"io"
 	"slices"
 
-	"gitlab.com/fleetrunner/fleetrunner/common/manager"
+	"gitlab.com/fleetrunner/fleetrunner/manager"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 )
 

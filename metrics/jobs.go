@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
-	"gitlab.com/fleetrunner/fleetrunner/common/manager"
+	"gitlab.com/fleetrunner/fleetrunner/manager"
 )
 
 // stateRunning is the only job state the manager reports: a job is counted from GitLab's answer to

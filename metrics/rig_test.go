@@ -21,8 +21,8 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
-	"gitlab.com/fleetrunner/fleetrunner/common/manager"
-	"gitlab.com/fleetrunner/fleetrunner/common/metrics"
+	"gitlab.com/fleetrunner/fleetrunner/manager"
+	"gitlab.com/fleetrunner/fleetrunner/metrics"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 )

@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sirupsen/logrus"
 
-	"gitlab.com/fleetrunner/fleetrunner/common/manager"
+	"gitlab.com/fleetrunner/fleetrunner/manager"
 	"gitlab.com/fleetrunner/fleetrunner/common/version"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 )

@@ -14,7 +14,7 @@ func managerGoroutines() []string {
 	n := runtime.Stack(buf, true)
 	var out []string
 	for g := range strings.SplitSeq(string(buf[:n]), "\n\n") {
-		if strings.Contains(g, "fleetrunner/common/manager.") && !strings.Contains(g, "manager_test.") {
+		if strings.Contains(g, "fleetrunner/manager.") && !strings.Contains(g, "manager_test.") {
 			out = append(out, g)
 		}
 	}
