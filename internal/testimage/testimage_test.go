@@ -30,7 +30,12 @@ func TestBusyboxRunsShell(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cli.ContainerRemove(context.WithoutCancel(ctx), c.ID, container.RemoveOptions{Force: true})
+	defer func() {
+		// A container left behind would pile up on the engine, run after run.
+		if err := cli.ContainerRemove(context.WithoutCancel(ctx), c.ID, container.RemoveOptions{Force: true}); err != nil {
+			t.Errorf("remove the test container: %v", err)
+		}
+	}()
 	if err := cli.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
 		t.Fatal(err)
 	}
