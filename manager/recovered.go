@@ -20,10 +20,12 @@ func (w *worker) reportRecovered() {
 	if !ok {
 		return
 	}
+	outputLimit := int(w.settings().GetOutputLimit())
 	for _, rj := range rec.RecoveredJobs() {
 		log := w.log.WithFields(logrus.Fields{"job": rj.ID, "instance": rj.Instance})
 		tr := trace.New(client, gitlab.JobCredentials{ID: rj.ID, Token: rj.Token}, trace.Options{
 			MaskPhrases: []string{rj.Token},
+			OutputLimit: outputLimit,
 			Logger:      log,
 			// The job may have written output before the crash: the message goes after it.
 			Continue: true,

@@ -1,8 +1,11 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"math/big"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -10,21 +13,34 @@ import (
 	"github.com/docker/go-units"
 )
 
-// Defaults, as upstream gitlab-runner applies them. A zero value in the structs means "unset"; the
-// accessor methods below return the effective value.
+// Defaults, as upstream gitlab-runner applies them (../spec/upstream-runner.md §1, §2). A zero value in
+// the structs means "unset"; the Get methods below return the effective value, and they are the only
+// place where a default is applied or a value is parsed: executors and the manager consume their results.
 const (
-	DefaultConcurrent             = 1
-	DefaultCheckInterval          = 3 * time.Second
-	DefaultShutdownTimeout        = 30 * time.Second
-	DefaultConnectionMaxAge       = 15 * time.Minute
-	DefaultSessionTimeout         = 30 * time.Minute
-	DefaultOutputLimitKiB         = 4096
+	// DefaultConcurrent: concurrent, written by register for a new file and used when the key is absent.
+	DefaultConcurrent = 1
+	// DefaultCheckInterval: check_interval = 3 (seconds), used when ≤ 0.
+	DefaultCheckInterval = 3 * time.Second
+	// DefaultShutdownTimeout: shutdown_timeout = 30 (seconds), used when ≤ 0.
+	DefaultShutdownTimeout = 30 * time.Second
+	// DefaultConnectionMaxAge: connection_max_age = "15m" when absent; 0 or negative keeps connections.
+	DefaultConnectionMaxAge = 15 * time.Minute
+	// DefaultOutputLimitKiB: output_limit = 4096 (KiB), used when ≤ 0.
+	DefaultOutputLimitKiB = 4096
+	// DefaultUnhealthyRequestsLimit: unhealthy_requests_limit, upstream's internal default of 3.
 	DefaultUnhealthyRequestsLimit = 3
-	DefaultUnhealthyInterval      = 60 * time.Minute
-	DefaultBuildsDir              = "/builds"
-	DefaultCacheDir               = "/cache"
+	// DefaultUnhealthyInterval: unhealthy_interval, upstream's internal default of 60 minutes.
+	DefaultUnhealthyInterval = 60 * time.Minute
+	// DefaultBuildsDir: builds_dir, the Docker executor's default on Linux.
+	DefaultBuildsDir = "/builds"
+	// DefaultCacheDir: cache_dir, the Docker executor's default on Linux.
+	DefaultCacheDir = "/cache"
+	// DefaultWaitForServicesTimeout: wait_for_services_timeout = 30 (seconds) when 0; -1 does not wait.
 	DefaultWaitForServicesTimeout = 30 * time.Second
+	// NoServicesLimit: services_limit = -1 (no limit), also the default.
+	NoServicesLimit = -1
 
+	// Pull policies (pull_policy, allowed_pull_policies); upstream's default pull_policy is ["always"].
 	PullPolicyAlways       = "always"
 	PullPolicyIfNotPresent = "if-not-present"
 	PullPolicyNever        = "never"
@@ -47,11 +63,6 @@ func (c *Config) GetConnectionMaxAge() time.Duration {
 		return DefaultConnectionMaxAge
 	}
 	return max(*c.ConnectionMaxAge, 0)
-}
-
-// GetSessionTimeout is upstream's session_server.session_timeout (parsed for compatibility).
-func (s SessionServer) GetSessionTimeout() time.Duration {
-	return secondsOr(s.SessionTimeout, DefaultSessionTimeout)
 }
 
 func secondsOr(s int, def time.Duration) time.Duration {
@@ -107,14 +118,6 @@ func (r *RunnerConfig) GetCacheDir() string {
 	return r.CacheDir
 }
 
-// GetShell is the shell the job scripts are written for: bash unless sh is asked for.
-func (r *RunnerConfig) GetShell() string {
-	if r.Shell == "" {
-		return "bash"
-	}
-	return r.Shell
-}
-
 // GetPreGetSourcesScript falls back to the deprecated pre_clone_script, as upstream does.
 func (r *RunnerConfig) GetPreGetSourcesScript() string {
 	if r.PreGetSourcesScript != "" {
@@ -134,11 +137,6 @@ func (r *RunnerConfig) GetPostGetSourcesScript() string {
 // GetCustomBuildDirEnabled says whether jobs may set GIT_CLONE_PATH; on by default for Docker.
 func (r *RunnerConfig) GetCustomBuildDirEnabled() bool {
 	return r.CustomBuildDir.Enabled == nil || *r.CustomBuildDir.Enabled
-}
-
-// GetCleanGitConfig says whether the git config is cleaned around a build; on by default.
-func (r *RunnerConfig) GetCleanGitConfig() bool {
-	return r.CleanGitConfig == nil || *r.CleanGitConfig
 }
 
 // Feature flags fleetrunner reads. Their upstream defaults are false except where
@@ -179,19 +177,36 @@ func (r *RunnerConfig) FeatureFlag(name string) bool {
 }
 
 // GetPullPolicies is the image pull policy list (tried in order); the default is ["always"].
-func (d *DockerConfig) GetPullPolicies() []string {
+func (d *DockerConfig) GetPullPolicies() ([]string, error) {
 	if len(d.PullPolicy) == 0 {
-		return []string{PullPolicyAlways}
+		return []string{PullPolicyAlways}, nil
 	}
-	return append([]string(nil), d.PullPolicy...)
+	return pullPolicyList("pull_policy", d.PullPolicy)
 }
 
 // GetAllowedPullPolicies are the policies a job may ask for; by default those of pull_policy.
-func (d *DockerConfig) GetAllowedPullPolicies() []string {
+func (d *DockerConfig) GetAllowedPullPolicies() ([]string, error) {
 	if len(d.AllowedPullPolicies) == 0 {
 		return d.GetPullPolicies()
 	}
-	return append([]string(nil), d.AllowedPullPolicies...)
+	return pullPolicyList("allowed_pull_policies", d.AllowedPullPolicies)
+}
+
+func pullPolicyList(key string, policies []string) ([]string, error) {
+	for _, p := range policies {
+		if err := checkPullPolicy(p); err != nil {
+			return nil, fmt.Errorf("%s: %w", key, err)
+		}
+	}
+	return slices.Clone(policies), nil
+}
+
+// checkPullPolicy refuses what upstream refuses with "unsupported pull_policy config".
+func checkPullPolicy(p string) error {
+	if !slices.Contains(pullPolicies, p) {
+		return fmt.Errorf("unsupported pull_policy %q (want always, if-not-present or never)", p)
+	}
+	return nil
 }
 
 // GetWaitForServicesTimeout is how long to wait for services to answer; 0 means do not wait
@@ -206,60 +221,84 @@ func (d *DockerConfig) GetWaitForServicesTimeout() time.Duration {
 	return time.Duration(d.WaitForServicesTimeout) * time.Second
 }
 
-// GetServicesLimit is the most services a job may start; -1 means no limit.
+// GetServicesLimit is the most services a job may start; NoServicesLimit (-1) means no limit.
 func (d *DockerConfig) GetServicesLimit() int {
 	if d.ServicesLimit == nil {
-		return -1
+		return NoServicesLimit
 	}
 	return *d.ServicesLimit
 }
 
-// GetMemory, GetMemorySwap and GetMemoryReservation return the limits in bytes (0 when unset).
-func (d *DockerConfig) GetMemory() (int64, error) { return memoryBytes("memory", d.Memory) }
-
-// GetMemorySwap returns memory_swap in bytes (0 when unset).
-func (d *DockerConfig) GetMemorySwap() (int64, error) {
-	return memoryBytes("memory_swap", d.MemorySwap)
+// ContainerResources are the cgroup limits of one kind of container (build or service), parsed from
+// [runners.docker]. Zero means unset (the engine's default).
+type ContainerResources struct {
+	Memory, MemorySwap, MemoryReservation int64 // bytes
+	NanoCPUs                              int64
+	CPUShares                             int64
+	CPUSetCPUs, CgroupParent              string
 }
 
-// GetMemoryReservation returns memory_reservation in bytes (0 when unset).
-func (d *DockerConfig) GetMemoryReservation() (int64, error) {
-	return memoryBytes("memory_reservation", d.MemoryReservation)
+// GetBuildResources are the limits of the job's containers: memory, memory_swap, memory_reservation,
+// cpus, cpu_shares, cpuset_cpus and cgroup_parent.
+func (d *DockerConfig) GetBuildResources() (ContainerResources, error) {
+	return resources(d.Memory, d.MemorySwap, d.MemoryReservation, d.CPUs, ContainerResources{
+		CPUShares: d.CPUShares, CPUSetCPUs: d.CPUSetCPUs, CgroupParent: d.CgroupParent,
+	}, "")
 }
 
-// GetServiceMemory returns service_memory in bytes (0 when unset).
-func (d *DockerConfig) GetServiceMemory() (int64, error) {
-	return memoryBytes("service_memory", d.ServiceMemory)
+// GetServiceResources are the limits of service containers: the service_* counterparts.
+func (d *DockerConfig) GetServiceResources() (ContainerResources, error) {
+	return resources(d.ServiceMemory, d.ServiceMemorySwap, d.ServiceMemoryReservation, d.ServiceCPUs, ContainerResources{
+		CPUShares: d.ServiceCPUShares, CPUSetCPUs: d.ServiceCPUSetCPUs, CgroupParent: d.ServiceCgroupParent,
+	}, "service_")
 }
 
-func memoryBytes(key, v string) (int64, error) {
+func resources(memory, swap, reservation, cpus string, res ContainerResources, prefix string) (ContainerResources, error) {
+	var errs []error
+	for _, f := range []struct {
+		key string
+		v   string
+		n   *int64
+	}{{"memory", memory, &res.Memory}, {"memory_swap", swap, &res.MemorySwap}, {"memory_reservation", reservation, &res.MemoryReservation}} {
+		var err error
+		if *f.n, err = parseMemory(f.v); err != nil {
+			errs = append(errs, fmt.Errorf("%s%s: %w", prefix, f.key, err))
+		}
+	}
+	var err error
+	if res.NanoCPUs, err = parseNanoCPUs(cpus); err != nil {
+		errs = append(errs, fmt.Errorf("%scpus: %w", prefix, err))
+	}
+	return res, errors.Join(errs...)
+}
+
+// parseMemory reads a size as upstream does (go-units' RAMInBytes: "<n>[b|k|m|g]", binary units). A
+// negative size such as "-1" is refused, as upstream refuses it. "" is 0 (unset).
+func parseMemory(v string) (int64, error) {
 	if v == "" {
 		return 0, nil
 	}
 	n, err := units.RAMInBytes(v)
 	if err != nil {
-		return 0, fmt.Errorf("docker %s %q: %w", key, v, err)
+		return 0, fmt.Errorf("invalid size %q (want <number>[b|k|m|g], e.g. \"4g\")", v)
 	}
 	return n, nil
 }
 
-// GetNanoCPUs converts cpus ("1.5") to Docker's NanoCPUs (0 when unset).
-func (d *DockerConfig) GetNanoCPUs() (int64, error) { return nanoCPUs("cpus", d.CPUs) }
-
-// GetServiceNanoCPUs converts service_cpus to Docker's NanoCPUs (0 when unset).
-func (d *DockerConfig) GetServiceNanoCPUs() (int64, error) {
-	return nanoCPUs("service_cpus", d.ServiceCPUs)
-}
-
-func nanoCPUs(key, v string) (int64, error) {
+// parseNanoCPUs converts a number of CPUs ("1.5", upstream reads it as a rational number) to Docker's
+// NanoCPUs. "" is 0 (unset), and so is "0".
+func parseNanoCPUs(v string) (int64, error) {
 	if v == "" {
 		return 0, nil
 	}
 	r, ok := new(big.Rat).SetString(v)
-	if !ok {
-		return 0, fmt.Errorf("docker %s %q is not a number", key, v)
+	if !ok || r.Sign() < 0 {
+		return 0, fmt.Errorf("invalid number of CPUs %q (want a number such as \"1.5\")", v)
 	}
 	n, _ := r.Mul(r, big.NewRat(1e9, 1)).Float64()
+	if n >= math.MaxInt64 {
+		return 0, fmt.Errorf("invalid number of CPUs %q (too large)", v)
+	}
 	return int64(n), nil
 }
 

@@ -1,8 +1,10 @@
 package config
 
 import (
+	"errors"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -28,11 +30,9 @@ func TestDefaults(t *testing.T) {
 		{"unhealthy_interval", r.GetUnhealthyInterval(), 60 * time.Minute},
 		{"builds_dir", r.GetBuildsDir(), "/builds"},
 		{"cache_dir", r.GetCacheDir(), "/cache"},
-		{"shell", r.GetShell(), "bash"},
 		{"custom_build_dir", r.GetCustomBuildDirEnabled(), true},
-		{"clean_git_config", r.GetCleanGitConfig(), true},
-		{"pull_policy", d.GetPullPolicies(), []string{"always"}},
-		{"allowed_pull_policies", d.GetAllowedPullPolicies(), []string{"always"}},
+		{"pull_policy", must(d.GetPullPolicies()), []string{"always"}},
+		{"allowed_pull_policies", must(d.GetAllowedPullPolicies()), []string{"always"}},
 		{"wait_for_services_timeout", d.GetWaitForServicesTimeout(), 30 * time.Second},
 		{"services_limit", d.GetServicesLimit(), -1},
 		{"capacity_per_instance", a.GetCapacityPerInstance(), 1},
@@ -60,7 +60,7 @@ func TestDefaults(t *testing.T) {
 func TestSetValuesWinOverDefaults(t *testing.T) {
 	c := Config{CheckInterval: 10, ShutdownTimeout: 5, ConnectionMaxAge: ptr(time.Duration(0))}
 	r := RunnerConfig{OutputLimit: 10, RequestConcurrency: 4, UnhealthyRequestsLimit: 7, UnhealthyInterval: ptr(time.Minute),
-		BuildsDir: "/b", CacheDir: "/c", Shell: "sh", PreCloneScript: "old", PostGetSourcesScript: "new", PostCloneScript: "old",
+		BuildsDir: "/b", CacheDir: "/c", PreCloneScript: "old", PostGetSourcesScript: "new", PostCloneScript: "old",
 		CustomBuildDir: CustomBuildDir{Enabled: ptr(false)}, CleanGitConfig: ptr(false)}
 	d := DockerConfig{PullPolicy: StringOrSlice{"if-not-present"}, WaitForServicesTimeout: -1, ServicesLimit: ptr(2)}
 	a := AutoscalerConfig{CapacityPerInstance: 4, MaxInstances: 8, ScaleThrottle: ScaleThrottle{Limit: -1},
@@ -79,12 +79,10 @@ func TestSetValuesWinOverDefaults(t *testing.T) {
 		{"unhealthy_interval", r.GetUnhealthyInterval(), time.Minute},
 		{"builds_dir", r.GetBuildsDir(), "/b"},
 		{"cache_dir", r.GetCacheDir(), "/c"},
-		{"shell", r.GetShell(), "sh"},
 		{"pre_clone_script alias", r.GetPreGetSourcesScript(), "old"},
 		{"post_get_sources_script wins", r.GetPostGetSourcesScript(), "new"},
 		{"custom_build_dir", r.GetCustomBuildDirEnabled(), false},
-		{"clean_git_config", r.GetCleanGitConfig(), false},
-		{"allowed_pull_policies follows pull_policy", d.GetAllowedPullPolicies(), []string{"if-not-present"}},
+		{"allowed_pull_policies follows pull_policy", must(d.GetAllowedPullPolicies()), []string{"if-not-present"}},
 		{"wait_for_services_timeout -1", d.GetWaitForServicesTimeout(), time.Duration(0)},
 		{"services_limit", d.GetServicesLimit(), 2},
 		{"capacity_per_instance", a.GetCapacityPerInstance(), 4},
@@ -117,24 +115,64 @@ func equal(a, b any) bool {
 	return a == b
 }
 
-func TestDockerSizes(t *testing.T) {
-	d := DockerConfig{Memory: "4g", MemorySwap: "6g", MemoryReservation: "512m", CPUs: "1.5"}
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+func TestDockerResources(t *testing.T) {
+	d := DockerConfig{Memory: "4g", MemorySwap: "6g", MemoryReservation: "512m", CPUs: "1.5", CPUShares: 512, CgroupParent: "ci",
+		ServiceMemory: "1g", ServiceCPUs: "1/2", ServiceCPUSetCPUs: "0-1"}
+	build, err := d.GetBuildResources()
+	if want := (ContainerResources{Memory: 4 << 30, MemorySwap: 6 << 30, MemoryReservation: 512 << 20, NanoCPUs: 1_500_000_000,
+		CPUShares: 512, CgroupParent: "ci"}); err != nil || build != want {
+		t.Errorf("build resources = %+v, %v; want %+v", build, err, want)
+	}
+	svc, err := d.GetServiceResources()
+	if want := (ContainerResources{Memory: 1 << 30, NanoCPUs: 500_000_000, CPUSetCPUs: "0-1"}); err != nil || svc != want {
+		t.Errorf("service resources = %+v, %v; want %+v", svc, err, want)
+	}
+	if _, err := (&DockerConfig{ServiceMemorySwap: "lots"}).GetServiceResources(); err == nil || !strings.Contains(err.Error(), "service_memory_swap") {
+		t.Errorf("service_memory_swap \"lots\": err = %v, want one naming the key", err)
+	}
+}
+
+// TestLoadAcceptsWhatRunsUse: a value Validate accepts is one the getters parse, and one it refuses is
+// refused by them, so a config that loads never fails a job over the same key (and the reverse).
+func TestLoadAcceptsWhatRunsUse(t *testing.T) {
 	for _, tt := range []struct {
 		name string
-		fn   func() (int64, error)
-		want int64
+		d    DockerConfig
+		ok   bool
 	}{
-		{"memory", d.GetMemory, 4 << 30},
-		{"memory_swap", d.GetMemorySwap, 6 << 30},
-		{"memory_reservation", d.GetMemoryReservation, 512 << 20},
-		{"service_memory unset", d.GetServiceMemory, 0},
-		{"cpus", d.GetNanoCPUs, 1_500_000_000},
-		{"service_cpus unset", d.GetServiceNanoCPUs, 0},
+		{"memory 4g", DockerConfig{Memory: "4g"}, true},
+		{"memory 512m", DockerConfig{MemorySwap: "512m"}, true},
+		{"memory_swap -1 (upstream refuses a negative size)", DockerConfig{MemorySwap: "-1"}, false},
+		{"memory lots", DockerConfig{Memory: "lots"}, false},
+		{"service_memory_reservation -1", DockerConfig{ServiceMemoryReservation: "-1"}, false},
+		{"cpus 1.5", DockerConfig{CPUs: "1.5"}, true},
+		{"cpus 0 (unset)", DockerConfig{CPUs: "0"}, true},
+		{"cpus 3/2", DockerConfig{CPUs: "3/2"}, true},
+		{"cpus -1", DockerConfig{CPUs: "-1"}, false},
+		{"cpus 1e400", DockerConfig{ServiceCPUs: "1e400"}, false},
+		{"cpus two", DockerConfig{CPUs: "two"}, false},
+		{"pull_policy never", DockerConfig{PullPolicy: StringOrSlice{"never"}}, true},
+		{"pull_policy sometimes", DockerConfig{PullPolicy: StringOrSlice{"sometimes"}}, false},
+		{"allowed_pull_policies sometimes", DockerConfig{AllowedPullPolicies: []string{"always", "sometimes"}}, false},
 	} {
-		got, err := tt.fn()
-		if err != nil || got != tt.want {
-			t.Errorf("%s = %d, %v; want %d", tt.name, got, err, tt.want)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			loadErr := errors.Join(tt.d.problems("docker")...)
+			_, err1 := tt.d.GetBuildResources()
+			_, err2 := tt.d.GetServiceResources()
+			_, err3 := tt.d.GetPullPolicies()
+			_, err4 := tt.d.GetAllowedPullPolicies()
+			runErr := errors.Join(err1, err2, err3, err4)
+			if (loadErr == nil) != tt.ok || (runErr == nil) != tt.ok {
+				t.Errorf("Validate: %v; getters: %v; want accepted = %v by both", loadErr, runErr, tt.ok)
+			}
+		})
 	}
 }
 

@@ -256,8 +256,8 @@ func TestPullPolicyStringOrArray(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := cfg.Runners[0].Docker.GetPullPolicies(); !slices.Equal(got, c.want) {
-			t.Errorf("pull_policy = %s: got %v, want %v", c.value, got, c.want)
+		if got, err := cfg.Runners[0].Docker.GetPullPolicies(); err != nil || !slices.Equal(got, c.want) {
+			t.Errorf("pull_policy = %s: got %v, %v; want %v", c.value, got, err, c.want)
 		}
 	}
 }
@@ -518,8 +518,8 @@ func TestCorpusValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := cfg.Runners[2].Docker.GetPullPolicies(); !slices.Equal(got, []string{"if-not-present"}) {
-		t.Errorf("14: pull_policy string read as %v", got)
+	if got, err := cfg.Runners[2].Docker.GetPullPolicies(); err != nil || !slices.Equal(got, []string{"if-not-present"}) {
+		t.Errorf("14: pull_policy string read as %v, %v", got, err)
 	}
 }
 

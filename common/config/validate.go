@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/big"
 	"net"
 	"net/url"
 	"path"
@@ -14,7 +13,6 @@ import (
 	"time"
 	_ "time/tzdata" // policy timezones must resolve on hosts without /usr/share/zoneinfo
 
-	"github.com/docker/go-units"
 	"github.com/robfig/cron/v3"
 )
 
@@ -219,14 +217,11 @@ func (d *DockerConfig) problems(p string) []error {
 	var errs []error
 	add := func(key, format string, args ...any) { errs = append(errs, fieldErr(p+"."+key, format, args...)) }
 
-	for _, pol := range d.PullPolicy {
-		if !slices.Contains(pullPolicies, pol) {
-			add("pull_policy", "unsupported pull_policy %q (want always, if-not-present or never)", pol)
-		}
-	}
-	for _, pol := range d.AllowedPullPolicies {
-		if !slices.Contains(pullPolicies, pol) {
-			add("allowed_pull_policies", "unsupported pull_policy %q (want always, if-not-present or never)", pol)
+	for _, f := range []named[[]string]{{"pull_policy", d.PullPolicy}, {"allowed_pull_policies", d.AllowedPullPolicies}} {
+		for _, pol := range f.v {
+			if err := checkPullPolicy(pol); err != nil {
+				add(f.key, "%v", err)
+			}
 		}
 	}
 	if d.Host != "" {
@@ -240,19 +235,13 @@ func (d *DockerConfig) problems(p string) []error {
 		{"service_memory", d.ServiceMemory}, {"service_memory_swap", d.ServiceMemorySwap},
 		{"service_memory_reservation", d.ServiceMemoryReservation},
 	} {
-		if f.v == "" {
-			continue
-		}
-		if _, err := units.RAMInBytes(f.v); err != nil {
-			add(f.key, "invalid size %q (want <number>[b|k|m|g], e.g. \"4g\")", f.v)
+		if _, err := parseMemory(f.v); err != nil {
+			add(f.key, "%v", err)
 		}
 	}
 	for _, f := range []named[string]{{"cpus", d.CPUs}, {"service_cpus", d.ServiceCPUs}} {
-		if f.v == "" {
-			continue
-		}
-		if r, ok := new(big.Rat).SetString(f.v); !ok || r.Sign() < 0 {
-			add(f.key, "invalid number of CPUs %q (want a number such as \"1.5\")", f.v)
+		if _, err := parseNanoCPUs(f.v); err != nil {
+			add(f.key, "%v", err)
 		}
 	}
 	for _, f := range []named[int64]{

@@ -25,7 +25,6 @@ import (
 
 // Defaults (spec §4.2, §5.3).
 const (
-	DefaultOutputLimit       = 4 << 20
 	DefaultUpdateInterval    = 3 * time.Second
 	DefaultForceSendInterval = 30 * time.Second
 	// maxPatchSize is upstream's DefaultTracePatchLimit.
@@ -55,7 +54,8 @@ type Options struct {
 	MaskPhrases []string
 	// TokenPrefixes come from features.token_mask_prefixes; glpat-, glrt- and glcbt- are always masked.
 	TokenPrefixes []string
-	// OutputLimit in bytes; 0 = 4 MiB.
+	// OutputLimit in bytes: the runner's output_limit as config resolves it
+	// (config.RunnerConfig.GetOutputLimit); 0 = no limit.
 	OutputLimit int
 	// UpdateInterval is the PATCH cadence; 0 = 3 s. GitLab's X-GitLab-Trace-Update-Interval replaces it.
 	UpdateInterval time.Duration
@@ -111,9 +111,6 @@ type Trace struct {
 
 // New makes the log of job jc. Call Start to stream it and Finish to end it.
 func New(net Network, jc gitlab.JobCredentials, o Options) *Trace {
-	if o.OutputLimit <= 0 {
-		o.OutputLimit = DefaultOutputLimit
-	}
 	if o.UpdateInterval <= 0 {
 		o.UpdateInterval = DefaultUpdateInterval
 	}
@@ -185,7 +182,7 @@ func (t *Trace) store(b []byte) {
 	if len(b) == 0 {
 		return
 	}
-	if remaining := t.opts.OutputLimit - len(t.buf); len(b) > remaining {
+	if remaining := t.opts.OutputLimit - len(t.buf); t.opts.OutputLimit > 0 && len(b) > remaining {
 		cut := max(remaining, 0)
 		for cut > 0 && !utf8.RuneStart(b[cut]) {
 			cut--

@@ -40,9 +40,6 @@ const CleanupTimeout = 2 * time.Minute
 // DefaultAfterScriptTimeout is after_script's own timeout when RUNNER_AFTER_SCRIPT_TIMEOUT is unset.
 const DefaultAfterScriptTimeout = 5 * time.Minute
 
-// DefaultWaitForServicesTimeout applies when wait_for_services_timeout is 0.
-const DefaultWaitForServicesTimeout = 30 * time.Second
-
 // killTimeout bounds killing one container after its stage was cancelled.
 const killTimeout = 15 * time.Second
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -125,9 +126,17 @@ func (r *run) hookScript(name string) []string {
 	return nil
 }
 
+// getSourcesScripts are the commands run before and after the checkout: the runner's
+// pre_get_sources_script (or the deprecated pre_clone_script in its place) before the job's hook, and
+// the job's post_get_sources_script hook before the runner's post_get_sources_script (or
+// post_clone_script).
+func (r *run) getSourcesScripts() (pre, post []string) {
+	return slices.Concat(configScript(r.rc.GetPreGetSourcesScript()), r.hookScript("pre_get_sources_script")),
+		slices.Concat(r.hookScript("post_get_sources_script"), configScript(r.rc.GetPostGetSourcesScript()))
+}
+
 func (r *run) getSources(ctx context.Context) error {
-	pre := append(append(configScript(r.rc.PreGetSourcesScript), configScript(r.rc.PreCloneScript)...), r.hookScript("pre_get_sources_script")...)
-	post := append(append(r.hookScript("post_get_sources_script"), configScript(r.rc.PostCloneScript)...), configScript(r.rc.PostGetSourcesScript)...)
+	pre, post := r.getSourcesScripts()
 	strategy := r.gitStrategy()
 	return r.section("get_sources", "Getting source from Git repository", func() error {
 		if err := r.openWorkdir(ctx); err != nil {

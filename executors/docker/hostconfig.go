@@ -2,7 +2,6 @@ package docker
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/docker/docker/api/types/container"
@@ -11,48 +10,13 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 )
 
-// resources are the cgroup limits of one container kind (build or service).
-type resources struct {
-	memory, swap, reservation, cpus, cpuset, cgroupParent string
-	shares                                                int64
-}
-
-func (res resources) apply(r *container.Resources) error {
-	var err error
-	if r.Memory, err = bytesOf("memory", res.memory); err != nil {
-		return err
-	}
-	if r.MemorySwap, err = bytesOf("memory_swap", res.swap); err != nil {
-		return err
-	}
-	if r.MemoryReservation, err = bytesOf("memory_reservation", res.reservation); err != nil {
-		return err
-	}
-	if res.cpus != "" {
-		f, err := strconv.ParseFloat(res.cpus, 64)
-		if err != nil || f <= 0 {
-			return fmt.Errorf("cpus %q is not a positive number of CPUs (e.g. \"1.5\")", res.cpus)
-		}
-		r.NanoCPUs = int64(f * 1e9)
-	}
-	r.CPUShares = res.shares
-	r.CpusetCpus = res.cpuset
-	r.CgroupParent = res.cgroupParent
-	return nil
-}
-
-func bytesOf(key, s string) (int64, error) {
-	switch s {
-	case "":
-		return 0, nil
-	case "-1":
-		return -1, nil
-	}
-	n, err := units.RAMInBytes(s)
-	if err != nil {
-		return 0, fmt.Errorf("%s %q is not a size (use e.g. \"512m\" or \"2g\"): %w", key, s, err)
-	}
-	return n, nil
+// applyResources sets the cgroup limits of one container kind, as config parsed them.
+func applyResources(r *container.Resources, res config.ContainerResources) {
+	r.Memory, r.MemorySwap, r.MemoryReservation = res.Memory, res.MemorySwap, res.MemoryReservation
+	r.NanoCPUs = res.NanoCPUs
+	r.CPUShares = res.CPUShares
+	r.CpusetCpus = res.CPUSetCPUs
+	r.CgroupParent = res.CgroupParent
 }
 
 // buildHostConfig applies [runners.docker] to the job (build) container. Mounts are added by the caller,
@@ -81,18 +45,17 @@ func buildHostConfig(dc *config.DockerConfig) (*container.HostConfig, error) {
 		LogConfig:     logConfig(dc.LogOptions),
 		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
 	}
-	res := resources{memory: dc.Memory, swap: dc.MemorySwap, reservation: dc.MemoryReservation,
-		cpus: dc.CPUs, cpuset: dc.CPUSetCPUs, shares: dc.CPUShares, cgroupParent: dc.CgroupParent}
-	if err := res.apply(&hc.Resources); err != nil {
+	res, err := dc.GetBuildResources()
+	if err != nil {
 		return nil, err
 	}
+	applyResources(&hc.Resources, res)
 	hc.CpusetMems = dc.CPUSetMems
 	if dc.OomKillDisable {
 		t := true
 		hc.OomKillDisable = &t
 	}
 	hc.DeviceCgroupRules = dc.DeviceCgroupRules
-	var err error
 	if hc.Devices, err = devices(dc.Devices); err != nil {
 		return nil, err
 	}
@@ -121,11 +84,11 @@ func serviceHostConfig(dc *config.DockerConfig, name string) (*container.HostCon
 		LogConfig:     logConfig(dc.LogOptions),
 		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
 	}
-	res := resources{memory: dc.ServiceMemory, swap: dc.ServiceMemorySwap, reservation: dc.ServiceMemoryReservation,
-		cpus: dc.ServiceCPUs, cpuset: dc.ServiceCPUSetCPUs, shares: dc.ServiceCPUShares, cgroupParent: dc.ServiceCgroupParent}
-	if err := res.apply(&hc.Resources); err != nil {
+	res, err := dc.GetServiceResources()
+	if err != nil {
 		return nil, fmt.Errorf("service settings: %w", err)
 	}
+	applyResources(&hc.Resources, res)
 	for pattern, devs := range dc.ServicesDevices {
 		if imageAllowed(name, []string{pattern}) {
 			d, err := devices(devs)

@@ -23,28 +23,16 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
 )
 
-// Pull policies (upstream names).
-const (
-	PullAlways       = "always"
-	PullIfNotPresent = "if-not-present"
-	PullNever        = "never"
-)
-
 // pullPolicies returns the policies to try for an image, in order: the job's own when it set any (each
 // must be allowed), else the runner's pull_policy filtered by allowed_pull_policies.
 func pullPolicies(dc *config.DockerConfig, requested []string) ([]string, error) {
-	configured := []string(dc.PullPolicy)
-	if len(configured) == 0 {
-		configured = []string{PullAlways}
+	configured, err := dc.GetPullPolicies()
+	if err != nil {
+		return nil, err
 	}
-	for _, p := range append(append([]string{}, configured...), dc.AllowedPullPolicies...) {
-		if p != PullAlways && p != PullIfNotPresent && p != PullNever {
-			return nil, fmt.Errorf("unsupported pull_policy config: %q (use always, if-not-present or never)", p)
-		}
-	}
-	allowed := dc.AllowedPullPolicies
-	if len(allowed) == 0 {
-		allowed = configured
+	allowed, err := dc.GetAllowedPullPolicies()
+	if err != nil {
+		return nil, err
 	}
 	if len(requested) > 0 {
 		for _, p := range requested {
@@ -115,7 +103,7 @@ func platformString(p *ocispec.Platform) string {
 func (r *run) ensureImage(ctx context.Context, name string, policies []string, platform *ocispec.Platform) (image.InspectResponse, error) {
 	var errs []error
 	for i, p := range policies {
-		if p != PullAlways {
+		if p != config.PullPolicyAlways {
 			img, err := r.cli.ImageInspect(ctx, name)
 			switch {
 			case err == nil && platformMatches(img, platform):
@@ -123,10 +111,10 @@ func (r *run) ensureImage(ctx context.Context, name string, policies []string, p
 				return img, nil
 			case err != nil && !cerrdefs.IsNotFound(err):
 				return image.InspectResponse{}, fmt.Errorf("inspect image %q: %w", name, err)
-			case p == PullNever && err == nil:
+			case p == config.PullPolicyNever && err == nil:
 				errs = append(errs, fmt.Errorf("image %q on the engine is %s/%s, not %s, and pull_policy is never", name, img.Os, img.Architecture, platformString(platform)))
 				continue
-			case p == PullNever:
+			case p == config.PullPolicyNever:
 				errs = append(errs, fmt.Errorf("image %q is not present on the engine and pull_policy is never", name))
 				continue
 			}

@@ -116,3 +116,38 @@ func TestServiceEntrypointOverwriteDisabled(t *testing.T) {
 		t.Errorf("service entrypoint = %v, want the job's", r.services[0].entrypoint)
 	}
 }
+
+// TestGetSourcesScripts: pre_clone_script and post_clone_script are upstream's deprecated names of
+// pre_get_sources_script and post_get_sources_script: the old name runs only when the new one is unset,
+// never both. The runner's script comes before the job's pre hook and after its post hook.
+func TestGetSourcesScripts(t *testing.T) {
+	hooks := []job.Hook{{Name: "pre_get_sources_script", Script: []string{"job-pre"}}, {Name: "post_get_sources_script", Script: []string{"job-post"}}}
+	tests := []struct {
+		name      string
+		rc        config.RunnerConfig
+		pre, post []string
+	}{
+		{name: "none"},
+		{name: "new names", rc: config.RunnerConfig{PreGetSourcesScript: "new-pre", PostGetSourcesScript: "new-post"},
+			pre: []string{"new-pre"}, post: []string{"new-post"}},
+		{name: "deprecated names alone", rc: config.RunnerConfig{PreCloneScript: "old-pre", PostCloneScript: "old-post"},
+			pre: []string{"old-pre"}, post: []string{"old-post"}},
+		{name: "both: the new name wins", rc: config.RunnerConfig{PreGetSourcesScript: "new-pre", PreCloneScript: "old-pre",
+			PostGetSourcesScript: "new-post", PostCloneScript: "old-post"}, pre: []string{"new-pre"}, post: []string{"new-post"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pre, post := planRun(t, &tt.rc, &job.Job{}).getSourcesScripts()
+			if !slices.Equal(pre, tt.pre) || !slices.Equal(post, tt.post) {
+				t.Errorf("without job hooks: pre %q post %q; want %q %q", pre, post, tt.pre, tt.post)
+			}
+			pre, post = planRun(t, &tt.rc, &job.Job{Hooks: hooks}).getSourcesScripts()
+			if want := append(slices.Clone(tt.pre), "job-pre"); !slices.Equal(pre, want) {
+				t.Errorf("with job hooks: pre %q; want %q", pre, want)
+			}
+			if want := append([]string{"job-post"}, tt.post...); !slices.Equal(post, want) {
+				t.Errorf("with job hooks: post %q; want %q", post, want)
+			}
+		})
+	}
+}

@@ -32,12 +32,6 @@ var (
 	errCanceled      = errors.New("job canceled")
 )
 
-// DefaultBuildsDir and DefaultCacheDir are where the build and cache volumes are mounted.
-const (
-	DefaultBuildsDir = "/builds"
-	DefaultCacheDir  = "/cache"
-)
-
 // jobImage is the resolved job image.
 type jobImage struct {
 	name       string
@@ -116,21 +110,15 @@ func newRun(cli client.APIClient, b *executors.Build, opts Options) (*run, error
 	}
 	r.short = config.ShortToken(r.rc.Token)
 
-	r.buildsDir = r.rc.BuildsDir
-	if r.buildsDir == "" {
-		r.buildsDir = DefaultBuildsDir
-	}
-	r.cacheDir = r.rc.CacheDir
-	if r.cacheDir == "" {
-		r.cacheDir = DefaultCacheDir
-	}
+	r.buildsDir = r.rc.GetBuildsDir()
+	r.cacheDir = r.rc.GetCacheDir()
 	project := r.j.JobInfo.ProjectFullPath
 	if project == "" {
 		project = fmt.Sprintf("project-%d", r.j.JobInfo.ProjectID)
 	}
 	r.projectDir = path.Join(r.buildsDir, project)
 	if p := r.j.Variables.Get("GIT_CLONE_PATH"); p != "" {
-		if r.rc.CustomBuildDir.Enabled != nil && !*r.rc.CustomBuildDir.Enabled {
+		if !r.rc.GetCustomBuildDirEnabled() {
 			return nil, configErr("GIT_CLONE_PATH is set but custom_build_dir is disabled for this runner")
 		}
 		p = path.Clean(p)
@@ -177,7 +165,7 @@ func newRun(cli client.APIClient, b *executors.Build, opts Options) (*run, error
 	}
 	r.umask = !r.rc.FeatureFlag(config.FFDisableUmaskForDockerExecutor)
 	r.needHelper = r.gitStrategy() != "none" || len(r.j.Cache) > 0 || len(r.j.Artifacts) > 0 || len(r.dependencies()) > 0 ||
-		(len(r.services) > 0 && r.dc.WaitForServicesTimeout >= 0) // the helper checks that services listen
+		(len(r.services) > 0 && r.dc.GetWaitForServicesTimeout() > 0) // the helper checks that services listen
 	return r, nil
 }
 
@@ -269,7 +257,7 @@ func (r *run) perBuildNetwork() bool {
 	if r.dc.NetworkMode != "" {
 		return false
 	}
-	return len(r.services) > 0 || r.rc.FeatureFlags["FF_NETWORK_PER_BUILD"] || r.vars.Bool("FF_NETWORK_PER_BUILD")
+	return len(r.services) > 0 || r.rc.FeatureFlag(config.FFNetworkPerBuild) || r.vars.Bool(config.FFNetworkPerBuild)
 }
 
 // networkMode is the network every job container (build, helper) joins.

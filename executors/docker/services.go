@@ -16,6 +16,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 
+	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
 )
 
@@ -97,9 +98,9 @@ func (r *run) collectServices() ([]*service, error) {
 		}
 		out = append(out, sv)
 	}
-	if lim := r.dc.ServicesLimit; lim != nil && *lim >= 0 && len(out) > *lim {
+	if lim := r.dc.GetServicesLimit(); lim != config.NoServicesLimit && len(out) > lim {
 		return nil, &job.BuildError{Reason: job.ConfigurationError, Err: fmt.Errorf(
-			"the job uses %d services but services_limit is %d", len(out), *lim)}
+			"the job uses %d services but services_limit is %d", len(out), lim)}
 	}
 	return out, nil
 }
@@ -170,12 +171,9 @@ type probeResult struct {
 }
 
 func (r *run) waitForServices(ctx context.Context) error {
-	timeout := DefaultWaitForServicesTimeout
-	switch t := r.dc.WaitForServicesTimeout; {
-	case t < 0:
+	timeout := r.dc.GetWaitForServicesTimeout()
+	if timeout == 0 {
 		return nil
-	case t > 0:
-		timeout = time.Duration(t) * time.Second
 	}
 	// Every service's ports are known before any probe starts, so an error here leaves no probe running.
 	ports := make([][]string, len(r.services))

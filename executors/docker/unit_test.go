@@ -143,13 +143,13 @@ func TestShellScriptQuotesValues(t *testing.T) {
 }
 
 func TestBuildHostConfig(t *testing.T) {
-	oom := &config.DockerConfig{Memory: "512m", MemorySwap: "-1", CPUs: "1.5", CPUShares: 512, Ulimit: map[string]string{"nofile": "1024:2048"},
+	oom := &config.DockerConfig{Memory: "512m", MemorySwap: "1g", CPUs: "1.5", CPUShares: 512, Ulimit: map[string]string{"nofile": "1024:2048"},
 		Devices: []string{"/dev/fuse:/dev/fuse:rw"}, OomKillDisable: true, NetworkMode: "host", CapAdd: []string{"NET_ADMIN"}}
 	hc, err := buildHostConfig(oom)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if hc.Memory != 512<<20 || hc.MemorySwap != -1 || hc.NanoCPUs != 1_500_000_000 || hc.CPUShares != 512 {
+	if hc.Memory != 512<<20 || hc.MemorySwap != 1<<30 || hc.NanoCPUs != 1_500_000_000 || hc.CPUShares != 512 {
 		t.Errorf("resources = %+v", hc.Resources)
 	}
 	if len(hc.Ulimits) != 1 || hc.Ulimits[0].Soft != 1024 || hc.Ulimits[0].Hard != 2048 {
@@ -158,8 +158,11 @@ func TestBuildHostConfig(t *testing.T) {
 	if len(hc.Devices) != 1 || hc.Devices[0].CgroupPermissions != "rw" || hc.OomKillDisable == nil || !*hc.OomKillDisable {
 		t.Errorf("devices/oom = %+v %v", hc.Devices, hc.OomKillDisable)
 	}
-	if _, err := buildHostConfig(&config.DockerConfig{Memory: "lots"}); err == nil {
-		t.Error("memory \"lots\" accepted")
+	// "-1" is refused as upstream refuses it, and as loading config.toml does.
+	for _, bad := range []string{"lots", "-1"} {
+		if _, err := buildHostConfig(&config.DockerConfig{MemorySwap: bad}); err == nil {
+			t.Errorf("memory_swap %q accepted", bad)
+		}
 	}
 }
 
