@@ -4,39 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
-	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/capacity"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/clock"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/state"
 )
 
-// Policy is one compiled [[runners.autoscaler.policy]] entry; build them with capacity.NewPolicies.
+// Policy is one scaling policy; New and SetPolicies check and compile them.
 type Policy = capacity.Policy
 
-// Defaults, as upstream documents them.
-const (
-	DefaultCapacityPerInstance         = 1
-	DefaultUpdateInterval              = time.Minute
-	DefaultUpdateIntervalWhenExpecting = 2 * time.Second
-	DefaultDeletionRetryInterval       = time.Minute
-	DefaultFailureThreshold            = 3
-	DefaultInstanceAcquireTimeout      = 15 * time.Minute
-	DefaultShutdownDeletionInterval    = 10 * time.Second
-	DefaultShutdownDeletionRetries     = 3
-	// DefaultCreationTimeout bounds how long an instance may take from the Increase that asked for it
-	// to the end of its ready command before it is removed as stuck.
-	DefaultCreationTimeout = 15 * time.Minute
-	// DefaultCreateBackoff and DefaultMaxCreateBackoff pace instance creation after a failed Increase or a
-	// failed ready command (doubling per consecutive failure), so a broken image does not churn instances.
-	DefaultCreateBackoff    = 5 * time.Second
-	DefaultMaxCreateBackoff = 5 * time.Minute
-)
+// ScaleThrottleUnlimited is the ScaleThrottleLimit that turns the throttle off.
+const ScaleThrottleUnlimited = -1
 
 // Instance is what the ReadyUp and HealthCheck hooks get: a running instance, how to connect to it,
 // and the caller data stored on it (e.g. the SSH connector's pinned host key).
@@ -55,47 +37,65 @@ func (i Instance) SetData(name string, value []byte) error {
 	return i.ts.SetInstanceData(i.ID, name, value)
 }
 
-// Options configure a Taskscaler. Zero values take the upstream defaults.
+// Options configure a Taskscaler. The caller resolves every value (the docker-autoscaler executor does
+// it from config.toml); New refuses what is missing or out of range rather than pick a value itself.
+// Only the zero values documented below mean something.
 type Options struct {
+	// Logger receives the taskscaler's log; nil discards it.
 	Logger logrus.FieldLogger
 
+	// CapacityPerInstance is the number of job slots per instance, at least 1.
 	CapacityPerInstance int
 	// MaxInstances caps instances in any state; 0 means no cap. Callers should clamp it to the plugin's
 	// ProviderInfo.MaxSize.
 	MaxInstances int
 	// MaxUseCount: jobs an instance may run in total before it is retired; 0 means unlimited.
 	MaxUseCount int
-	Policies    []Policy
+	// Policies: the last one whose periods match the time is in force; none matching means no idle
+	// capacity, idle instances removed at once, not preemptive.
+	Policies []Policy
 
+	// UpdateInterval is how often the group is listed; UpdateIntervalWhenExpecting how often while an
+	// instance is expected to change state.
 	UpdateInterval              time.Duration
 	UpdateIntervalWhenExpecting time.Duration
-	DeletionRetryInterval       time.Duration
+	// DeletionRetryInterval is the wait before asking again to remove an instance that is still there.
+	DeletionRetryInterval time.Duration
 	// FailureThreshold is the number of consecutive failed health checks that gets an instance replaced.
-	FailureThreshold       int
+	FailureThreshold int
+	// InstanceAcquireTimeout bounds how long Acquire waits for a slot.
 	InstanceAcquireTimeout time.Duration
-	CreationTimeout        time.Duration
-	CreateBackoff          time.Duration
-	MaxCreateBackoff       time.Duration
+	// CreationTimeout bounds the time from the Increase that asked for an instance to the end of its
+	// ReadyUp; a slower instance is removed.
+	CreationTimeout time.Duration
+	// CreateBackoff is the pause in creating instances after a failed Increase or ReadyUp, doubled per
+	// consecutive failure up to MaxCreateBackoff.
+	CreateBackoff    time.Duration
+	MaxCreateBackoff time.Duration
 
-	// ScaleThrottle is scale_throttle: Limit new instances per second (0 → 100, -1 unlimited), Burst
-	// (0 → MaxInstances, or Limit without a cap).
-	ScaleThrottle config.ScaleThrottle
-	// ReservationThrottling (nil = on) keeps reservations out of the scaling demand.
-	ReservationThrottling *bool
+	// ScaleThrottleLimit is the rate of new instances per second, or ScaleThrottleUnlimited;
+	// ScaleThrottleBurst is the size of its token bucket (at least 1 unless unlimited).
+	ScaleThrottleLimit int
+	ScaleThrottleBurst int
+	// ReservationThrottling keeps reservations out of the scaling demand (see capacity.Demand.InUse).
+	ReservationThrottling bool
 
 	DeleteInstancesOnShutdown bool
-	ShutdownDeletionInterval  time.Duration
-	ShutdownDeletionRetries   int
+	// ShutdownDeletionInterval and ShutdownDeletionRetries pace the checks, with
+	// DeleteInstancesOnShutdown, that the instances are gone.
+	ShutdownDeletionInterval time.Duration
+	ShutdownDeletionRetries  int
 
 	// ReadyUp runs once on every new running instance before its slots are used (instance_ready_command,
-	// host key pinning). An error removes the instance and slows down further creation.
+	// host key pinning). An error removes the instance and slows down further creation. Nil: an instance
+	// is ready once it runs.
 	ReadyUp func(ctx context.Context, inst Instance) error
 	// HealthCheck runs on every ready instance each update_interval with its cached ConnectInfo (empty
 	// when none was fetched yet; it is not refreshed for the check); FailureThreshold consecutive
 	// errors replace the instance. Nil disables health checks.
 	HealthCheck func(ctx context.Context, inst Instance) error
 
-	// Clock defaults to the wall clock.
+	// Clock is the wall clock when nil.
 	Clock clock.Clock
 	// State persists instances and in-flight jobs; nil keeps nothing (and then every instance found in
 	// the group at start is removed as unknown).
@@ -104,78 +104,40 @@ type Options struct {
 	KeepInstanceWithAcquisitions bool
 }
 
-// OptionsFromConfig maps [runners.autoscaler] onto Options. Logger, ReadyUp, HealthCheck, State and
-// Clock are left for the caller, who owns the connector and the state path.
-func OptionsFromConfig(ac *config.AutoscalerConfig) (Options, error) {
-	if ac == nil {
-		return Options{}, errors.New("[runners.autoscaler] is missing: the docker-autoscaler executor needs it")
-	}
-	policies, err := capacity.NewPolicies(ac.Policy)
-	if err != nil {
-		return Options{}, fmt.Errorf("[runners.autoscaler]: %w", err)
-	}
-	return Options{
-		CapacityPerInstance:          ac.CapacityPerInstance,
-		MaxInstances:                 ac.MaxInstances,
-		MaxUseCount:                  ac.MaxUseCount,
-		Policies:                     policies,
-		UpdateInterval:               ac.UpdateInterval,
-		UpdateIntervalWhenExpecting:  ac.UpdateIntervalWhenExpecting,
-		DeletionRetryInterval:        ac.DeletionRetryInterval,
-		FailureThreshold:             ac.FailureThreshold,
-		InstanceAcquireTimeout:       ac.InstanceAcquireTimeout,
-		ScaleThrottle:                ac.ScaleThrottle,
-		ReservationThrottling:        ac.ReservationThrottling,
-		DeleteInstancesOnShutdown:    ac.DeleteInstancesOnShutdown,
-		ShutdownDeletionInterval:     ac.ShutdownDeletionInterval,
-		ShutdownDeletionRetries:      ac.ShutdownDeletionRetries,
-		KeepInstanceWithAcquisitions: ac.StateStorage.KeepInstanceWithAcquisitions,
-	}, nil
-}
-
-func (o *Options) setDefaults() error {
+// check reports every option that is missing or out of range, and returns the compiled policies.
+func (o *Options) check() ([]Policy, error) {
 	var errs []error
-	for name, v := range map[string]int{"capacity_per_instance": o.CapacityPerInstance, "max_instances": o.MaxInstances,
-		"max_use_count": o.MaxUseCount, "failure_threshold": o.FailureThreshold, "shutdown_deletion_retries": o.ShutdownDeletionRetries} {
-		if v < 0 {
-			errs = append(errs, fmt.Errorf("%s must not be negative, got %d", name, v))
+	atLeast := func(name string, v, least int) {
+		if v < least {
+			errs = append(errs, fmt.Errorf("%s must be at least %d, got %d", name, least, v))
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	if o.Logger == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		o.Logger = l
-	}
-	orInt := func(v *int, d int) {
-		if *v == 0 {
-			*v = d
+	atLeast("capacity per instance", o.CapacityPerInstance, 1)
+	atLeast("max instances (0: no cap)", o.MaxInstances, 0)
+	atLeast("max use count (0: unlimited)", o.MaxUseCount, 0)
+	atLeast("failure threshold", o.FailureThreshold, 1)
+	atLeast("shutdown deletion retries", o.ShutdownDeletionRetries, 1)
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"update interval", o.UpdateInterval},
+		{"update interval when expecting", o.UpdateIntervalWhenExpecting},
+		{"deletion retry interval", o.DeletionRetryInterval},
+		{"instance acquire timeout", o.InstanceAcquireTimeout},
+		{"creation timeout", o.CreationTimeout},
+		{"create backoff", o.CreateBackoff},
+		{"max create backoff", o.MaxCreateBackoff},
+		{"shutdown deletion interval", o.ShutdownDeletionInterval},
+	} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %s", d.name, d.v))
 		}
 	}
-	orDur := func(v *time.Duration, d time.Duration) {
-		if *v <= 0 {
-			*v = d
-		}
+	if o.ScaleThrottleLimit != ScaleThrottleUnlimited {
+		atLeast("scale throttle limit (-1: unlimited)", o.ScaleThrottleLimit, 1)
+		atLeast("scale throttle burst", o.ScaleThrottleBurst, 1)
 	}
-	orInt(&o.CapacityPerInstance, DefaultCapacityPerInstance)
-	orInt(&o.FailureThreshold, DefaultFailureThreshold)
-	orInt(&o.ShutdownDeletionRetries, DefaultShutdownDeletionRetries)
-	orDur(&o.UpdateInterval, DefaultUpdateInterval)
-	orDur(&o.UpdateIntervalWhenExpecting, DefaultUpdateIntervalWhenExpecting)
-	orDur(&o.DeletionRetryInterval, DefaultDeletionRetryInterval)
-	orDur(&o.InstanceAcquireTimeout, DefaultInstanceAcquireTimeout)
-	orDur(&o.ShutdownDeletionInterval, DefaultShutdownDeletionInterval)
-	orDur(&o.CreationTimeout, DefaultCreationTimeout)
-	orDur(&o.CreateBackoff, DefaultCreateBackoff)
-	orDur(&o.MaxCreateBackoff, DefaultMaxCreateBackoff)
-	if o.Clock == nil {
-		o.Clock = clock.Real()
-	}
-	return nil
-}
-
-func (o *Options) reservationThrottling() bool {
-	return o.ReservationThrottling == nil || *o.ReservationThrottling
+	policies, err := capacity.NewPolicies(o.Policies)
+	return policies, errors.Join(append(errs, err)...)
 }

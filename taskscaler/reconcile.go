@@ -230,7 +230,7 @@ func (ts *Taskscaler) fleet() capacity.Fleet {
 	return capacity.Fleet{
 		CapacityPerInstance:   ts.opts.CapacityPerInstance,
 		MaxInstances:          ts.opts.MaxInstances,
-		ReservationThrottling: ts.opts.reservationThrottling(),
+		ReservationThrottling: ts.opts.ReservationThrottling,
 	}
 }
 

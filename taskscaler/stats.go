@@ -81,7 +81,7 @@ func (ts *Taskscaler) Stats() Stats {
 	s := Stats{
 		Policy:     capacity.ActiveIndex(ts.policies, now),
 		Preemptive: p.Preemptive,
-		IdleTarget: capacity.IdleTarget(p, d.InUse(ts.opts.reservationThrottling())),
+		IdleTarget: capacity.IdleTarget(p, d.InUse(ts.opts.ReservationThrottling)),
 		Desired:    ts.desired,
 		Slots: SlotCounts{
 			Idle: ts.freeSlotsLocked(), Reserved: d.Reserved, Acquired: d.Acquired,

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
+	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/capacity"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/clock"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/state"
@@ -185,8 +186,8 @@ type Taskscaler struct {
 	wg         sync.WaitGroup
 }
 
-// Capacity is the fleet's size as resolved (defaults applied): slots per instance and the instance cap
-// (0: none).
+// Capacity is the fleet's size: slots per instance and the instance cap (0: none), the latter as the
+// caller clamped it.
 func (ts *Taskscaler) Capacity() (perInstance, maxInstances int) {
 	return ts.opts.CapacityPerInstance, ts.opts.MaxInstances
 }
@@ -198,16 +199,20 @@ func New(ctx context.Context, group fleeting.InstanceGroup, opts Options) (*Task
 	if group == nil {
 		return nil, errors.New("taskscaler: no instance group")
 	}
-	if err := opts.setDefaults(); err != nil {
+	policies, err := opts.check()
+	if err != nil {
 		return nil, fmt.Errorf("taskscaler options: %w", err)
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.Real()
 	}
 	ts := &Taskscaler{
 		group:       group,
 		opts:        opts,
-		log:         opts.Logger,
+		log:         logging.Or(opts.Logger),
 		clock:       opts.Clock,
-		throttle:    capacity.NewThrottle(opts.ScaleThrottle.Limit, opts.ScaleThrottle.Burst, opts.MaxInstances),
-		policies:    slices.Clone(opts.Policies),
+		throttle:    capacity.NewThrottle(opts.ScaleThrottleLimit, opts.ScaleThrottleBurst),
+		policies:    policies,
 		instances:   map[string]*instance{},
 		reserved:    map[string]time.Time{},
 		acquired:    map[string]*Acquisition{},
@@ -302,7 +307,7 @@ func (ts *Taskscaler) Reserve(key string) error {
 		}
 	}
 	ts.reserved[key] = now
-	if !ts.opts.reservationThrottling() {
+	if !ts.opts.ReservationThrottling {
 		ts.poke()
 	}
 	return nil
@@ -413,12 +418,18 @@ func (ts *Taskscaler) MarkUnhealthy(id string) {
 	ts.condemnLocked(in, "marked unhealthy by its user")
 }
 
-// SetPolicies replaces the policy list (config reload).
-func (ts *Taskscaler) SetPolicies(policies []Policy) {
+// SetPolicies replaces the policy list (config reload). A list with a bad policy is refused whole and
+// the running one kept.
+func (ts *Taskscaler) SetPolicies(policies []Policy) error {
+	compiled, err := capacity.NewPolicies(policies)
+	if err != nil {
+		return err
+	}
 	ts.mu.Lock()
-	ts.policies = slices.Clone(policies)
+	ts.policies = compiled
 	ts.mu.Unlock()
 	ts.poke()
+	return nil
 }
 
 // ConnectInfo returns how to reach instance id, from cache while its credentials have more than a

@@ -13,7 +13,6 @@ import (
 	"time"
 	_ "time/tzdata" // the policy test reads Europe/Berlin whatever the machine has installed
 
-	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/capacity"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/clock"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/state"
@@ -22,23 +21,42 @@ import (
 // 2024-03-04 is a Monday.
 var t0 = time.Date(2024, 3, 4, 9, 0, 0, 0, time.UTC)
 
-func policies(t *testing.T, cs ...config.AutoscalerPolicyConfig) []Policy {
-	t.Helper()
-	ps, err := capacity.NewPolicies(cs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ps
+// allDay makes p active every minute, in the local zone.
+func allDay(p Policy) Policy {
+	p.Periods, p.Location = []string{"* * * * *"}, time.Local
+	return p
 }
 
-// start builds a taskscaler on g's fake clock; the test's cleanup stops it like a crash would.
-func start(t *testing.T, g *fakeGroup, opts Options) *Taskscaler {
-	t.Helper()
-	opts.Clock = g.clock
-	if opts.InstanceAcquireTimeout == 0 {
-		opts.InstanceAcquireTimeout = 24 * time.Hour
+// options are complete options on g's fake clock: upstream's values for an empty [runners.autoscaler],
+// fleetrunner's creation pacing, and a day to acquire a slot. set, when not nil, changes them.
+func options(g *fakeGroup, set func(o *Options)) Options {
+	o := Options{
+		CapacityPerInstance:         1,
+		UpdateInterval:              time.Minute,
+		UpdateIntervalWhenExpecting: 2 * time.Second,
+		DeletionRetryInterval:       time.Minute,
+		FailureThreshold:            3,
+		InstanceAcquireTimeout:      24 * time.Hour,
+		CreationTimeout:             15 * time.Minute,
+		CreateBackoff:               5 * time.Second,
+		MaxCreateBackoff:            5 * time.Minute,
+		ScaleThrottleLimit:          100,
+		ScaleThrottleBurst:          100,
+		ReservationThrottling:       true,
+		ShutdownDeletionInterval:    10 * time.Second,
+		ShutdownDeletionRetries:     3,
+		Clock:                       g.clock,
 	}
-	ts, err := New(t.Context(), g, opts)
+	if set != nil {
+		set(&o)
+	}
+	return o
+}
+
+// start builds a taskscaler with options(g, set); the test's cleanup stops it like a crash would.
+func start(t *testing.T, g *fakeGroup, set func(o *Options)) *Taskscaler {
+	t.Helper()
+	ts, err := New(t.Context(), g, options(g, set))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +161,12 @@ func runJob(ctx context.Context, ts *Taskscaler, c *clock.Fake, key string, d ti
 func TestThirtyJobsCapacityTwoMaxFour(t *testing.T) {
 	c := clock.NewFake(t0)
 	g := newFakeGroup(c)
-	ts := start(t, g, Options{CapacityPerInstance: 2, MaxInstances: 4, MaxUseCount: 4})
+	ts := start(t, g, func(o *Options) {
+		o.CapacityPerInstance = 2
+		o.MaxInstances = 4
+		o.ScaleThrottleBurst = 4 // scale_throttle.burst is max_instances unless set
+		o.MaxUseCount = 4
+	})
 	o := &observer{running: map[string]int{}, total: map[string]int{}}
 	errs := make(chan error, 30)
 	var done sync.WaitGroup
@@ -186,7 +209,10 @@ func TestThirtyJobsCapacityTwoMaxFour(t *testing.T) {
 func TestMaxUseCountRetires(t *testing.T) {
 	c := clock.NewFake(t0)
 	g := newFakeGroup(c)
-	ts := start(t, g, Options{MaxUseCount: 2, Policies: policies(t, config.AutoscalerPolicyConfig{IdleCount: 1, IdleTime: time.Hour})})
+	ts := start(t, g, func(o *Options) {
+		o.MaxUseCount = 2
+		o.Policies = []Policy{allDay(Policy{IdleCount: 1, IdleTime: time.Hour, Preemptive: true})}
+	})
 	eventually(t, c, "one idle instance", func() bool { return ready(ts) == 1 })
 	first := ts.Instances()[0].ID
 	for i := range 2 {
@@ -213,7 +239,9 @@ func TestMaxUseCountRetires(t *testing.T) {
 func TestIdleCountAndIdleTime(t *testing.T) {
 	c := clock.NewFake(t0)
 	g := newFakeGroup(c)
-	ts := start(t, g, Options{Policies: policies(t, config.AutoscalerPolicyConfig{IdleCount: 2, IdleTime: 5 * time.Minute})})
+	ts := start(t, g, func(o *Options) {
+		o.Policies = []Policy{allDay(Policy{IdleCount: 2, IdleTime: 5 * time.Minute, Preemptive: true})}
+	})
 	eventually(t, c, "two idle slots", func() bool { return ts.Stats().Slots.Idle == 2 })
 
 	var acqs []*Acquisition
@@ -265,12 +293,12 @@ func TestPolicyPeriodSwitch(t *testing.T) {
 	}
 	c := clock.NewFake(time.Date(2024, 3, 4, 7, 50, 0, 0, berlin))
 	g := newFakeGroup(c)
-	ts := start(t, g, Options{
-		UpdateInterval: 30 * time.Second,
-		Policies: policies(t,
-			config.AutoscalerPolicyConfig{Periods: []string{"* * * * *"}},
-			config.AutoscalerPolicyConfig{Periods: []string{"* 8-15 * * mon-fri"}, Timezone: "Europe/Berlin", IdleCount: 3, IdleTime: 10 * time.Minute},
-		),
+	ts := start(t, g, func(o *Options) {
+		o.UpdateInterval = 30 * time.Second
+		o.Policies = []Policy{
+			allDay(Policy{}),
+			{Periods: []string{"* 8-15 * * mon-fri"}, Location: berlin, IdleCount: 3, IdleTime: 10 * time.Minute, Preemptive: true},
+		}
 	})
 	if ts.Stats().Policy != 0 || len(g.ids()) != 0 {
 		t.Fatalf("before 08:00 Berlin: %+v, instances %v", ts.Stats(), g.ids())
@@ -294,7 +322,7 @@ func TestPolicyPeriodSwitch(t *testing.T) {
 func TestBurstOfEightAsksOnce(t *testing.T) {
 	c := clock.NewFake(t0)
 	g := newFakeGroup(c)
-	ts := start(t, g, Options{CapacityPerInstance: 2})
+	ts := start(t, g, func(o *Options) { o.CapacityPerInstance = 2 })
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for i := range 8 {
@@ -332,10 +360,10 @@ func TestReadyFailureRemovesAndBacksOff(t *testing.T) {
 	g := newFakeGroup(c)
 	var mu sync.Mutex
 	var failedAt []time.Time
-	ts := start(t, g, Options{
-		Policies:      policies(t, config.AutoscalerPolicyConfig{IdleCount: 1}),
-		CreateBackoff: 5 * time.Second,
-		ReadyUp: func(_ context.Context, inst Instance) error {
+	ts := start(t, g, func(o *Options) {
+		o.Policies = []Policy{allDay(Policy{IdleCount: 1, Preemptive: true})}
+		o.CreateBackoff = 5 * time.Second
+		o.ReadyUp = func(_ context.Context, inst Instance) error {
 			mu.Lock()
 			defer mu.Unlock()
 			if inst.ConnectInfo.ID != inst.ID {
@@ -349,7 +377,7 @@ func TestReadyFailureRemovesAndBacksOff(t *testing.T) {
 				return errors.New("exit status 1")
 			}
 			return nil
-		},
+		}
 	})
 	eventually(t, c, "an instance passes its ready command", func() bool { return ready(ts) == 1 })
 	s := ts.Stats()
@@ -363,7 +391,7 @@ func TestReadyFailureRemovesAndBacksOff(t *testing.T) {
 		t.Fatalf("Increase called at %v, want 4 calls", increaseAt)
 	}
 	for i, f := range failedAt {
-		want := capacity.Backoff(i+1, 5*time.Second, DefaultMaxCreateBackoff)
+		want := capacity.Backoff(i+1, 5*time.Second, 5*time.Minute)
 		if gap := increaseAt[i+1].Sub(f); gap < want {
 			t.Errorf("after failure %d a new instance was asked for %s later, want at least %s", i+1, gap, want)
 		}
@@ -379,11 +407,11 @@ func TestHealthFailuresReplaceInstance(t *testing.T) {
 	c := clock.NewFake(t0)
 	g := newFakeGroup(c)
 	var sick sync.Map
-	ts := start(t, g, Options{
-		UpdateInterval:   time.Minute,
-		FailureThreshold: 3,
-		Policies:         policies(t, config.AutoscalerPolicyConfig{IdleCount: 1, IdleTime: time.Hour}),
-		HealthCheck: func(_ context.Context, inst Instance) error {
+	ts := start(t, g, func(o *Options) {
+		o.UpdateInterval = time.Minute
+		o.FailureThreshold = 3
+		o.Policies = []Policy{allDay(Policy{IdleCount: 1, IdleTime: time.Hour, Preemptive: true})}
+		o.HealthCheck = func(_ context.Context, inst Instance) error {
 			if inst.ConnectInfo.ID != inst.ID {
 				return fmt.Errorf("health check got connect info for %q", inst.ConnectInfo.ID)
 			}
@@ -391,7 +419,7 @@ func TestHealthFailuresReplaceInstance(t *testing.T) {
 				return errors.New("ssh: handshake failed")
 			}
 			return nil
-		},
+		}
 	})
 	eventually(t, c, "one ready instance", func() bool { return ready(ts) == 1 })
 	a, err := ts.Acquire(t.Context(), "job")
@@ -419,7 +447,9 @@ func TestHealthFailuresReplaceInstance(t *testing.T) {
 func TestMarkUnhealthyReacquiresElsewhere(t *testing.T) {
 	c := clock.NewFake(t0)
 	g := newFakeGroup(c)
-	ts := start(t, g, Options{Policies: policies(t, config.AutoscalerPolicyConfig{IdleCount: 2, IdleTime: time.Hour})})
+	ts := start(t, g, func(o *Options) {
+		o.Policies = []Policy{allDay(Policy{IdleCount: 2, IdleTime: time.Hour, Preemptive: true})}
+	})
 	eventually(t, c, "two ready", func() bool { return ready(ts) == 2 })
 	a, err := ts.Acquire(t.Context(), "job")
 	if err != nil {
@@ -442,7 +472,7 @@ func TestMarkUnhealthyReacquiresElsewhere(t *testing.T) {
 func TestVanishedInstanceCancelsJobs(t *testing.T) {
 	c := clock.NewFake(t0)
 	g := newFakeGroup(c)
-	ts := start(t, g, Options{})
+	ts := start(t, g, nil)
 	acqCh := make(chan *Acquisition, 1)
 	go func() {
 		a, _ := ts.Acquire(t.Context(), "job")
@@ -474,7 +504,7 @@ func TestPartialIncrease(t *testing.T) {
 	c := clock.NewFake(t0)
 	g := newFakeGroup(c)
 	g.increaseLimit = 1
-	ts := start(t, g, Options{Policies: policies(t, config.AutoscalerPolicyConfig{IdleCount: 3})})
+	ts := start(t, g, func(o *Options) { o.Policies = []Policy{allDay(Policy{IdleCount: 3, Preemptive: true})} })
 	eventually(t, c, "three ready despite a quota of one per call", func() bool { return ready(ts) == 3 })
 	inc, _ := g.calls()
 	if inc[0] != 3 || ts.Stats().Counters.IncreaseFailures == 0 {
@@ -488,7 +518,11 @@ func TestPartialIncrease(t *testing.T) {
 func TestReservePreemptive(t *testing.T) {
 	c := clock.NewFake(t0)
 	g := newFakeGroup(c)
-	ts := start(t, g, Options{MaxInstances: 1, Policies: policies(t, config.AutoscalerPolicyConfig{IdleCount: 1, IdleTime: time.Hour})})
+	ts := start(t, g, func(o *Options) {
+		o.MaxInstances = 1
+		o.ScaleThrottleBurst = 1 // scale_throttle.burst is max_instances unless set
+		o.Policies = []Policy{allDay(Policy{IdleCount: 1, IdleTime: time.Hour, Preemptive: true})}
+	})
 	err := ts.Reserve("a")
 	if !errors.Is(err, ErrNoCapacity) || !strings.Contains(err.Error(), "preemptive") {
 		t.Fatalf("Reserve before any instance is ready = %v, want ErrNoCapacity (preemptive)", err)
@@ -509,7 +543,11 @@ func TestReservePreemptive(t *testing.T) {
 func TestReserveNonPreemptiveBoundedByMax(t *testing.T) {
 	c := clock.NewFake(t0)
 	g := newFakeGroup(c)
-	ts := start(t, g, Options{CapacityPerInstance: 2, MaxInstances: 2})
+	ts := start(t, g, func(o *Options) {
+		o.CapacityPerInstance = 2
+		o.MaxInstances = 2
+		o.ScaleThrottleBurst = 2 // scale_throttle.burst is max_instances unless set
+	})
 	for i := range 4 {
 		if err := ts.Reserve(fmt.Sprint(i)); err != nil {
 			t.Fatalf("Reserve %d with room to grow: %v", i, err)
@@ -529,7 +567,7 @@ func TestAcquireTimeout(t *testing.T) {
 	c := clock.NewFake(t0)
 	g := newFakeGroup(c)
 	g.increaseErr = errors.New("InsufficientInstanceCapacity")
-	ts := start(t, g, Options{InstanceAcquireTimeout: time.Minute})
+	ts := start(t, g, func(o *Options) { o.InstanceAcquireTimeout = time.Minute })
 	errCh := make(chan error, 1)
 	go func() {
 		_, err := ts.Acquire(t.Context(), "job")
@@ -558,10 +596,10 @@ func TestRestart(t *testing.T) {
 			c := clock.NewFake(t0)
 			g := newFakeGroup(c)
 			store := state.NewFile(filepath.Join(t.TempDir(), "state.json"))
-			opts := Options{
-				State:                        store,
-				KeepInstanceWithAcquisitions: keep,
-				Policies:                     policies(t, config.AutoscalerPolicyConfig{IdleCount: 1, IdleTime: time.Hour}),
+			opts := func(o *Options) {
+				o.State = store
+				o.KeepInstanceWithAcquisitions = keep
+				o.Policies = []Policy{allDay(Policy{IdleCount: 1, IdleTime: time.Hour, Preemptive: true})}
 			}
 			ts1 := start(t, g, opts)
 			eventually(t, c, "one idle", func() bool { return ready(ts1) == 1 })
@@ -658,7 +696,7 @@ func TestRestartWithoutState(t *testing.T) {
 	c := clock.NewFake(t0)
 	g := newFakeGroup(c)
 	a, b := g.addRunning(), g.addRunning()
-	ts := start(t, g, Options{})
+	ts := start(t, g, nil)
 	if !g.decreased(a) || !g.decreased(b) {
 		t.Fatalf("without state every pre-existing instance is removed; decreases = %v", g.decreaseCalls)
 	}
@@ -674,10 +712,10 @@ func TestShutdown(t *testing.T) {
 			c := clock.NewFake(t0)
 			g := newFakeGroup(c)
 			store := state.NewFile(filepath.Join(t.TempDir(), "state.json"))
-			ts := start(t, g, Options{
-				State:                     store,
-				DeleteInstancesOnShutdown: del,
-				Policies:                  policies(t, config.AutoscalerPolicyConfig{IdleCount: 2}),
+			ts := start(t, g, func(o *Options) {
+				o.State = store
+				o.DeleteInstancesOnShutdown = del
+				o.Policies = []Policy{allDay(Policy{IdleCount: 2, Preemptive: true})}
 			})
 			eventually(t, c, "two ready", func() bool { return ready(ts) == 2 })
 			errCh := make(chan error, 1)
@@ -717,39 +755,37 @@ func TestShutdown(t *testing.T) {
 	}
 }
 
-func TestOptionsFromConfig(t *testing.T) {
-	off := false
-	ac := &config.AutoscalerConfig{
-		CapacityPerInstance: 2, MaxInstances: 4, MaxUseCount: 3,
-		ReservationThrottling: &off,
-		ScaleThrottle:         config.ScaleThrottle{Limit: -1},
-		StateStorage:          config.StateStorage{KeepInstanceWithAcquisitions: true},
-		Policy:                []config.AutoscalerPolicyConfig{{IdleCount: 1}},
-	}
-	o, err := OptionsFromConfig(ac)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if o.CapacityPerInstance != 2 || o.MaxInstances != 4 || o.MaxUseCount != 3 || o.reservationThrottling() ||
-		o.ScaleThrottle.Limit != -1 || !o.KeepInstanceWithAcquisitions || len(o.Policies) != 1 || !o.Policies[0].Preemptive {
-		t.Fatalf("OptionsFromConfig = %+v", o)
-	}
-	if _, err := OptionsFromConfig(&config.AutoscalerConfig{Policy: []config.AutoscalerPolicyConfig{{Periods: []string{"bad"}}}}); err == nil {
-		t.Fatal("a bad period must be an error")
-	}
-	if _, err := New(t.Context(), newFakeGroup(clock.NewFake(t0)), Options{MaxInstances: -1}); err == nil {
+// TestNewRefusesBadOptions: the taskscaler picks no value itself; what is missing or out of range is
+// refused, every problem at once.
+func TestNewRefusesBadOptions(t *testing.T) {
+	g := newFakeGroup(clock.NewFake(t0))
+	if _, err := New(t.Context(), g, options(g, func(o *Options) { o.MaxInstances = -1 })); err == nil {
 		t.Fatal("negative max_instances must be an error")
+	}
+	_, err := New(t.Context(), g, Options{Policies: []Policy{{Periods: []string{"bad"}, Location: time.UTC}}})
+	if err == nil {
+		t.Fatal("empty options must be an error")
+	}
+	for _, want := range []string{"capacity per instance", "update interval", "instance acquire timeout", "scale throttle", "policy 1", `"bad"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
 	}
 }
 
 func TestSetPoliciesReload(t *testing.T) {
 	c := clock.NewFake(t0)
 	g := newFakeGroup(c)
-	ts := start(t, g, Options{CapacityPerInstance: 2})
+	ts := start(t, g, func(o *Options) { o.CapacityPerInstance = 2 })
 	if len(g.ids()) != 0 {
 		t.Fatalf("no policy: instances %v", g.ids())
 	}
-	ts.SetPolicies(policies(t, config.AutoscalerPolicyConfig{IdleCount: 3, IdleTime: time.Hour}))
+	if err := ts.SetPolicies([]Policy{{Periods: []string{"* * * * *"}}}); err == nil {
+		t.Fatal("a policy without a time zone was accepted")
+	}
+	if err := ts.SetPolicies([]Policy{allDay(Policy{IdleCount: 3, IdleTime: time.Hour, Preemptive: true})}); err != nil {
+		t.Fatal(err)
+	}
 	eventually(t, c, "reloaded idle target reached", func() bool { return ts.Stats().Slots.Idle == 4 })
 	if s := ts.Stats(); s.Instances.Ready != 2 || !s.Preemptive || s.Policy != 0 {
 		t.Fatalf("after reload: %+v", s)
@@ -759,8 +795,7 @@ func TestSetPoliciesReload(t *testing.T) {
 func TestReservationsAreDemandWithoutThrottling(t *testing.T) {
 	c := clock.NewFake(t0)
 	g := newFakeGroup(c)
-	off := false
-	ts := start(t, g, Options{ReservationThrottling: &off})
+	ts := start(t, g, func(o *Options) { o.ReservationThrottling = false })
 	for i := range 3 {
 		if err := ts.Reserve(fmt.Sprint(i)); err != nil {
 			t.Fatal(err)
@@ -776,16 +811,16 @@ func TestHealthChecksReuseConnectInfo(t *testing.T) {
 	g := newFakeGroup(c)
 	g.connectTTL = time.Minute
 	var checks atomic.Int64
-	ts := start(t, g, Options{
-		UpdateInterval: time.Minute,
-		Policies:       policies(t, config.AutoscalerPolicyConfig{IdleCount: 2, IdleTime: time.Hour}),
-		HealthCheck: func(_ context.Context, inst Instance) error {
+	ts := start(t, g, func(o *Options) {
+		o.UpdateInterval = time.Minute
+		o.Policies = []Policy{allDay(Policy{IdleCount: 2, IdleTime: time.Hour, Preemptive: true})}
+		o.HealthCheck = func(_ context.Context, inst Instance) error {
 			if inst.ConnectInfo.ID != inst.ID {
 				return fmt.Errorf("health check got connect info for %q", inst.ConnectInfo.ID)
 			}
 			checks.Add(1)
 			return nil
-		},
+		}
 	})
 	eventually(t, c, "two ready instances", func() bool { return ready(ts) == 2 })
 	g.mu.Lock()
@@ -808,9 +843,9 @@ func TestHealthChecksReuseConnectInfo(t *testing.T) {
 func TestTakingIdleSlotsReplenishesAtOnce(t *testing.T) {
 	c := clock.NewFake(t0)
 	g := newFakeGroup(c)
-	ts := start(t, g, Options{
-		UpdateInterval: time.Hour,
-		Policies:       policies(t, config.AutoscalerPolicyConfig{IdleCount: 2, IdleTime: time.Hour}),
+	ts := start(t, g, func(o *Options) {
+		o.UpdateInterval = time.Hour
+		o.Policies = []Policy{allDay(Policy{IdleCount: 2, IdleTime: time.Hour, Preemptive: true})}
 	})
 	eventually(t, c, "two idle instances", func() bool { return ready(ts) == 2 })
 	// Let the loop settle on its 1h interval: nothing is expected any more.
@@ -845,8 +880,11 @@ func TestTakingIdleSlotsReplenishesAtOnce(t *testing.T) {
 func TestPartlyUsedUpInstanceGoesFirst(t *testing.T) {
 	c := clock.NewFake(t0)
 	g := newFakeGroup(c)
-	ts := start(t, g, Options{CapacityPerInstance: 2, MaxUseCount: 4,
-		Policies: policies(t, config.AutoscalerPolicyConfig{IdleCount: 2, IdleTime: 5 * time.Minute})})
+	ts := start(t, g, func(o *Options) {
+		o.CapacityPerInstance = 2
+		o.MaxUseCount = 4
+		o.Policies = []Policy{allDay(Policy{IdleCount: 2, IdleTime: 5 * time.Minute, Preemptive: true})}
+	})
 	eventually(t, c, "two idle slots", func() bool { return ts.Stats().Slots.Idle == 2 })
 	used := ts.Instances()[0].ID
 	acquire := func(key string) {

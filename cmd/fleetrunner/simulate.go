@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
-	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
+	"gitlab.com/fleetrunner/fleetrunner/executors/dockerautoscaler"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/sim"
 )
 
@@ -71,9 +71,9 @@ func (a *app) simulateCommand() *cobra.Command {
 	fl.IntVar(&f.capacity, "capacity-per-instance", 1, "jobs per instance (capacity_per_instance)")
 	fl.IntVar(&f.maxInstances, "max-instances", 0, "cap on instances in any state, 0 = none (max_instances)")
 	fl.IntVar(&f.maxUseCount, "max-use-count", 0, "jobs an instance runs before it is retired, 0 = unlimited (max_use_count)")
-	fl.DurationVar(&f.updateInterval, "update-interval", taskscaler.DefaultUpdateInterval, "update_interval")
-	fl.DurationVar(&f.updateIntervalWhenExpecting, "update-interval-when-expecting", taskscaler.DefaultUpdateIntervalWhenExpecting, "update_interval_when_expecting")
-	fl.DurationVar(&f.acquireTimeout, "instance-acquire-timeout", taskscaler.DefaultInstanceAcquireTimeout, "instance_acquire_timeout: a job waiting longer for a slot fails")
+	fl.DurationVar(&f.updateInterval, "update-interval", config.DefaultUpdateInterval, "update_interval")
+	fl.DurationVar(&f.updateIntervalWhenExpecting, "update-interval-when-expecting", config.DefaultUpdateIntervalWhenExpecting, "update_interval_when_expecting")
+	fl.DurationVar(&f.acquireTimeout, "instance-acquire-timeout", config.DefaultInstanceAcquireTimeout, "instance_acquire_timeout: a job waiting longer for a slot fails")
 	fl.IntVar(&f.idleCount, "idle-count", 0, "idle slots to keep (policy idle_count)")
 	fl.DurationVar(&f.idleTime, "idle-time", 0, "how long an instance may sit idle before removal (policy idle_time)")
 	fl.Float64Var(&f.scaleFactor, "scale-factor", 0, "extra idle slots as a multiple of the slots in use (policy scale_factor)")
@@ -260,7 +260,7 @@ func applySimFlags(cmd *cobra.Command, f *simulateFlags, ac *config.AutoscalerCo
 }
 
 func simRunFor(name string, f *simulateFlags, ac *config.AutoscalerConfig, limit int, checkInterval time.Duration, start time.Time, cmd *cobra.Command) (simRun, error) {
-	opts, err := taskscaler.OptionsFromConfig(ac)
+	opts, err := dockerautoscaler.TaskscalerOptions(ac, 0)
 	if err != nil {
 		return simRun{}, fmt.Errorf("%s: %w", name, err)
 	}

@@ -25,12 +25,21 @@ const (
 	StateStorageDirName = ".taskscaler"
 )
 
+// Instance creation pacing of fleetrunner's own, with no config key: how long an instance may take from
+// the Increase that asked for it to the end of its ready command before it is removed as stuck, and the
+// wait after a failed Increase or ready command (doubled per consecutive failure, up to the maximum), so
+// that a broken image does not churn instances.
+const (
+	InstanceCreationTimeout  = 15 * time.Minute
+	InstanceCreateBackoff    = 5 * time.Second
+	InstanceMaxCreateBackoff = 5 * time.Minute
+)
+
+// The int getters return a negative value as set, for Validate and the taskscaler to refuse.
+
 // GetCapacityPerInstance is the number of jobs one instance runs at once.
 func (a *AutoscalerConfig) GetCapacityPerInstance() int {
-	if a.CapacityPerInstance <= 0 {
-		return DefaultCapacityPerInstance
-	}
-	return a.CapacityPerInstance
+	return intOr(a.CapacityPerInstance, DefaultCapacityPerInstance)
 }
 
 // GetInstanceAcquireTimeout bounds how long a job waits for a slot on a ready instance.
@@ -60,18 +69,12 @@ func (a *AutoscalerConfig) GetShutdownDeletionInterval() time.Duration {
 
 // GetShutdownDeletionRetries is how often deletion is confirmed at shutdown.
 func (a *AutoscalerConfig) GetShutdownDeletionRetries() int {
-	if a.ShutdownDeletionRetries <= 0 {
-		return DefaultShutdownDeletionRetries
-	}
-	return a.ShutdownDeletionRetries
+	return intOr(a.ShutdownDeletionRetries, DefaultShutdownDeletionRetries)
 }
 
 // GetFailureThreshold is the consecutive failed health checks before an instance is replaced.
 func (a *AutoscalerConfig) GetFailureThreshold() int {
-	if a.FailureThreshold <= 0 {
-		return DefaultFailureThreshold
-	}
-	return a.FailureThreshold
+	return intOr(a.FailureThreshold, DefaultFailureThreshold)
 }
 
 // GetReservationThrottling is on unless reservation_throttling = false.
@@ -117,6 +120,13 @@ func (a *AutoscalerConfig) StateStorageDir(configDir string) string {
 	return filepath.Join(configDir, a.StateStorage.Dir)
 }
 
+func intOr(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
 func durationOr(d, def time.Duration) time.Duration {
 	if d > 0 {
 		return d
@@ -139,7 +149,7 @@ func (p *AutoscalerPolicyConfig) GetLocation() (*time.Location, error) {
 	}
 	loc, err := time.LoadLocation(p.Timezone)
 	if err != nil {
-		return nil, fmt.Errorf("policy timezone %q: %w", p.Timezone, err)
+		return nil, fmt.Errorf("timezone %q is not a known IANA zone (e.g. UTC, Europe/Berlin): %w", p.Timezone, err)
 	}
 	return loc, nil
 }

@@ -10,8 +10,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"gitlab.com/fleetrunner/fleetrunner/manager"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
+	"gitlab.com/fleetrunner/fleetrunner/manager"
 )
 
 // childManagerEnv, when set to a config.toml path, makes the test binary run the real manager on that

@@ -10,8 +10,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,11 +21,11 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting/connector"
+	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
 	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/builtin"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
-	"gitlab.com/fleetrunner/fleetrunner/taskscaler/capacity"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/state"
 )
 
@@ -101,12 +101,7 @@ func newProvider(runner *config.RunnerConfig, deps executors.Deps, dopts docker.
 	if runner.Docker == nil {
 		return nil, errors.New("[runners.docker] is missing: the docker-autoscaler executor needs at least its image")
 	}
-	log := deps.Logger
-	if log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		log = l
-	}
+	log := logging.Or(deps.Logger)
 
 	group, plugin, err := builtin.New(ac.Plugin)
 	if err != nil {
@@ -142,7 +137,7 @@ func newProvider(runner *config.RunnerConfig, deps executors.Deps, dopts docker.
 		logInternalIP:    ac.LogInternalIP,
 		logExternalIP:    ac.LogExternalIP,
 		started:          make(chan struct{}),
-		policies:         clonePolicies(ac.Policy),
+		policies:         slices.Clone(ac.Policy),
 		connected:        map[string]bool{},
 		sessions:         map[string]*sessionLimit{},
 		leftovers:        map[string]*leftoverMark{},
@@ -170,7 +165,7 @@ func newProvider(runner *config.RunnerConfig, deps executors.Deps, dopts docker.
 	ts, err := taskscaler.New(ctx, group, opts)
 	if err != nil {
 		p.abandon(ctx)
-		return nil, err
+		return nil, fmt.Errorf("[runners.autoscaler]: %w", err)
 	}
 	p.ts = ts
 	close(p.started)
@@ -202,33 +197,40 @@ func (p *Provider) stopBackground() {
 
 func (p *Provider) taskscalerOptions(configDir string) (taskscaler.Options, error) {
 	ac := p.runner.Autoscaler
-	opts, err := taskscaler.OptionsFromConfig(ac)
+	opts, err := TaskscalerOptions(ac, p.info.MaxSize)
 	if err != nil {
 		return taskscaler.Options{}, err
+	}
+	if opts.MaxInstances != ac.MaxInstances {
+		p.log.WithFields(logrus.Fields{"max_instances": ac.MaxInstances, "plugin_max_size": p.info.MaxSize}).
+			Warn("max_instances is above what the plugin's group can hold; using the group's size")
 	}
 	opts.Logger = p.log
 	opts.ReadyUp = p.readyUp
 	opts.HealthCheck = p.healthCheck
-	ss := ac.StateStorage
-	ss.Dir = ac.StateStorageDir(configDir)
-	// The state directory is keyed by the runner id (not its token), so a token rotation keeps it.
-	if moved, err := state.MigrateLegacy(ss, configDir, p.runner); err != nil {
-		p.log.WithError(err).Warn("taskscaler state directory named after the runner token was not moved")
-	} else if moved {
-		p.log.WithField("state_key", state.Key(p.runner)).Info("taskscaler state directory renamed from the short token to a name that survives token rotation")
-	}
-	if path, on := state.Path(ss, configDir, p.runner); on {
+	if path := p.stateFile(configDir); path != "" {
 		opts.State = state.NewFile(path)
 		p.statePath = path
 	} else {
 		p.log.Warn("state_storage is disabled: instances found in the group at start are removed, and jobs in flight at a crash are left to GitLab's timeout")
 	}
-	if m := p.info.MaxSize; m > 0 && (opts.MaxInstances == 0 || opts.MaxInstances > m) {
-		p.log.WithFields(logrus.Fields{"max_instances": opts.MaxInstances, "plugin_max_size": m}).
-			Warn("max_instances is above what the plugin's group can hold; using the group's size")
-		opts.MaxInstances = m
-	}
 	return opts, nil
+}
+
+// stateFile is the taskscaler's state file, or "" with state_storage off. The state directory is keyed
+// by the runner id (not its token), so a token rotation keeps it; one named after the token is moved.
+func (p *Provider) stateFile(configDir string) string {
+	ac := p.runner.Autoscaler
+	if !ac.StateStorageEnabled() {
+		return ""
+	}
+	dir, r := ac.StateStorageDir(configDir), stateRunner(p.runner)
+	if moved, err := state.MigrateLegacy(dir, r); err != nil {
+		p.log.WithError(err).Warn("taskscaler state directory named after the runner token was not moved")
+	} else if moved {
+		p.log.WithField("state_key", state.Key(r)).Info("taskscaler state directory renamed from the short token to a name that survives token rotation")
+	}
+	return state.Path(dir, r)
 }
 
 // settingsOf copies [runners.autoscaler.connector_config] into what the plugin's Init gets.
@@ -316,23 +318,16 @@ func (p *Provider) UpdatePolicies(runner *config.RunnerConfig) error {
 	if reflect.DeepEqual(p.policies, runner.Autoscaler.Policy) {
 		return nil
 	}
-	compiled, err := capacity.NewPolicies(runner.Autoscaler.Policy)
+	policies, err := Policies(runner.Autoscaler.Policy)
+	if err == nil {
+		err = p.ts.SetPolicies(policies)
+	}
 	if err != nil {
 		return fmt.Errorf("[[runners.autoscaler.policy]] not applied, keeping the running one: %w", err)
 	}
-	p.ts.SetPolicies(compiled)
-	p.policies = clonePolicies(runner.Autoscaler.Policy)
-	p.log.WithField("policies", len(compiled)).Info("autoscaler policies updated")
+	p.policies = slices.Clone(runner.Autoscaler.Policy)
+	p.log.WithField("policies", len(policies)).Info("autoscaler policies updated")
 	return nil
-}
-
-func clonePolicies(in []config.AutoscalerPolicyConfig) []config.AutoscalerPolicyConfig {
-	if in == nil {
-		return nil
-	}
-	out := make([]config.AutoscalerPolicyConfig, len(in))
-	copy(out, in)
-	return out
 }
 
 // Stats exposes the taskscaler's counts (for metrics and the status page).

@@ -130,7 +130,7 @@ func TestManagerKilledAndRestarted(t *testing.T) {
 	ac.PluginConfig["state_dir"] = pluginDir
 	ac.Policy = []config.AutoscalerPolicyConfig{{IdleCount: 1, IdleTime: time.Minute}}
 	configPath, logPath := r.managerFiles(t)
-	statePath, _ := state.Path(config.StateStorage{Dir: ac.StateStorage.Dir}, r.dir, r.runner)
+	statePath := state.Path(ac.StateStorageDir(r.dir), stateRunner(r.runner))
 	removeInstancesAtEnd(t, pluginDir, ac.PluginConfig["base_address"].(string))
 
 	first := startChild(t, configPath, logPath)

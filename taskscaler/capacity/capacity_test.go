@@ -5,45 +5,34 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"gitlab.com/fleetrunner/fleetrunner/common/config"
 )
-
-func mustPolicy(t *testing.T, c config.AutoscalerPolicyConfig) Policy {
-	t.Helper()
-	p, err := NewPolicy(c)
-	if err != nil {
-		t.Fatalf("NewPolicy(%+v): %v", c, err)
-	}
-	return p
-}
 
 func TestDesired(t *testing.T) {
 	tests := []struct {
 		name   string
 		fleet  Fleet
-		policy config.AutoscalerPolicyConfig
+		policy Policy
 		demand Demand
 		want   int
 	}{
 		{name: "zero idle, no demand: scale to zero", fleet: Fleet{CapacityPerInstance: 1}, want: 0},
 		{name: "zero idle, one job", fleet: Fleet{CapacityPerInstance: 1}, demand: Demand{Acquired: 1}, want: 1},
 		{name: "idle_count 5 capacity 1 → 5 instances", fleet: Fleet{CapacityPerInstance: 1},
-			policy: config.AutoscalerPolicyConfig{IdleCount: 5}, want: 5},
+			policy: Policy{IdleCount: 5}, want: 5},
 		{name: "idle_count 5 capacity 4 → 2 instances", fleet: Fleet{CapacityPerInstance: 4},
-			policy: config.AutoscalerPolicyConfig{IdleCount: 5}, want: 2},
+			policy: Policy{IdleCount: 5}, want: 2},
 		{name: "idle_count 2 capacity 4 with 3 jobs → 2 instances", fleet: Fleet{CapacityPerInstance: 4},
-			policy: config.AutoscalerPolicyConfig{IdleCount: 2}, demand: Demand{Acquired: 3}, want: 2},
+			policy: Policy{IdleCount: 2}, demand: Demand{Acquired: 3}, want: 2},
 		{name: "scale_factor without limit", fleet: Fleet{CapacityPerInstance: 1},
-			policy: config.AutoscalerPolicyConfig{IdleCount: 1, ScaleFactor: 0.5}, demand: Demand{Acquired: 10}, want: 15},
+			policy: Policy{IdleCount: 1, ScaleFactor: 0.5}, demand: Demand{Acquired: 10}, want: 15},
 		{name: "scale_factor rounds up", fleet: Fleet{CapacityPerInstance: 1},
-			policy: config.AutoscalerPolicyConfig{ScaleFactor: 0.5}, demand: Demand{Acquired: 3}, want: 5},
+			policy: Policy{ScaleFactor: 0.5}, demand: Demand{Acquired: 3}, want: 5},
 		{name: "scale_factor with limit", fleet: Fleet{CapacityPerInstance: 1},
-			policy: config.AutoscalerPolicyConfig{IdleCount: 1, ScaleFactor: 2, ScaleFactorLimit: 4}, demand: Demand{Acquired: 10}, want: 14},
+			policy: Policy{IdleCount: 1, ScaleFactor: 2, ScaleFactorLimit: 4}, demand: Demand{Acquired: 10}, want: 14},
 		{name: "idle_count above scale_factor_limit is the minimum", fleet: Fleet{CapacityPerInstance: 1},
-			policy: config.AutoscalerPolicyConfig{IdleCount: 6, ScaleFactor: 2, ScaleFactorLimit: 4}, demand: Demand{Acquired: 10}, want: 16},
+			policy: Policy{IdleCount: 6, ScaleFactor: 2, ScaleFactorLimit: 4}, demand: Demand{Acquired: 10}, want: 16},
 		{name: "max_instances clamps", fleet: Fleet{CapacityPerInstance: 2, MaxInstances: 4},
-			policy: config.AutoscalerPolicyConfig{IdleCount: 2}, demand: Demand{Acquired: 5, Pending: 9}, want: 4},
+			policy: Policy{IdleCount: 2}, demand: Demand{Acquired: 5, Pending: 9}, want: 4},
 		{name: "capacity>1 scales to zero (upstream 37643)", fleet: Fleet{CapacityPerInstance: 4}, want: 0},
 		{name: "capacity>1 one job needs one instance", fleet: Fleet{CapacityPerInstance: 4}, demand: Demand{Acquired: 1}, want: 1},
 		{name: "pending and unavailable are demand", fleet: Fleet{CapacityPerInstance: 2},
@@ -57,7 +46,7 @@ func TestDesired(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := Desired(tt.fleet, mustPolicy(t, tt.policy), tt.demand)
+			got := Desired(tt.fleet, tt.policy, tt.demand)
 			if got != tt.want {
 				t.Fatalf("Desired = %d, want %d", got, tt.want)
 			}
@@ -92,10 +81,10 @@ func TestPolicySelection(t *testing.T) {
 	if err != nil {
 		t.Skipf("no tzdata for Europe/Berlin: %v", err)
 	}
-	ps, err := NewPolicies([]config.AutoscalerPolicyConfig{
-		{Periods: []string{"* * * * *"}, IdleCount: 0},
-		{Periods: []string{"* 8-15 * * mon-fri"}, Timezone: "Europe/Berlin", IdleCount: 1, IdleTime: 30 * time.Minute},
-		{Periods: []string{"0-29 12 * * *"}, Timezone: "Europe/Berlin", IdleCount: 7},
+	ps, err := NewPolicies([]Policy{
+		{Periods: []string{"* * * * *"}, Location: time.Local, IdleCount: 0},
+		{Periods: []string{"* 8-15 * * mon-fri"}, Location: berlin, IdleCount: 1, IdleTime: 30 * time.Minute, Preemptive: true},
+		{Periods: []string{"0-29 12 * * *"}, Location: berlin, IdleCount: 7, Preemptive: true},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -129,37 +118,18 @@ func TestPolicySelection(t *testing.T) {
 	}
 }
 
-func TestPreemptiveDefault(t *testing.T) {
-	yes, no := true, false
-	tests := []struct {
-		name string
-		cfg  config.AutoscalerPolicyConfig
-		want bool
-	}{
-		{name: "idle_count 0 → off", cfg: config.AutoscalerPolicyConfig{}, want: false},
-		{name: "idle_count 2 → on", cfg: config.AutoscalerPolicyConfig{IdleCount: 2}, want: true},
-		{name: "explicit false with idle_count", cfg: config.AutoscalerPolicyConfig{IdleCount: 2, PreemptiveMode: &no}, want: false},
-		{name: "explicit true without idle_count", cfg: config.AutoscalerPolicyConfig{PreemptiveMode: &yes}, want: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := mustPolicy(t, tt.cfg).Preemptive; got != tt.want {
-				t.Fatalf("Preemptive = %v, want %v", got, tt.want)
-			}
-		})
-	}
-}
-
 func TestNewPolicyErrors(t *testing.T) {
-	_, err := NewPolicies([]config.AutoscalerPolicyConfig{
-		{Periods: []string{"* * * *"}},
-		{Timezone: "Mars/Olympus"},
-		{IdleCount: -1},
+	always := []string{"* * * * *"}
+	_, err := NewPolicies([]Policy{
+		{Periods: []string{"* * * *"}, Location: time.UTC},
+		{Periods: always},
+		{Periods: always, Location: time.UTC, IdleCount: -1},
+		{Location: time.UTC},
 	})
 	if err == nil {
 		t.Fatal("want an error")
 	}
-	for _, want := range []string{"entry 1", "5-field cron", "entry 2", "Mars/Olympus", "entry 3", "idle_count"} {
+	for _, want := range []string{"policy 1", "5-field cron", "policy 2", "time zone", "policy 3", "idle_count", "policy 4", "no period"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
@@ -240,18 +210,18 @@ func TestThrottle(t *testing.T) {
 	now := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 	tests := []struct {
 		name                string
-		limit, burst, max   int
+		limit, burst        int
 		ask                 int
 		wantFirst, wantNext int // tokens got at now, then again one second later
 	}{
 		{name: "unlimited", limit: -1, ask: 50, wantFirst: 50, wantNext: 50},
-		{name: "default limit, burst = max_instances", max: 4, ask: 10, wantFirst: 4, wantNext: 4},
+		{name: "limit 100 burst 4", limit: 100, burst: 4, ask: 10, wantFirst: 4, wantNext: 4},
 		{name: "limit 1 burst 3", limit: 1, burst: 3, ask: 10, wantFirst: 3, wantNext: 1},
-		{name: "no max: burst = limit", limit: 2, ask: 10, wantFirst: 2, wantNext: 2},
+		{name: "limit 2 burst 2", limit: 2, burst: 2, ask: 10, wantFirst: 2, wantNext: 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := NewThrottle(tt.limit, tt.burst, tt.max)
+			l := NewThrottle(tt.limit, tt.burst)
 			if got := Throttled(l, now, tt.ask); got != tt.wantFirst {
 				t.Fatalf("first Throttled = %d, want %d", got, tt.wantFirst)
 			}

@@ -9,16 +9,13 @@ import (
 	"time"
 
 	"github.com/robfig/cron/v3"
-
-	"gitlab.com/fleetrunner/fleetrunner/common/config"
 )
 
-// DefaultPeriod is the period of a policy that names none: every minute.
-const DefaultPeriod = "* * * * *"
-
-// Policy is one compiled [[runners.autoscaler.policy]] entry.
+// Policy is one scaling policy. Its values come resolved (the periods and time zone included);
+// NewPolicy checks them and compiles the periods.
 type Policy struct {
-	// Periods are 5-field cron expressions; the policy is active during every minute one of them matches.
+	// Periods are 5-field cron expressions, at least one; the policy is active during every minute one
+	// of them matches.
 	Periods []string
 	// Location is the time zone the periods are read in.
 	Location *time.Location
@@ -36,32 +33,17 @@ type Policy struct {
 	schedules []cron.Schedule
 }
 
-// NewPolicy compiles one policy entry. An empty periods list means every minute, an empty timezone the
-// system's local zone, and an unset preemptive_mode means idle_count > 0.
-func NewPolicy(c config.AutoscalerPolicyConfig) (Policy, error) {
-	p := Policy{
-		Periods:          c.Periods,
-		Location:         time.Local,
-		IdleCount:        c.IdleCount,
-		IdleTime:         c.IdleTime,
-		ScaleFactor:      c.ScaleFactor,
-		ScaleFactorLimit: c.ScaleFactorLimit,
-		Preemptive:       c.IdleCount > 0,
-	}
-	if c.PreemptiveMode != nil {
-		p.Preemptive = *c.PreemptiveMode
-	}
-	if len(p.Periods) == 0 {
-		p.Periods = []string{DefaultPeriod}
-	}
+// NewPolicy checks p and compiles its periods, reporting every problem at once. Only a compiled policy
+// matches any time.
+func NewPolicy(p Policy) (Policy, error) {
+	p.Periods = append([]string(nil), p.Periods...)
+	p.schedules = nil
 	var errs []error
-	if c.Timezone != "" {
-		loc, err := time.LoadLocation(c.Timezone)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("timezone %q is not a known IANA zone (e.g. UTC, Europe/Berlin): %w", c.Timezone, err))
-		} else {
-			p.Location = loc
-		}
+	if len(p.Periods) == 0 {
+		errs = append(errs, errors.New("no period: a policy needs at least one cron period (\"* * * * *\" is always)"))
+	}
+	if p.Location == nil {
+		errs = append(errs, errors.New("no time zone for its periods"))
 	}
 	for _, period := range p.Periods {
 		s, err := cron.ParseStandard(period)
@@ -71,44 +53,43 @@ func NewPolicy(c config.AutoscalerPolicyConfig) (Policy, error) {
 		}
 		p.schedules = append(p.schedules, s)
 	}
-	if c.IdleCount < 0 {
-		errs = append(errs, fmt.Errorf("idle_count must not be negative, got %d", c.IdleCount))
+	if p.IdleCount < 0 {
+		errs = append(errs, fmt.Errorf("idle_count must not be negative, got %d", p.IdleCount))
 	}
-	if c.IdleTime < 0 {
-		errs = append(errs, fmt.Errorf("idle_time must not be negative, got %s", c.IdleTime))
+	if p.IdleTime < 0 {
+		errs = append(errs, fmt.Errorf("idle_time must not be negative, got %s", p.IdleTime))
 	}
-	if c.ScaleFactor < 0 {
-		errs = append(errs, fmt.Errorf("scale_factor must not be negative, got %g", c.ScaleFactor))
+	if p.ScaleFactor < 0 {
+		errs = append(errs, fmt.Errorf("scale_factor must not be negative, got %g", p.ScaleFactor))
 	}
-	if c.ScaleFactorLimit < 0 {
-		errs = append(errs, fmt.Errorf("scale_factor_limit must not be negative, got %d", c.ScaleFactorLimit))
+	if p.ScaleFactorLimit < 0 {
+		errs = append(errs, fmt.Errorf("scale_factor_limit must not be negative, got %d", p.ScaleFactorLimit))
 	}
 	return p, errors.Join(errs...)
 }
 
 // NewPolicies compiles a policy list, reporting every bad entry at once.
-func NewPolicies(cs []config.AutoscalerPolicyConfig) ([]Policy, error) {
-	ps := make([]Policy, 0, len(cs))
+func NewPolicies(ps []Policy) ([]Policy, error) {
+	out := make([]Policy, 0, len(ps))
 	var errs []error
-	for i, c := range cs {
-		p, err := NewPolicy(c)
+	for i, p := range ps {
+		c, err := NewPolicy(p)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("[[runners.autoscaler.policy]] entry %d: %w", i+1, err))
+			errs = append(errs, fmt.Errorf("policy %d: %w", i+1, err))
 			continue
 		}
-		ps = append(ps, p)
+		out = append(out, c)
 	}
-	return ps, errors.Join(errs...)
+	return out, errors.Join(errs...)
 }
 
 // Matches reports whether t falls in a minute that one of the policy's periods matches.
 func (p Policy) Matches(t time.Time) bool {
-	loc := p.Location
-	if loc == nil {
-		loc = time.Local
+	if p.Location == nil {
+		return false // not compiled, or refused
 	}
-	lt := t.In(loc)
-	minute := time.Date(lt.Year(), lt.Month(), lt.Day(), lt.Hour(), lt.Minute(), 0, 0, loc)
+	lt := t.In(p.Location)
+	minute := time.Date(lt.Year(), lt.Month(), lt.Day(), lt.Hour(), lt.Minute(), 0, 0, p.Location)
 	for _, s := range p.schedules {
 		// A schedule "matches" a minute when its next activation after the instant just before that
 		// minute is the minute itself.

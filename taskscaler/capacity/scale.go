@@ -136,23 +136,11 @@ func SelectRemovals(now time.Time, f Fleet, p Policy, d Demand, requested int, i
 	return out
 }
 
-// DefaultThrottleLimit is the scale_throttle limit used when the config says 0.
-const DefaultThrottleLimit = 100
-
-// NewThrottle builds the scale_throttle token bucket on instance creation: limit new instances per
-// second (0 means 100, -1 unlimited), burst (0 means max_instances, or the limit without a cap).
-func NewThrottle(limit, burst, maxInstances int) *rate.Limiter {
+// NewThrottle builds the token bucket on instance creation: limit new instances per second (negative:
+// unlimited) with a bucket of burst.
+func NewThrottle(limit, burst int) *rate.Limiter {
 	if limit < 0 {
 		return rate.NewLimiter(rate.Inf, 0)
-	}
-	if limit == 0 {
-		limit = DefaultThrottleLimit
-	}
-	if burst <= 0 {
-		burst = maxInstances
-	}
-	if burst <= 0 {
-		burst = limit
 	}
 	return rate.NewLimiter(rate.Limit(limit), burst)
 }

@@ -5,9 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
-	"gitlab.com/fleetrunner/fleetrunner/taskscaler/capacity"
 )
 
 // traceFiles are the job-arrival traces kept in the repository (testdata/traces at its root, with their
@@ -23,14 +21,12 @@ func traceFiles(tb testing.TB) []string {
 
 // benchConfig is the default policy the benchmark reports: upstream's defaults (one job per instance,
 // no max_instances, no idle capacity) with a 10 minute idle_time and a 45 s boot.
-func benchConfig(tb testing.TB) Config {
-	ps, err := capacity.NewPolicies([]config.AutoscalerPolicyConfig{{IdleCount: 0, IdleTime: 10 * time.Minute}})
-	if err != nil {
-		tb.Fatal(err)
-	}
+func benchConfig() Config {
 	return Config{
 		BootDelay: 45 * time.Second,
-		Options:   taskscaler.Options{CapacityPerInstance: 1, Policies: ps},
+		Options: options(func(o *taskscaler.Options) {
+			o.Policies = []taskscaler.Policy{allDay(taskscaler.Policy{IdleCount: 0, IdleTime: 10 * time.Minute})}
+		}),
 	}
 }
 
@@ -44,7 +40,7 @@ func BenchmarkTraces(b *testing.B) {
 		b.Run(filepath.Base(file), func(b *testing.B) {
 			var res *Result
 			for b.Loop() {
-				res, err = Run(b.Context(), jobs, benchConfig(b))
+				res, err = Run(b.Context(), jobs, benchConfig())
 				if err != nil {
 					b.Fatal(err)
 				}

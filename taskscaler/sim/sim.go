@@ -22,15 +22,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"math"
 	"runtime"
 	"slices"
 	"sync"
 	"time"
-
-	"github.com/sirupsen/logrus"
 
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
 )
@@ -51,10 +48,11 @@ const stallTimeout = 30 * time.Second
 
 // Config is one simulation run.
 type Config struct {
-	// Options configure the taskscaler as in production (capacity, max_instances, max_use_count,
-	// policies, update intervals, scale_throttle, instance_acquire_timeout, …). The simulator sets
-	// Clock, ReadyUp, HealthCheck, State and DeleteInstancesOnShutdown itself, and a nil Logger
-	// discards the taskscaler's log.
+	// Options configure the taskscaler as in production, every value set (capacity, max_instances,
+	// max_use_count, policies, update intervals, scale_throttle, instance_acquire_timeout, …; the
+	// docker-autoscaler executor builds them from config.toml). The simulator sets Clock, ReadyUp,
+	// HealthCheck, State and DeleteInstancesOnShutdown itself, and a nil Logger discards the
+	// taskscaler's log.
 	Options taskscaler.Options
 	// Start is the wall time of the trace's second 0; policy periods are matched against it.
 	Start time.Time
@@ -227,7 +225,7 @@ func Run(ctx context.Context, jobs []Job, cfg Config) (*Result, error) {
 		kickCh:      make(chan struct{}, 1),
 		readyUps:    map[string]chan struct{}{},
 		unfinished:  len(jobs),
-		throttling:  opts.ReservationThrottling == nil || *opts.ReservationThrottling,
+		throttling:  opts.ReservationThrottling,
 		maxUseCount: opts.MaxUseCount,
 	}
 	r.jobs = make([]jobState, len(jobs))
@@ -255,25 +253,11 @@ func Run(ctx context.Context, jobs []Job, cfg Config) (*Result, error) {
 	return r.result(), nil
 }
 
-// simOptions applies the upstream defaults the simulator needs to know and takes over what it owns.
+// simOptions takes over what the simulator owns.
 func simOptions(o taskscaler.Options) taskscaler.Options {
-	if o.Logger == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		o.Logger = l
-	}
-	if o.UpdateInterval <= 0 {
-		o.UpdateInterval = taskscaler.DefaultUpdateInterval
-	}
-	if o.UpdateIntervalWhenExpecting <= 0 {
-		o.UpdateIntervalWhenExpecting = taskscaler.DefaultUpdateIntervalWhenExpecting
-	}
-	if o.InstanceAcquireTimeout <= 0 {
-		o.InstanceAcquireTimeout = taskscaler.DefaultInstanceAcquireTimeout
-	}
 	// The clock tells an Acquire's timer from the loop's by its duration; a millisecond more on the
-	// acquire timeout is the price of an exact coincidence.
-	for o.InstanceAcquireTimeout == o.UpdateInterval || o.InstanceAcquireTimeout == o.UpdateIntervalWhenExpecting ||
+	// acquire timeout is the price of an exact coincidence. An unset timeout is left for New to refuse.
+	for o.InstanceAcquireTimeout > 0 && o.InstanceAcquireTimeout == o.UpdateInterval || o.InstanceAcquireTimeout == o.UpdateIntervalWhenExpecting ||
 		o.InstanceAcquireTimeout == wakeGather {
 		o.InstanceAcquireTimeout += time.Millisecond
 	}

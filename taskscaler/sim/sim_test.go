@@ -10,21 +10,50 @@ import (
 	"time"
 	_ "time/tzdata" // the period test reads Europe/Berlin whatever the machine has installed
 
-	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
-	"gitlab.com/fleetrunner/fleetrunner/taskscaler/capacity"
 )
 
 // start is a Monday, midnight UTC.
 var start = time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC)
 
-func policies(t *testing.T, cs ...config.AutoscalerPolicyConfig) []taskscaler.Policy {
+// options are complete taskscaler options: upstream's values for an empty [runners.autoscaler] and
+// fleetrunner's creation pacing. set, when not nil, changes them.
+func options(set func(o *taskscaler.Options)) taskscaler.Options {
+	o := taskscaler.Options{
+		CapacityPerInstance:         1,
+		UpdateInterval:              time.Minute,
+		UpdateIntervalWhenExpecting: 2 * time.Second,
+		DeletionRetryInterval:       time.Minute,
+		FailureThreshold:            3,
+		InstanceAcquireTimeout:      15 * time.Minute,
+		CreationTimeout:             15 * time.Minute,
+		CreateBackoff:               5 * time.Second,
+		MaxCreateBackoff:            5 * time.Minute,
+		ScaleThrottleLimit:          100,
+		ScaleThrottleBurst:          100,
+		ReservationThrottling:       true,
+		ShutdownDeletionInterval:    10 * time.Second,
+		ShutdownDeletionRetries:     3,
+	}
+	if set != nil {
+		set(&o)
+	}
+	return o
+}
+
+func berlin(t *testing.T) *time.Location {
 	t.Helper()
-	ps, err := capacity.NewPolicies(cs)
+	loc, err := time.LoadLocation("Europe/Berlin")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ps
+	return loc
+}
+
+// allDay makes p active every minute, in the local zone.
+func allDay(p taskscaler.Policy) taskscaler.Policy {
+	p.Periods, p.Location = []string{"* * * * *"}, time.Local
+	return p
 }
 
 func simulate(t *testing.T, jobs []Job, cfg Config) *Result {
@@ -80,7 +109,7 @@ func TestHandComputable(t *testing.T) {
 		t.Run(tc.boot.String(), func(t *testing.T) {
 			res := simulate(t, jobs, Config{
 				BootDelay: tc.boot,
-				Options:   taskscaler.Options{CapacityPerInstance: 1, Policies: policies(t, config.AutoscalerPolicyConfig{})},
+				Options:   options(func(o *taskscaler.Options) { o.Policies = []taskscaler.Policy{allDay(taskscaler.Policy{})} }),
 			})
 			for name, got := range map[string]time.Duration{"p50": res.WaitP50, "p95": res.WaitP95, "p99": res.WaitP99, "max": res.WaitMax, "mean": res.WaitMean} {
 				if got != tc.wait {
@@ -105,10 +134,14 @@ func TestDeterministic(t *testing.T) {
 	}{
 		// max_instances is low enough that Reserve fails and jobs wait in GitLab; max_use_count retires
 		// instances; idle_count makes it preemptive.
-		{"preemptive", taskscaler.Options{CapacityPerInstance: 2, MaxInstances: 6, MaxUseCount: 3,
-			Policies: policies(t, config.AutoscalerPolicyConfig{IdleCount: 2, IdleTime: 5 * time.Minute})}},
-		{"on demand", taskscaler.Options{CapacityPerInstance: 3, MaxInstances: 5,
-			Policies: policies(t, config.AutoscalerPolicyConfig{IdleTime: 2 * time.Minute, ScaleFactor: 0.5})}},
+		{"preemptive", options(func(o *taskscaler.Options) {
+			o.CapacityPerInstance, o.MaxInstances, o.MaxUseCount, o.ScaleThrottleBurst = 2, 6, 3, 6
+			o.Policies = []taskscaler.Policy{allDay(taskscaler.Policy{IdleCount: 2, IdleTime: 5 * time.Minute, Preemptive: true})}
+		})},
+		{"on demand", options(func(o *taskscaler.Options) {
+			o.CapacityPerInstance, o.MaxInstances, o.ScaleThrottleBurst = 3, 5, 5
+			o.Policies = []taskscaler.Policy{allDay(taskscaler.Policy{IdleTime: 2 * time.Minute, ScaleFactor: 0.5})}
+		})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			first := simulate(t, jobs, Config{Options: tc.opts, DeleteDelay: 20 * time.Second})
@@ -139,8 +172,10 @@ func summary(r *Result) Result {
 func TestIdleCountTradesCostForWait(t *testing.T) {
 	jobs := synthetic(3, 60, 2, 4*time.Minute)
 	cfg := func(idle int) Config {
-		return Config{Options: taskscaler.Options{CapacityPerInstance: 2,
-			Policies: policies(t, config.AutoscalerPolicyConfig{IdleCount: idle, IdleTime: 5 * time.Minute})}}
+		return Config{Options: options(func(o *taskscaler.Options) {
+			o.CapacityPerInstance = 2
+			o.Policies = []taskscaler.Policy{allDay(taskscaler.Policy{IdleCount: idle, IdleTime: 5 * time.Minute, Preemptive: idle > 0})}
+		})}
 	}
 	none, some := simulate(t, jobs, cfg(0)), simulate(t, jobs, cfg(4))
 	t.Logf("idle_count 0: %+v", summary(none))
@@ -164,10 +199,12 @@ func TestPolicyPeriodSwitch(t *testing.T) {
 	}
 	res := simulate(t, jobs, Config{
 		BootDelay: 30 * time.Second,
-		Options: taskscaler.Options{CapacityPerInstance: 1, Policies: policies(t,
-			config.AutoscalerPolicyConfig{IdleTime: 0},
-			config.AutoscalerPolicyConfig{Periods: []string{"* 8-17 * * *"}, Timezone: "Europe/Berlin", IdleCount: 2, IdleTime: 10 * time.Minute},
-		)},
+		Options: options(func(o *taskscaler.Options) {
+			o.Policies = []taskscaler.Policy{
+				allDay(taskscaler.Policy{IdleTime: 0}),
+				{Periods: []string{"* 8-17 * * *"}, Location: berlin(t), IdleCount: 2, IdleTime: 10 * time.Minute, Preemptive: true},
+			}
+		}),
 	})
 	// Nights: 100 ms gather + 30 s boot polled every 2 s; the day job finds an idle slot.
 	if res.WaitMax != 30100*time.Millisecond || res.WaitP50 != 30100*time.Millisecond {
@@ -198,8 +235,10 @@ func TestPolicyPeriodSwitch(t *testing.T) {
 
 func TestWriteSVG(t *testing.T) {
 	jobs := synthetic(5, 30, 8, 2*time.Minute)
-	a := simulate(t, jobs, Config{Options: taskscaler.Options{Policies: policies(t, config.AutoscalerPolicyConfig{})}})
-	b := simulate(t, jobs, Config{Options: taskscaler.Options{Policies: policies(t, config.AutoscalerPolicyConfig{IdleCount: 3, IdleTime: time.Hour})}})
+	a := simulate(t, jobs, Config{Options: options(func(o *taskscaler.Options) { o.Policies = []taskscaler.Policy{allDay(taskscaler.Policy{})} })})
+	b := simulate(t, jobs, Config{Options: options(func(o *taskscaler.Options) {
+		o.Policies = []taskscaler.Policy{allDay(taskscaler.Policy{IdleCount: 3, IdleTime: time.Hour, Preemptive: true})}
+	})})
 	var buf bytes.Buffer
 	if err := WriteSVG(&buf, "synthetic", Series{"a", a}, Series{"b", b}); err != nil {
 		t.Fatal(err)
@@ -231,13 +270,15 @@ func TestAcquireTimeoutFailsJobs(t *testing.T) {
 		opts taskscaler.Options
 		wait time.Duration
 	}{
-		{"booting longer than the timeout", 20 * time.Minute, taskscaler.Options{}, 15 * time.Minute},
+		{"booting longer than the timeout", 20 * time.Minute, options(nil), 15 * time.Minute},
 		// The taskscaler dates an instance from the pass that first lists it (2.1 s): at 10.1 s it is
 		// found running and removed as stuck in the same pass, with its ready-up hook pending.
-		{"stuck while readying", 10 * time.Second, taskscaler.Options{CreationTimeout: 7 * time.Second, InstanceAcquireTimeout: 90 * time.Second}, 90 * time.Second},
+		{"stuck while readying", 10 * time.Second, options(func(o *taskscaler.Options) {
+			o.CreationTimeout, o.InstanceAcquireTimeout = 7*time.Second, 90*time.Second
+		}), 90 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.opts.Policies = policies(t, config.AutoscalerPolicyConfig{})
+			tc.opts.Policies = []taskscaler.Policy{allDay(taskscaler.Policy{})}
 			res := simulate(t, jobs, Config{BootDelay: tc.boot, Options: tc.opts})
 			if res.Failed != 2 || res.WaitP50 != tc.wait || res.WaitMax != tc.wait {
 				t.Errorf("failed %d, waits p50 %s max %s; want 2 failed after %s", res.Failed, res.WaitP50, res.WaitMax, tc.wait)

@@ -15,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
 )
 
@@ -143,14 +142,21 @@ func (f *File) Save(s *Snapshot) error {
 	return nil
 }
 
-// Path returns where one runner's state file lives and whether state storage is on. It is on unless
-// state_storage.enabled is explicitly false. The directory is state_storage.dir, or ".taskscaler" beside
-// config.toml (upstream's default), with one subdirectory per runner named by Key.
-func Path(ss config.StateStorage, configDir string, runner *config.RunnerConfig) (string, bool) {
-	if ss.Enabled != nil && !*ss.Enabled {
-		return "", false
-	}
-	return filepath.Join(root(ss, configDir), Key(runner), "state.json"), true
+// Runner is what names a runner's state directory.
+type Runner struct {
+	// ID is GitLab's runner id, 0 when unknown.
+	ID   int64
+	URL  string
+	Name string
+	// ShortToken is the runner's short token, which named the directory before Key (and still does
+	// upstream).
+	ShortToken string
+}
+
+// Path is where a runner's state file lives: one subdirectory per runner, named by Key, below dir (the
+// resolved state_storage.dir).
+func Path(dir string, r Runner) string {
+	return filepath.Join(dir, Key(r), "state.json")
 }
 
 // Key names a runner's state directory after what survives a token rotation, so that a rotated token
@@ -158,29 +164,25 @@ func Path(ss config.StateStorage, configDir string, runner *config.RunnerConfig)
 // "runner-<id>-<hash of the URL>" when GitLab's runner id is known (the URL part keeps runners of two
 // GitLab instances with the same id apart), else "runner-<hash of URL and name>", else the short token
 // as upstream names it.
-func Key(runner *config.RunnerConfig) string {
-	url := strings.TrimRight(runner.URL, "/")
+func Key(r Runner) string {
+	url := strings.TrimRight(r.URL, "/")
 	switch {
-	case runner.ID != 0:
-		return fmt.Sprintf("runner-%d-%s", runner.ID, digest(url)[:8])
-	case runner.Name != "":
-		return "runner-" + digest(url + "\n" + runner.Name)[:16]
+	case r.ID != 0:
+		return fmt.Sprintf("runner-%d-%s", r.ID, digest(url)[:8])
+	case r.Name != "":
+		return "runner-" + digest(url + "\n" + r.Name)[:16]
 	default:
-		return shortToken(runner.Token)
+		return legacyName(r)
 	}
 }
 
-// MigrateLegacy renames a state directory named after the runner's short token (upstream's layout, and
-// fleetrunner's before Key) to the one Path uses, so the instances it lists are adopted. It does
-// nothing when state storage is off, when there is no such directory, or when it already has the
-// stable name. When both exist the stable one wins and the error names the one left behind.
-func MigrateLegacy(ss config.StateStorage, configDir string, runner *config.RunnerConfig) (moved bool, err error) {
-	if ss.Enabled != nil && !*ss.Enabled {
-		return false, nil
-	}
-	base := root(ss, configDir)
-	legacy := filepath.Join(base, shortToken(runner.Token))
-	stable := filepath.Join(base, Key(runner))
+// MigrateLegacy renames, below dir, a state directory named after the runner's short token (upstream's
+// layout, and fleetrunner's before Key) to the one Path uses, so the instances it lists are adopted. It
+// does nothing when there is no such directory, or when it already has the stable name. When both exist
+// the stable one wins and the error names the one left behind.
+func MigrateLegacy(dir string, r Runner) (moved bool, err error) {
+	legacy := filepath.Join(dir, legacyName(r))
+	stable := filepath.Join(dir, Key(r))
 	if legacy == stable {
 		return false, nil
 	}
@@ -200,22 +202,15 @@ func MigrateLegacy(ss config.StateStorage, configDir string, runner *config.Runn
 	return true, nil
 }
 
-func root(ss config.StateStorage, configDir string) string {
-	if ss.Dir != "" {
-		return ss.Dir
-	}
-	return filepath.Join(configDir, config.StateStorageDirName)
-}
-
 func digest(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
 }
 
-// shortToken names a runner's legacy state directory after its short token.
-func shortToken(token string) string {
-	if t := config.ShortToken(token); t != "" {
-		return t
+// legacyName names a runner's legacy state directory after its short token.
+func legacyName(r Runner) string {
+	if r.ShortToken != "" {
+		return r.ShortToken
 	}
 	return "runner"
 }

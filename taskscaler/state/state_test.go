@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
 )
 
@@ -76,65 +75,57 @@ func TestFileCorrupt(t *testing.T) {
 }
 
 func TestPath(t *testing.T) {
-	off := false
 	const url = "https://gitlab.example.com"
 	tests := []struct {
-		name    string
-		ss      config.StateStorage
-		runner  config.RunnerConfig
-		want    string
-		enabled bool
+		name   string
+		dir    string
+		runner Runner
+		want   string
 	}{
-		{name: "runner id, default dir beside config", runner: runner(7, url, "r", "glrt-abcdefghijkl"),
-			want: "/etc/fr/.taskscaler/runner-7-" + digest(url)[:8] + "/state.json", enabled: true},
-		{name: "custom dir", ss: config.StateStorage{Dir: "/var/lib/fr"}, runner: runner(7, url, "r", "xyz"),
-			want: "/var/lib/fr/runner-7-" + digest(url)[:8] + "/state.json", enabled: true},
-		{name: "no id: url and name", runner: runner(0, url, "r", "glrt-abcdefghijkl"),
-			want: "/etc/fr/.taskscaler/runner-" + digest(url + "\nr")[:16] + "/state.json", enabled: true},
-		{name: "no id, no name: short token", runner: runner(0, url, "", "glrt-abcdefghijkl"),
-			want: "/etc/fr/.taskscaler/abcdefgh/state.json", enabled: true},
-		{name: "explicitly off", ss: config.StateStorage{Enabled: &off}, runner: runner(7, url, "r", "xyz")},
+		{name: "runner id, default dir beside config", dir: "/etc/fr/.taskscaler", runner: runner(7, url, "r", "abcdefgh"),
+			want: "/etc/fr/.taskscaler/runner-7-" + digest(url)[:8] + "/state.json"},
+		{name: "custom dir", dir: "/var/lib/fr", runner: runner(7, url, "r", "xyz"),
+			want: "/var/lib/fr/runner-7-" + digest(url)[:8] + "/state.json"},
+		{name: "no id: url and name", dir: "/etc/fr/.taskscaler", runner: runner(0, url, "r", "abcdefgh"),
+			want: "/etc/fr/.taskscaler/runner-" + digest(url + "\nr")[:16] + "/state.json"},
+		{name: "no id, no name: short token", dir: "/etc/fr/.taskscaler", runner: runner(0, url, "", "abcdefgh"),
+			want: "/etc/fr/.taskscaler/abcdefgh/state.json"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, enabled := Path(tt.ss, "/etc/fr", &tt.runner)
-			if got != tt.want || enabled != tt.enabled {
-				t.Fatalf("Path = %q, %v; want %q, %v", got, enabled, tt.want, tt.enabled)
+			if got := Path(tt.dir, tt.runner); got != tt.want {
+				t.Fatalf("Path = %q; want %q", got, tt.want)
 			}
 		})
 	}
 }
 
-func runner(id int64, url, name, token string) config.RunnerConfig {
-	return config.RunnerConfig{Name: name, RunnerCredentials: config.RunnerCredentials{ID: id, URL: url, Token: token}}
+func runner(id int64, url, name, shortToken string) Runner {
+	return Runner{ID: id, URL: url, Name: name, ShortToken: shortToken}
 }
 
-// TestPathSurvivesTokenRotation: a rotated token (new token, obtained and expiry times) keeps the state
-// file where it was, so the taskscaler adopts its instances instead of starting over.
+// TestPathSurvivesTokenRotation: a rotated token keeps the state file where it was, so the taskscaler
+// adopts its instances instead of starting over.
 func TestPathSurvivesTokenRotation(t *testing.T) {
 	for _, id := range []int64{0, 42} {
-		before := runner(id, "https://gitlab.example.com/", "autoscaled", "glrt-firsttoken0001")
-		before.TokenExpiresAt = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+		before := runner(id, "https://gitlab.example.com/", "autoscaled", "firsttok")
 		after := before
-		after.Token = "glrt-secondtoken0002"
-		after.TokenObtainedAt = time.Date(2024, 12, 20, 0, 0, 0, 0, time.UTC)
-		after.TokenExpiresAt = time.Date(2025, 2, 1, 0, 0, 0, 0, time.UTC)
-		p1, _ := Path(config.StateStorage{}, "/etc/fr", &before)
-		p2, _ := Path(config.StateStorage{}, "/etc/fr", &after)
+		after.ShortToken = "secondto"
+		p1, p2 := Path("/etc/fr/.taskscaler", before), Path("/etc/fr/.taskscaler", after)
 		if p1 != p2 {
 			t.Errorf("id %d: state path moved with the token: %s -> %s", id, p1, p2)
 		}
 		// Another GitLab may number its runners the same way; their state must not mix.
 		other := before
 		other.URL = "https://gitlab.other.example"
-		if p3, _ := Path(config.StateStorage{}, "/etc/fr", &other); p3 == p1 {
+		if p3 := Path("/etc/fr/.taskscaler", other); p3 == p1 {
 			t.Errorf("id %d: runners of two GitLab instances share %s", id, p1)
 		}
 	}
 }
 
 func TestMigrateLegacy(t *testing.T) {
-	r := runner(42, "https://gitlab.example.com", "autoscaled", "glrt-abcdefghijkl")
+	r := runner(42, "https://gitlab.example.com", "autoscaled", "abcdefgh")
 	write := func(path, content string) {
 		t.Helper()
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
@@ -167,16 +158,16 @@ func TestMigrateLegacy(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			configDir := t.TempDir()
-			legacyPath := filepath.Join(configDir, ".taskscaler", "abcdefgh", "state.json")
-			stablePath, _ := Path(config.StateStorage{}, configDir, &r)
+			dir := filepath.Join(t.TempDir(), ".taskscaler")
+			legacyPath := filepath.Join(dir, "abcdefgh", "state.json")
+			stablePath := Path(dir, r)
 			if tt.legacy {
 				write(legacyPath, "legacy")
 			}
 			if tt.stable {
 				write(stablePath, "stable")
 			}
-			moved, err := MigrateLegacy(config.StateStorage{}, configDir, &r)
+			moved, err := MigrateLegacy(dir, r)
 			if moved != tt.wantMoved || (err == nil) != (tt.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
 				t.Fatalf("MigrateLegacy = %v, %v; want %v, error containing %q", moved, err, tt.wantMoved, tt.wantErr)
 			}
@@ -193,9 +184,5 @@ func TestMigrateLegacy(t *testing.T) {
 				t.Errorf("legacy state file still there after the move: %v", err)
 			}
 		})
-	}
-	off := false
-	if moved, err := MigrateLegacy(config.StateStorage{Enabled: &off}, t.TempDir(), &r); moved || err != nil {
-		t.Errorf("with state storage off: %v, %v; want nothing done", moved, err)
 	}
 }

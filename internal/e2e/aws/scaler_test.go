@@ -3,7 +3,6 @@ package e2eaws_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -15,9 +14,10 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting/connector"
+	"gitlab.com/fleetrunner/fleetrunner/common/logging"
+	"gitlab.com/fleetrunner/fleetrunner/executors/dockerautoscaler"
 	awsplugin "gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/aws"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
-	"gitlab.com/fleetrunner/fleetrunner/taskscaler/capacity"
 )
 
 // countingGroup counts the taskscaler's scaling events (Increase and Decrease calls that asked for a
@@ -66,11 +66,7 @@ type scaler struct {
 // startScaler starts a scaler on w's group; it is shut down at cleanup if the test did not.
 func (w *awsWorld) startScaler(tb testing.TB, f scalerFleet, log logrus.FieldLogger) *scaler {
 	tb.Helper()
-	if log == nil {
-		quiet := logrus.New()
-		quiet.SetOutput(io.Discard)
-		log = quiet
-	}
+	log = logging.Or(log)
 	s := &scaler{w: w, plugin: &countingGroup{InstanceGroup: &awsplugin.InstanceGroup{Name: w.spec.Name, Region: w.sim.Region(),
 		Profile: awsProfile, ConfigFile: w.configFile, CredentialsFile: w.credentialsFile}}}
 	ctx := context.WithoutCancel(tb.Context())
@@ -79,10 +75,16 @@ func (w *awsWorld) startScaler(tb testing.TB, f scalerFleet, log logrus.FieldLog
 		tb.Fatalf("plugin Init: %v", err)
 	}
 	preemptive := false
-	policies, err := capacity.NewPolicies([]config.AutoscalerPolicyConfig{{IdleCount: f.idleCount, IdleTime: f.idleTime, PreemptiveMode: &preemptive}})
+	opts, err := dockerautoscaler.TaskscalerOptions(&config.AutoscalerConfig{
+		CapacityPerInstance: f.capacity, MaxInstances: f.maxInstances,
+		UpdateInterval: time.Second, UpdateIntervalWhenExpecting: 200 * time.Millisecond, DeletionRetryInterval: time.Second,
+		Policy: []config.AutoscalerPolicyConfig{{IdleCount: f.idleCount, IdleTime: f.idleTime, PreemptiveMode: &preemptive}},
+	}, 0)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	opts.Logger = log
+	opts.CreateBackoff = 500 * time.Millisecond
 	started := make(chan struct{})
 	var readyInfo sync.Map
 	s.pool = connector.NewPool(connector.Config{Keepalive: time.Second, Timeout: 20 * time.Second, Log: log},
@@ -93,22 +95,18 @@ func (w *awsWorld) startScaler(tb testing.TB, f scalerFleet, log logrus.FieldLog
 			<-started
 			return s.ts.ConnectInfo(ctx, id)
 		})
-	s.ts, err = taskscaler.New(ctx, s.plugin, taskscaler.Options{
-		Logger: log, CapacityPerInstance: f.capacity, MaxInstances: f.maxInstances, Policies: policies,
-		UpdateInterval: time.Second, UpdateIntervalWhenExpecting: 200 * time.Millisecond, DeletionRetryInterval: time.Second,
-		CreateBackoff: 500 * time.Millisecond,
-		ReadyUp: func(ctx context.Context, inst taskscaler.Instance) error {
-			readyInfo.Store(inst.ID, inst.ConnectInfo)
-			defer readyInfo.Delete(inst.ID)
-			lease, err := s.pool.Get(ctx, inst.ID)
-			if err != nil {
-				return err
-			}
-			lease.Release()
-			return nil
-		},
-		HealthCheck: func(ctx context.Context, inst taskscaler.Instance) error { return s.plugin.Heartbeat(ctx, inst.ID) },
-	})
+	opts.ReadyUp = func(ctx context.Context, inst taskscaler.Instance) error {
+		readyInfo.Store(inst.ID, inst.ConnectInfo)
+		defer readyInfo.Delete(inst.ID)
+		lease, err := s.pool.Get(ctx, inst.ID)
+		if err != nil {
+			return err
+		}
+		lease.Release()
+		return nil
+	}
+	opts.HealthCheck = func(ctx context.Context, inst taskscaler.Instance) error { return s.plugin.Heartbeat(ctx, inst.ID) }
+	s.ts, err = taskscaler.New(ctx, s.plugin, opts)
 	if err != nil {
 		_ = s.pool.Close()
 		tb.Fatalf("taskscaler: %v", err)
