@@ -21,6 +21,53 @@ import (
 // does not ask GitLab for one this round.
 var ErrNoCapacity = errors.New("no free executor capacity")
 
+// Why a job's contexts end, as context.Cause tells it. The manager alone decides a job's deadline and
+// its cancellation (NewJobContext); an executor obeys the contexts it is given and reads these causes to
+// report the failure reason.
+var (
+	// ErrCanceled ends Build.Canceling: GitLab asked for a graceful cancel (Job-Status: canceling).
+	ErrCanceled = errors.New("job canceled")
+	// ErrAborted ends Run's context: GitLab no longer runs the job (canceled or failed on the server).
+	ErrAborted = errors.New("GitLab no longer runs the job")
+)
+
+// TimeoutError ends Run's context when the job ran longer than its timeout.
+type TimeoutError struct {
+	Timeout time.Duration
+}
+
+func (e *TimeoutError) Error() string { return fmt.Sprintf("execution took longer than %s", e.Timeout) }
+
+// NewJobContext derives the contexts one job runs under from parent. ctx, for Run, ends with a
+// *TimeoutError once timeout has passed and with ErrAborted once aborted is closed. canceling, for
+// Build.Canceling, ends with ErrCanceled once canceling is closed; it does not end with ctx, so that it
+// says only that GitLab asked for a graceful cancel. A nil channel never closes. Call stop when the job
+// is over.
+func NewJobContext(parent context.Context, timeout time.Duration, canceling, aborted <-chan struct{}) (ctx, cancelCtx context.Context, stop func()) {
+	ctx, abort := context.WithCancelCause(parent)
+	ctx, stopTimer := context.WithTimeoutCause(ctx, timeout, &TimeoutError{Timeout: timeout})
+	cancelCtx, cancelGracefully := context.WithCancelCause(context.WithoutCancel(ctx))
+	go func() {
+		for {
+			select {
+			case <-canceling:
+				cancelGracefully(ErrCanceled)
+				canceling = nil
+			case <-aborted:
+				abort(ErrAborted)
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return ctx, cancelCtx, func() {
+		stopTimer()
+		abort(nil)
+		cancelGracefully(nil)
+	}
+}
+
 // JobLog is the job's log as the executor sees it. Everything written is masked, limited and streamed to
 // GitLab by the caller. Section names follow upstream's stage names (prepare_executor, step_script, …).
 type JobLog interface {
@@ -42,9 +89,10 @@ type Build struct {
 	Log    JobLog
 	// Logger is the manager-side logger, already scoped to the runner and job.
 	Logger logrus.FieldLogger
-	// Canceling is closed when GitLab asks for a graceful cancel (Job-Status: canceling): the script
-	// stops, after_script and the on_failure stages still run. An abort cancels Run's context instead.
-	Canceling <-chan struct{}
+	// Canceling ends, with cause ErrCanceled, when GitLab asks for a graceful cancel (Job-Status:
+	// canceling): the script stops, after_script and the on_failure stages still run. An abort and the job
+	// timeout end Run's context instead. Nil: the job cannot be canceled gracefully. See NewJobContext.
+	Canceling context.Context
 	// SystemID identifies this runner manager host.
 	SystemID string
 }
@@ -63,7 +111,8 @@ type Provider interface {
 	Reserve(ctx context.Context) (Reservation, error)
 	// Run executes every stage of the job. A nil error means success; a *job.BuildError carries the
 	// failure reason and exit code; any other error is a runner_system_failure. Cancelling ctx aborts
-	// the job at once (no after_script). Run always consumes the reservation.
+	// the job at once (no after_script); its cause says why (ErrAborted, *TimeoutError). Run computes
+	// no deadline of its own. Run always consumes the reservation.
 	Run(ctx context.Context, res Reservation, b *Build) error
 	// Features are the job features this executor implements, declared to GitLab truthfully.
 	Features() map[string]bool

@@ -193,13 +193,13 @@ func (e *scriptExec) Run(ctx context.Context, res executors.Reservation, b *exec
 	if s := b.Job.StepByName(job.StepAfterScript); s != nil {
 		after = s.Script
 	}
-	err := e.runLines(ctx, b, w, script)
+	err := e.runLines(ctx, b.Canceling.Done(), b.Job.Variables, w, script)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
 	if len(after) > 0 {
 		// after_script runs even when the script was canceled; only its own abort stops it.
-		_ = e.runLines(ctx, &executors.Build{Job: b.Job, Log: b.Log}, w, after)
+		_ = e.runLines(ctx, nil, b.Job.Variables, w, after)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -217,9 +217,10 @@ func gateFor(cmd string, gate chan struct{}) <-chan struct{} {
 
 var errCanceled = &job.BuildError{Reason: job.JobCanceled, Err: errors.New("canceled")}
 
-func (e *scriptExec) runLines(ctx context.Context, b *executors.Build, w jobWriter, lines []string) error {
+// runLines runs lines; a closed canceling stops them as GitLab's graceful cancel does.
+func (e *scriptExec) runLines(ctx context.Context, canceling <-chan struct{}, vars job.Variables, w jobWriter, lines []string) error {
 	for _, line := range lines {
-		cmd, arg, _ := strings.Cut(b.Job.Variables.Expand(line), " ")
+		cmd, arg, _ := strings.Cut(vars.Expand(line), " ")
 		switch cmd {
 		case "echo":
 			w.write(arg + "\n")
@@ -237,7 +238,7 @@ func (e *scriptExec) runLines(ctx context.Context, b *executors.Build, w jobWrit
 			select {
 			case <-timer:
 			case <-gateFor(cmd, e.gate):
-			case <-b.Canceling:
+			case <-canceling:
 				return errCanceled
 			case <-ctx.Done():
 				e.mu.Lock()

@@ -47,16 +47,10 @@ func (w *worker) runJob(client *gitlab.Client, res executors.Reservation, j *job
 		return
 	}
 
-	timeout := time.Duration(j.TimeoutSeconds()) * time.Second
-	ctx, cancel := context.WithTimeout(w.m.abortCtx, timeout)
-	defer cancel()
-	go func() {
-		select {
-		case <-tr.Aborted():
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	// The manager alone decides when a job ends: the payload's timeout, GitLab's graceful cancel and
+	// GitLab dropping the job. The executor only obeys these contexts.
+	ctx, canceling, stop := executors.NewJobContext(w.m.abortCtx, time.Duration(j.TimeoutSeconds())*time.Second, tr.Canceling(), tr.Aborted())
+	defer stop()
 
 	started := time.Now()
 	b := &executors.Build{
@@ -64,7 +58,7 @@ func (w *worker) runJob(client *gitlab.Client, res executors.Reservation, j *job
 		Runner:    rc,
 		Log:       stageLog{JobLog: tr, obs: obs},
 		Logger:    log,
-		Canceling: tr.Canceling(),
+		Canceling: canceling,
 		SystemID:  w.m.opts.SystemID,
 	}
 	err := w.execute(ctx, res, b)
@@ -77,6 +71,7 @@ func (w *worker) runJob(client *gitlab.Client, res executors.Reservation, j *job
 		return
 	}
 	reason, exitCode := job.Failure(err)
+	var timedOut *executors.TimeoutError
 	switch {
 	case isClosed(tr.Aborted()):
 		reason = job.JobCanceled
@@ -85,9 +80,9 @@ func (w *worker) runJob(client *gitlab.Client, res executors.Reservation, j *job
 		reason = job.RunnerSystemFailure
 		tr.Errorf("Job failed (system failure): aborted: the runner is shutting down")
 		log.Warn("job aborted: the runner is shutting down")
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case errors.As(context.Cause(ctx), &timedOut):
 		reason = job.JobExecutionTimeout
-		tr.Errorf("Job failed: execution took longer than %s", timeout)
+		tr.Errorf("Job failed: %v", timedOut)
 		log.Warn("job timed out")
 	case reason == job.RunnerSystemFailure:
 		tr.Errorf("Job failed (system failure): %v", err)

@@ -21,10 +21,10 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
-	"gitlab.com/fleetrunner/fleetrunner/manager"
-	"gitlab.com/fleetrunner/fleetrunner/metrics"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
+	"gitlab.com/fleetrunner/fleetrunner/manager"
+	"gitlab.com/fleetrunner/fleetrunner/metrics"
 )
 
 // testTimeout bounds every wait of these tests.
@@ -93,7 +93,7 @@ func (e *testExec) Run(ctx context.Context, _ executors.Reservation, b *executor
 		case "wait":
 			e.waiting <- waitingJob{id: b.Job.ID, url: b.Job.Variables.Get("CI_JOB_URL"), token: b.Job.Token}
 			select {
-			case <-b.Canceling:
+			case <-b.Canceling.Done():
 				return &job.BuildError{Reason: job.JobCanceled, Err: fmt.Errorf("canceled")}
 			case <-ctx.Done():
 				return ctx.Err()

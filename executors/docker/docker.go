@@ -62,7 +62,8 @@ type Executor struct {
 
 // RunJob runs every stage of b on the engine cli talks to. A nil error means success; a *job.BuildError
 // carries the failure reason and exit code; any other error is a runner_system_failure. Cancelling ctx
-// aborts at once (no after_script); closing b.Canceling stops the script gracefully. All containers,
+// aborts at once (no after_script), and a *executors.TimeoutError cause makes it a job timeout; the end
+// of b.Canceling stops the script gracefully. RunJob sets no deadline of its own. All containers,
 // networks and volumes of the job are gone when RunJob returns (cache volumes are kept on purpose).
 func RunJob(ctx context.Context, cli client.APIClient, b *executors.Build, opts Options) error {
 	return (&Executor{Client: cli, Options: opts}).Run(ctx, b)

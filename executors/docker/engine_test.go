@@ -182,12 +182,17 @@ func afterScript(j *job.Job, script ...string) {
 	j.Steps = append(j.Steps, job.Step{Name: job.StepAfterScript, Script: script, When: job.WhenAlways})
 }
 
-// start runs j in the background and returns its log and a channel with Run's result.
+// start runs j in the background under the contexts the manager gives a job (its timeout; closing
+// canceling asks for a graceful cancel) and returns its log and a channel with Run's result.
 func (rg *rig) start(ctx context.Context, j *job.Job, canceling <-chan struct{}) (*recLog, <-chan error) {
 	l := newRecLog(j.Variables.MaskedValues())
-	b := &executors.Build{Job: j, Runner: rg.runner, Log: l, Logger: logrus.New(), Canceling: canceling, SystemID: "s_test"}
+	jobCtx, cancelCtx, stop := executors.NewJobContext(ctx, time.Duration(j.TimeoutSeconds())*time.Second, canceling, nil)
+	b := &executors.Build{Job: j, Runner: rg.runner, Log: l, Logger: logrus.New(), Canceling: cancelCtx, SystemID: "s_test"}
 	done := make(chan error, 1)
-	go func() { done <- docker.RunJob(ctx, rg.cli, b, docker.Options{EngineName: "local"}) }()
+	go func() {
+		defer stop()
+		done <- docker.RunJob(jobCtx, rg.cli, b, docker.Options{EngineName: "local"})
+	}()
 	return l, done
 }
 

@@ -75,19 +75,14 @@ func (s *simRig) runNext(t *testing.T, onStart func(id int64)) gitlabsim.JobSnap
 		UpdateInterval: 200 * time.Millisecond, ForceSendInterval: time.Second, Logger: quietLogger(),
 	})
 	tr.Start()
-	// As the manager does: GitLab saying the job is gone aborts it.
-	go func() {
-		select {
-		case <-tr.Aborted():
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	// As the manager does: the job's timeout, GitLab's graceful cancel and GitLab saying the job is gone.
+	jobCtx, canceling, stop := executors.NewJobContext(ctx, time.Duration(j.TimeoutSeconds())*time.Second, tr.Canceling(), tr.Aborted())
+	defer stop()
 	if onStart != nil {
 		onStart(j.ID)
 	}
-	err := docker.RunJob(ctx, s.cli, &executors.Build{Job: j, Runner: s.runner, Log: tr, Logger: quietLogger(),
-		Canceling: tr.Canceling(), SystemID: "s_test"}, docker.Options{EngineName: "local"})
+	err := docker.RunJob(jobCtx, s.cli, &executors.Build{Job: j, Runner: s.runner, Log: tr, Logger: quietLogger(),
+		Canceling: canceling, SystemID: "s_test"}, docker.Options{EngineName: "local"})
 	state := gitlab.JobSuccess
 	reason, code := job.Failure(err)
 	if err != nil {

@@ -25,12 +25,9 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 )
 
-// Causes that end a job's contexts, told apart when the job's result is decided.
-var (
-	errJobTimeout    = errors.New("job timeout")
-	errScriptTimeout = errors.New("script timeout")
-	errCanceled      = errors.New("job canceled")
-)
+// errScriptTimeout ends step_script's context at RUNNER_SCRIPT_TIMEOUT, a job variable this executor
+// owns; the job's own timeout and cancel come from the caller's contexts (executors.NewJobContext).
+var errScriptTimeout = errors.New("script timeout")
 
 // jobImage is the resolved job image.
 type jobImage struct {
@@ -268,26 +265,21 @@ func (r *run) networkMode() container.NetworkMode {
 	return container.NetworkMode(r.dc.NetworkMode)
 }
 
-// execute runs the stages and the cleanup, and decides the job's result.
+// execute runs the stages and the cleanup, and decides the job's result. ctx ends when the job is
+// aborted or timed out; the stages a graceful cancel stops (prepare to step_script) run under buildCtx,
+// which also ends with b.Canceling's cause.
 func (r *run) execute(ctx context.Context) error {
 	defer r.cleanup(ctx)
-	jobTimeout := time.Duration(r.j.TimeoutSeconds()) * time.Second
-	jobCtx, cancelJob := context.WithTimeoutCause(ctx, jobTimeout, errJobTimeout)
-	defer cancelJob()
-	buildCtx, cancelBuild := context.WithCancelCause(jobCtx)
+	buildCtx, cancelBuild := context.WithCancelCause(ctx)
 	defer cancelBuild(nil)
 	if r.b.Canceling != nil {
-		go func() {
-			select {
-			case <-r.b.Canceling:
-				if buildCtx.Err() != nil {
-					return
-				}
+		stop := context.AfterFunc(r.b.Canceling, func() {
+			if buildCtx.Err() == nil {
 				r.log.Warnf("Job cancel requested: stopping the script; after_script and on_failure stages still run")
-				cancelBuild(errCanceled)
-			case <-buildCtx.Done():
 			}
-		}()
+			cancelBuild(context.Cause(r.b.Canceling))
+		})
+		defer stop()
 	}
 
 	err := r.section("prepare_executor", fmt.Sprintf("Preparing the %q executor", "docker"), func() error { return r.prepare(buildCtx) })
@@ -295,42 +287,43 @@ func (r *run) execute(ctx context.Context) error {
 		err = r.section("prepare_script", "Preparing environment", func() error { return r.prepareScript(buildCtx) })
 	}
 	if err != nil {
-		return r.outcome(ctx, jobCtx, buildCtx, err)
+		return r.outcome(ctx, buildCtx, err)
 	}
 
 	buildErr := r.buildStages(buildCtx)
-	if ctx.Err() != nil || jobCtx.Err() != nil {
-		return r.outcome(ctx, jobCtx, buildCtx, buildErr)
+	if ctx.Err() != nil {
+		return r.outcome(ctx, buildCtx, buildErr)
 	}
 	status := "success"
 	switch {
-	case errors.Is(context.Cause(buildCtx), errCanceled):
+	case errors.Is(context.Cause(buildCtx), executors.ErrCanceled):
 		status = "canceled"
 	case buildErr != nil:
 		status = "failed"
 	}
-	r.afterScript(jobCtx, status)
+	r.afterScript(ctx, status)
 	succeeded := buildErr == nil
-	postErr := errors.Join(r.archiveCache(jobCtx, succeeded), r.uploadArtifacts(jobCtx, succeeded))
-	r.cleanupFileVariables(jobCtx)
+	postErr := errors.Join(r.archiveCache(ctx, succeeded), r.uploadArtifacts(ctx, succeeded))
+	r.cleanupFileVariables(ctx)
 	if buildErr == nil {
 		buildErr = postErr
 	}
-	return r.outcome(ctx, jobCtx, buildCtx, buildErr)
+	return r.outcome(ctx, buildCtx, buildErr)
 }
 
-// outcome turns a stage error into the job's result: abort, job timeout and cancel take precedence
-// over whatever error the interrupted stage reported.
-func (r *run) outcome(ctx, jobCtx, buildCtx context.Context, err error) error {
+// outcome turns a stage error into the job's result: job timeout, abort and cancel (the causes the
+// caller's contexts end with) take precedence over whatever error the interrupted stage reported.
+func (r *run) outcome(ctx, buildCtx context.Context, err error) error {
+	var timeout *executors.TimeoutError
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(context.Cause(ctx), &timeout):
+		return &job.BuildError{Reason: job.JobExecutionTimeout, Err: fmt.Errorf("%w (job timeout)", timeout)}
 	case ctx.Err() != nil:
 		return fmt.Errorf("job aborted: %w", context.Cause(ctx))
-	case errors.Is(context.Cause(jobCtx), errJobTimeout):
-		return &job.BuildError{Reason: job.JobExecutionTimeout, Err: fmt.Errorf("execution took longer than %s (job timeout)", time.Duration(r.j.TimeoutSeconds())*time.Second)}
-	case errors.Is(context.Cause(buildCtx), errCanceled):
-		return &job.BuildError{Reason: job.JobCanceled, Err: errors.New("job canceled")}
+	case errors.Is(context.Cause(buildCtx), executors.ErrCanceled):
+		return &job.BuildError{Reason: job.JobCanceled, Err: executors.ErrCanceled}
 	case errors.Is(err, errScriptTimeout):
 		return &job.BuildError{Reason: job.JobExecutionTimeout, Err: fmt.Errorf("script took longer than RUNNER_SCRIPT_TIMEOUT=%s", r.vars.Get("RUNNER_SCRIPT_TIMEOUT"))}
 	}

@@ -260,8 +260,10 @@ func (r *rig) runOne(t testing.TB, p *Provider, watch *sectionLog) (error, gitla
 		watch.onReceived()
 	}
 	watch.JobLog = tr
-	runErr := p.Run(ctx, res, &executors.Build{Job: j, Runner: r.runner, Log: watch,
-		Logger: testLogger(t), Canceling: tr.Canceling(), SystemID: "s_test"})
+	jobCtx, canceling, stop := executors.NewJobContext(ctx, time.Duration(j.TimeoutSeconds())*time.Second, tr.Canceling(), nil)
+	defer stop()
+	runErr := p.Run(jobCtx, res, &executors.Build{Job: j, Runner: r.runner, Log: watch,
+		Logger: testLogger(t), Canceling: canceling, SystemID: "s_test"})
 	state := gitlab.JobSuccess
 	reason, code := job.Failure(runErr)
 	if runErr != nil {
