@@ -1,7 +1,8 @@
 // Package gitlab is fleetrunner's client for GitLab's runner API (/api/v4): runner registration and
-// verification, job requests, job updates, trace uploads and artifacts. It follows the header, token,
-// status-code, back-off and rate-limit rules of ../shared/spec/gitlab-api.md §0 and §1, so that a real
-// GitLab accepts what it sends.
+// verification, job requests, job updates and trace uploads. It follows the header, token, status-code,
+// back-off and rate-limit rules of ../shared/spec/gitlab-api.md §0 and §1, so that a real GitLab accepts
+// what it sends. Artifacts are uploaded and downloaded inside the job's helper container, by
+// executors/docker/helper/artifacts.
 package gitlab
 
 import (
@@ -219,10 +220,6 @@ func (c *Client) url(path string, q url.Values) *url.URL {
 // back-off to error statuses and transport errors before returning. The caller closes the response body.
 func (c *Client) do(ctx context.Context, cl call) (*http.Response, error) {
 	u := c.url(cl.path, cl.query)
-	return c.doURL(ctx, cl, u)
-}
-
-func (c *Client) doURL(ctx context.Context, cl call, u *url.URL) (*http.Response, error) {
 	key := cl.method + " " + u.Path
 	log := c.log.WithFields(logrus.Fields{"method": cl.method, "path": u.Path})
 	for attempt := 0; ; attempt++ {
@@ -290,10 +287,6 @@ func Endpoint(method, path string) string {
 		return "update_job"
 	case parts[0] == "jobs" && len(parts) == 3 && parts[2] == "trace":
 		return "patch_trace"
-	case parts[0] == "jobs" && len(parts) == 3 && parts[2] == "artifacts" && method == http.MethodPost:
-		return "upload_artifacts"
-	case parts[0] == "jobs" && len(parts) == 3 && parts[2] == "artifacts":
-		return "download_artifacts"
 	}
 	return "other"
 }
@@ -380,8 +373,6 @@ var (
 	ErrGone = errors.New("gone")
 	// ErrNotFound is a 404.
 	ErrNotFound = errors.New("not found")
-	// ErrTooLarge is a 413 (artifact above the instance's limit).
-	ErrTooLarge = errors.New("too large")
 )
 
 // StatusError is an unexpected answer: its HTTP status and GitLab's message.
@@ -406,15 +397,8 @@ func (e *StatusError) Is(target error) bool {
 		return e.Status == http.StatusGone
 	case ErrNotFound:
 		return e.Status == http.StatusNotFound
-	case ErrTooLarge:
-		return e.Status == http.StatusRequestEntityTooLarge
 	}
 	return false
-}
-
-// Retryable reports whether trying the same request later may succeed.
-func (e *StatusError) Retryable() bool {
-	return e.Status == http.StatusTooManyRequests || e.Status >= 500
 }
 
 // statusError builds a StatusError from an answer, reading GitLab's message from its body.

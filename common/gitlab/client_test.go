@@ -15,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"testing/iotest"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -507,98 +506,6 @@ func TestFinalStateAcceptedDespiteJobStatus(t *testing.T) {
 	u := c.UpdateJob(t.Context(), JobCredentials{ID: 1, Token: "glcbt-t"}, UpdateJobInfo{State: JobFailed, FailureReason: job.UnknownFailure})
 	if u.State != UpdateSucceeded {
 		t.Fatalf("a 200 to a final state must count as applied, got %+v", u)
-	}
-}
-
-func TestUploadArtifacts(t *testing.T) {
-	var mu sync.Mutex
-	answers := []int{500, 307, 201}
-	var got []string
-	var lastQuery string
-	c, _, _ := testClient(t, func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		defer mu.Unlock()
-		if r.Header.Get("Job-Token") != "glcbt-t" {
-			w.WriteHeader(403)
-			return
-		}
-		f, fh, err := r.FormFile("file")
-		if err != nil {
-			w.WriteHeader(400)
-			return
-		}
-		data, _ := io.ReadAll(f)
-		got = append(got, fh.Filename+":"+string(data))
-		lastQuery = r.URL.RawQuery
-		status := answers[0]
-		answers = answers[1:]
-		if status == 307 {
-			w.Header().Set("Location", "/redirected"+r.URL.Path+"?"+r.URL.RawQuery)
-		}
-		w.WriteHeader(status)
-	})
-	jc := JobCredentials{ID: 8, Token: "glcbt-t"}
-	// A reader that is not seekable and returns data in tiny pieces must still be resendable.
-	body := iotest.HalfReader(strings.NewReader("zip-bytes"))
-	if err := c.UploadArtifacts(t.Context(), jc, body, UploadOptions{Name: "artifacts.zip", Type: "archive", Format: "zip", ExpireIn: "1 week"}); err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 3 || got[2] != "artifacts.zip:zip-bytes" {
-		t.Fatalf("uploads = %v", got)
-	}
-	if lastQuery != "artifact_format=zip&artifact_type=archive&expire_in=1+week" {
-		t.Fatalf("query = %s", lastQuery)
-	}
-
-	for _, tc := range []struct {
-		status int
-		is     error
-	}{{413, ErrTooLarge}, {403, ErrForbidden}, {400, nil}} {
-		mu.Lock()
-		answers = []int{tc.status, 201}
-		got = nil
-		mu.Unlock()
-		err := c.UploadArtifacts(t.Context(), jc, bytes.NewReader([]byte("x")), UploadOptions{Name: "junit.xml.gz", Type: "junit", Format: "gzip"})
-		var se *StatusError
-		if !errors.As(err, &se) || se.Status != tc.status || (tc.is != nil && !errors.Is(err, tc.is)) || len(got) != 1 {
-			t.Errorf("status %d: err = %v after %d uploads; want a final *StatusError", tc.status, err, len(got))
-		}
-	}
-}
-
-func TestDownloadArtifacts(t *testing.T) {
-	storage := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Job-Token") != "" {
-			w.WriteHeader(400) // the job token must not leak to object storage
-			return
-		}
-		_, _ = io.WriteString(w, "archive-bytes")
-	}))
-	t.Cleanup(storage.Close)
-	c, _, _ := testClient(t, func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case r.Header.Get("Job-Token") != "glcbt-t":
-			w.WriteHeader(403)
-		case r.URL.Path == "/api/v4/jobs/1/artifacts" && r.URL.Query().Get("direct_download") == "true":
-			http.Redirect(w, r, storage.URL+"/bucket/obj", http.StatusFound)
-		case r.URL.Path == "/api/v4/jobs/1/artifacts":
-			_, _ = io.WriteString(w, "archive-bytes")
-		default:
-			w.WriteHeader(404)
-		}
-	})
-	direct := true
-	for _, dd := range []*bool{nil, &direct} {
-		var buf bytes.Buffer
-		if err := c.DownloadArtifacts(t.Context(), JobCredentials{ID: 1, Token: "glcbt-t"}, &buf, dd); err != nil || buf.String() != "archive-bytes" {
-			t.Fatalf("direct=%v: %q, %v", dd, buf.String(), err)
-		}
-	}
-	if err := c.DownloadArtifacts(t.Context(), JobCredentials{ID: 2, Token: "glcbt-t"}, io.Discard, nil); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("missing artifacts: err = %v", err)
-	}
-	if err := c.DownloadArtifacts(t.Context(), JobCredentials{ID: 1, Token: "bad"}, io.Discard, nil); !errors.Is(err, ErrForbidden) {
-		t.Fatalf("bad token: err = %v", err)
 	}
 }
 

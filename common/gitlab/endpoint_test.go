@@ -20,8 +20,6 @@ func TestEndpoint(t *testing.T) {
 		{http.MethodPost, "jobs/request", "request_job"},
 		{http.MethodPut, "jobs/7", "update_job"},
 		{http.MethodPatch, "jobs/7/trace", "patch_trace"},
-		{http.MethodPost, "jobs/7/artifacts", "upload_artifacts"},
-		{http.MethodGet, "jobs/7/artifacts", "download_artifacts"},
 		{http.MethodGet, "version", "other"},
 	}
 	for _, tt := range tests {

@@ -1,7 +1,6 @@
 package gitlab_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -119,7 +118,7 @@ func TestSimRunnerLifecycle(t *testing.T) {
 	})
 }
 
-func TestSimRequestJobAndArtifacts(t *testing.T) {
+func TestSimRequestJobAndFinish(t *testing.T) {
 	sim := startSim(t)
 	c := simClient(t, sim)
 	ctx := t.Context()
@@ -139,28 +138,6 @@ func TestSimRequestJobAndArtifacts(t *testing.T) {
 		t.Fatalf("RequestJob = %+v", r)
 	}
 	jc := gitlab.JobCredentials{ID: r.Job.ID, Token: r.Job.Token}
-
-	sim.SetFaults(gitlabsim.Faults{ArtifactsRedirect307: 1})
-	if err := c.UploadArtifacts(ctx, jc, bytes.NewReader([]byte("PK-archive")), gitlab.UploadOptions{Name: "artifacts.zip", Type: "archive", Format: "zip", ExpireIn: "1 week"}); err != nil {
-		t.Fatal(err)
-	}
-	sim.SetFaults(gitlabsim.Faults{Artifacts413: 1})
-	err := c.UploadArtifacts(ctx, jc, bytes.NewReader([]byte("big")), gitlab.UploadOptions{Name: "junit.xml.gz", Type: "junit", Format: "gzip"})
-	if !errors.Is(err, gitlab.ErrTooLarge) {
-		t.Fatalf("413: err = %v", err)
-	}
-	snap, _ := sim.Job(id)
-	if len(snap.Artifacts) != 1 || string(snap.Artifacts[0].Data) != "PK-archive" || snap.Artifacts[0].Filename != "artifacts.zip" || snap.Artifacts[0].ExpireIn != "1 week" {
-		t.Fatalf("stored artifacts = %+v", snap.Artifacts)
-	}
-	var buf bytes.Buffer
-	if err := c.DownloadArtifacts(ctx, jc, &buf, nil); err != nil || buf.String() != "PK-archive" {
-		t.Fatalf("download = %q, %v", buf.String(), err)
-	}
-	var se *gitlab.StatusError
-	if err := c.DownloadArtifacts(ctx, gitlab.JobCredentials{ID: id, Token: "glcbt-wrong"}, io.Discard, nil); !errors.As(err, &se) || (se.Status != 401 && se.Status != 403) {
-		t.Fatalf("download with a wrong token: %v", err)
-	}
 	if u := c.UpdateJob(ctx, jc, gitlab.UpdateJobInfo{State: gitlab.JobSuccess}); u.State != gitlab.UpdateSucceeded {
 		t.Fatalf("UpdateJob = %+v", u)
 	}

@@ -64,13 +64,17 @@ func (c *Client) newHTTPClient() *http.Client {
 	return &http.Client{
 		Transport: t,
 		// A 307 on an upload is answered by resending the body ourselves (it is streamed, so Go
-		// cannot); GET redirects to object storage are followed as usual.
+		// cannot); GET redirects to object storage are followed as usual, but without the job token:
+		// Go forwards a custom header such as JOB-TOKEN to any host.
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
 			if req.Method != http.MethodGet {
 				return http.ErrUseLastResponse
 			}
 			if len(via) >= 10 {
 				return errors.New("too many redirects")
+			}
+			if req.URL.Host != via[0].URL.Host {
+				req.Header.Del("JOB-TOKEN")
 			}
 			return nil
 		},

@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"gitlab.com/fleetrunner/fleetrunner/common/gitlab"
+	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
+	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker/helper/archive"
 )
 
@@ -264,5 +267,95 @@ func TestBadURL(t *testing.T) {
 	err := c.Download(t.Context(), 1, t.TempDir())
 	if err == nil || strings.Contains(err.Error(), "pw@") {
 		t.Errorf("err = %v, want a refusal without the password", err)
+	}
+}
+
+// TestDownloadFromObjectStorage: GitLab may answer a download with a redirect to object storage
+// (direct_download); the archive is fetched from there, and the job token stays with GitLab.
+func TestDownloadFromObjectStorage(t *testing.T) {
+	var archiveZip bytes.Buffer
+	zw := zip.NewWriter(&archiveZip)
+	w, err := zw.Create("out/result.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w, "from storage")
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	storage := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("JOB-TOKEN") != "" {
+			http.Error(w, "the job token reached object storage", http.StatusBadRequest)
+			return
+		}
+		w.Write(archiveZip.Bytes())
+	}))
+	t.Cleanup(storage.Close)
+	gl := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("JOB-TOKEN") != token {
+			http.Error(w, `{"message":"403 Forbidden"}`, http.StatusForbidden)
+			return
+		}
+		http.Redirect(w, r, storage.URL+"/bucket/artifacts.zip", http.StatusFound)
+	}))
+	t.Cleanup(gl.Close)
+
+	dst := filepath.Join(t.TempDir(), "b")
+	c := &Client{URL: gl.URL, Token: token, Out: io.Discard, Attempts: 1}
+	if err := c.Download(t.Context(), 5, dst); err != nil {
+		t.Fatalf("Download: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dst, "out/result.txt")); err != nil || string(b) != "from storage" {
+		t.Fatalf("out/result.txt = %q, %v", b, err)
+	}
+}
+
+// TestAgainstGitLabSim: uploads and downloads against the GitLab simulator, which answers as the
+// runner API does (a 307 that the upload repeats, a final 413, 401/403 for a wrong token).
+func TestAgainstGitLabSim(t *testing.T) {
+	sim, err := gitlabsim.New(gitlabsim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sim.Close() })
+	gl, err := gitlab.NewClient(logging.Discard(), gitlab.ClientConfig{URL: sim.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, runnerToken := sim.CreateRunner(gitlabsim.RunnerOptions{})
+	id := sim.Enqueue(gitlabsim.JobSpec{Name: "build", Script: []string{"true"}})
+	got := gl.RequestJob(t.Context(), runnerToken, "s_1")
+	if got.Err != nil || got.Job == nil || got.Job.ID != id {
+		t.Fatalf("RequestJob = %+v", got)
+	}
+	c := &Client{URL: sim.URL(), Token: got.Job.Token, Out: io.Discard, Backoff: time.Millisecond}
+	dir := project(t)
+
+	sim.SetFaults(gitlabsim.Faults{ArtifactsRedirect307: 1})
+	if err := c.Upload(t.Context(), id, dir, UploadOptions{Name: "artifacts", ExpireIn: "1 week", Format: archive.FormatZip,
+		Selection: archive.Selection{Paths: []string{"bin/"}}}); err != nil {
+		t.Fatalf("Upload after a 307: %v", err)
+	}
+	sim.SetFaults(gitlabsim.Faults{Artifacts413: 1})
+	err = c.Upload(t.Context(), id, dir, UploadOptions{Name: "junit.xml", Type: "junit", Format: archive.FormatGzip,
+		Selection: archive.Selection{Paths: []string{"report.xml"}}})
+	if err == nil || !strings.Contains(err.Error(), "413") {
+		t.Fatalf("Upload answered 413: err = %v", err)
+	}
+	snap, _ := sim.Job(id)
+	if len(snap.Artifacts) != 1 || snap.Artifacts[0].Filename != "artifacts.zip" || snap.Artifacts[0].ExpireIn != "1 week" {
+		t.Fatalf("stored artifacts = %+v", snap.Artifacts)
+	}
+
+	dst := filepath.Join(t.TempDir(), "b")
+	if err := c.Download(t.Context(), id, dst); err != nil {
+		t.Fatalf("Download: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dst, "bin/app")); err != nil || string(b) != "binary" {
+		t.Fatalf("bin/app = %q, %v", b, err)
+	}
+	c.Token = "glcbt-wrong"
+	if err := c.Download(t.Context(), id, dst); err == nil || !(strings.Contains(err.Error(), "401") || strings.Contains(err.Error(), "403")) {
+		t.Fatalf("Download with a wrong token: err = %v, want a 401 or 403", err)
 	}
 }
