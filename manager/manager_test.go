@@ -26,9 +26,9 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
-	"gitlab.com/fleetrunner/fleetrunner/manager"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
+	"gitlab.com/fleetrunner/fleetrunner/manager"
 )
 
 // testTimeout bounds every wait of these tests.

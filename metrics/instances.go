@@ -6,8 +6,8 @@ import (
 	"io"
 	"slices"
 
-	"gitlab.com/fleetrunner/fleetrunner/manager"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
+	"gitlab.com/fleetrunner/fleetrunner/manager"
 )
 
 // Instance is one autoscaled instance as /debug/autoscaler/instances shows it.

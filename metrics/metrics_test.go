@@ -2,7 +2,6 @@ package metrics_test
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -15,6 +14,7 @@ import (
 
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
+	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 	"gitlab.com/fleetrunner/fleetrunner/manager"
 	"gitlab.com/fleetrunner/fleetrunner/metrics"
 )
@@ -191,8 +191,7 @@ func TestEndpoints(t *testing.T) {
 }
 
 func TestErrorsTotalCountsWarningsAndErrors(t *testing.T) {
-	log := logrus.New()
-	log.Out = io.Discard
+	log := logging.Discard()
 	mx := metrics.New(log)
 	log.AddHook(mx.LogHook())
 	srv := httptest.NewServer(mx.Handler())

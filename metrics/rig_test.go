@@ -16,11 +16,11 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"github.com/sirupsen/logrus"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
+	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 	"gitlab.com/fleetrunner/fleetrunner/manager"
@@ -128,8 +128,7 @@ func newRig(t *testing.T, exec *testExec) *rig {
 	t.Cleanup(func() { _ = sim.Close() })
 	_, token := sim.CreateRunner(gitlabsim.RunnerOptions{Description: "metrics test"})
 
-	log := logrus.New()
-	log.Out = io.Discard
+	log := logging.Discard()
 	mx := metrics.New(log)
 	log.AddHook(mx.LogHook())
 	srv, err := metrics.Start(log, "127.0.0.1:0", mx.Handler())
@@ -164,9 +163,7 @@ shutdown_timeout = 5
 	if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
 		r.t.Fatal(err)
 	}
-	log := logrus.New()
-	log.Out = io.Discard
-	r.m = manager.New(log, manager.Options{
+	r.m = manager.New(logging.Discard(), manager.Options{
 		ConfigPath: cfgPath, Registry: r.exec.registry(), SystemID: systemID, Observer: r.mx,
 	})
 	done := make(chan error, 1)

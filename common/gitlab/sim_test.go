@@ -3,15 +3,13 @@ package gitlab_test
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
-
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
+	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 )
 
 func startSim(t testing.TB) *gitlabsim.Server {
@@ -26,9 +24,7 @@ func startSim(t testing.TB) *gitlabsim.Server {
 
 func simClient(t testing.TB, sim *gitlabsim.Server) *gitlab.Client {
 	t.Helper()
-	log := logrus.New()
-	log.Out = io.Discard
-	c, err := gitlab.NewClient(log, gitlab.ClientConfig{
+	c, err := gitlab.NewClient(logging.Discard(), gitlab.ClientConfig{
 		URL:   sim.URL(),
 		Info:  gitlab.NewVersionInfo("test", "bash", map[string]bool{"variables": true}),
 		Sleep: func(ctx context.Context, d time.Duration) error { return ctx.Err() },

@@ -5,17 +5,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
-
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
+	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 	"gitlab.com/fleetrunner/fleetrunner/common/trace"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 )
@@ -38,9 +36,7 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sim.Close() })
-	log := logrus.New()
-	log.Out = io.Discard
-	c, err := gitlab.NewClient(log, gitlab.ClientConfig{URL: sim.URL(), Info: gitlab.NewVersionInfo("test", "bash", nil)})
+	c, err := gitlab.NewClient(logging.Discard(), gitlab.ClientConfig{URL: sim.URL(), Info: gitlab.NewVersionInfo("test", "bash", nil)})
 	if err != nil {
 		t.Fatal(err)
 	}

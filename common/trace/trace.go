@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"hash"
 	"hash/crc32"
-	"io"
 	"regexp"
 	"sync"
 	"time"
@@ -21,6 +20,7 @@ import (
 
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab"
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
+	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 )
 
 // Defaults (spec §4.2, §5.3).
@@ -120,12 +120,7 @@ func New(net Network, jc gitlab.JobCredentials, o Options) *Trace {
 	if o.Sleep == nil {
 		o.Sleep = sleepCtx
 	}
-	log := o.Logger
-	if log == nil {
-		l := logrus.New()
-		l.Out = io.Discard
-		log = l
-	}
+	log := logging.Or(o.Logger)
 	return &Trace{
 		net:       net,
 		jc:        jc,

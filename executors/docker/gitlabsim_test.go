@@ -2,17 +2,15 @@ package docker_test
 
 import (
 	"context"
-	"io"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
-
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
+	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 	"gitlab.com/fleetrunner/fleetrunner/common/trace"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
@@ -27,12 +25,6 @@ type simRig struct {
 	gl  *gitlab.Client
 }
 
-func quietLogger() *logrus.Logger {
-	l := logrus.New()
-	l.Out = io.Discard
-	return l
-}
-
 func newSimRig(t *testing.T) *simRig {
 	t.Helper()
 	testenv.RequireCommand(t, "git", "apt-get install git")
@@ -45,7 +37,7 @@ func newSimRig(t *testing.T) *simRig {
 	_, token := sim.CreateRunner(gitlabsim.RunnerOptions{Description: "docker executor test"})
 	rg.runner.Token, rg.runner.URL = token, sim.URL()
 	rg.runner.Docker.NetworkMode = "host"
-	gl, err := gitlab.NewClient(quietLogger(), gitlab.ClientConfig{URL: sim.URL(),
+	gl, err := gitlab.NewClient(logging.Discard(), gitlab.ClientConfig{URL: sim.URL(),
 		Info: gitlab.NewVersionInfo("docker", "sh", docker.Features())})
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +64,7 @@ func (s *simRig) runNext(t *testing.T, onStart func(id int64)) gitlabsim.JobSnap
 	}
 	tr := trace.New(s.gl, gitlab.JobCredentials{ID: j.ID, Token: j.Token}, trace.Options{
 		MaskPhrases: j.Variables.MaskedValues(), TokenPrefixes: j.Features.TokenMaskPrefixes,
-		UpdateInterval: 200 * time.Millisecond, ForceSendInterval: time.Second, Logger: quietLogger(),
+		UpdateInterval: 200 * time.Millisecond, ForceSendInterval: time.Second, Logger: logging.Discard(),
 	})
 	tr.Start()
 	// As the manager does: the job's timeout, GitLab's graceful cancel and GitLab saying the job is gone.
@@ -81,7 +73,7 @@ func (s *simRig) runNext(t *testing.T, onStart func(id int64)) gitlabsim.JobSnap
 	if onStart != nil {
 		onStart(j.ID)
 	}
-	err := docker.RunJob(jobCtx, s.cli, &executors.Build{Job: j, Runner: s.runner, Log: tr, Logger: quietLogger(),
+	err := docker.RunJob(jobCtx, s.cli, &executors.Build{Job: j, Runner: s.runner, Log: tr, Logger: logging.Discard(),
 		Canceling: canceling, SystemID: "s_test"}, docker.Options{EngineName: "local"})
 	state := gitlab.JobSuccess
 	reason, code := job.Failure(err)

@@ -11,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
+	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 )
 
@@ -54,10 +55,7 @@ func NewProvider(runner *config.RunnerConfig, deps executors.Deps) (executors.Pr
 	if err != nil {
 		return nil, err
 	}
-	log := deps.Logger
-	if log == nil {
-		log = logrus.New()
-	}
+	log := logging.Or(deps.Logger)
 	// The sweep has a client of its own: the Docker client negotiates its API version on first use
 	// without a lock, so sharing one with the first job races.
 	sweepCli, err := NewClient(runner.Docker)

@@ -22,6 +22,7 @@ import (
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
+	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 )
 
@@ -97,10 +98,7 @@ func configErr(format string, args ...any) error {
 
 // newRun checks the job against the runner's configuration before anything is created on the engine.
 func newRun(cli client.APIClient, b *executors.Build, opts Options) (*run, error) {
-	r := &run{cli: cli, b: b, j: b.Job, rc: b.Runner, log: b.Log, logger: b.Logger, opts: opts, uid: newUID()}
-	if r.logger == nil {
-		r.logger = logrus.New()
-	}
+	r := &run{cli: cli, b: b, j: b.Job, rc: b.Runner, log: b.Log, logger: logging.Or(b.Logger), opts: opts, uid: newUID()}
 	r.dc = r.rc.Docker
 	if r.dc == nil {
 		r.dc = &config.DockerConfig{}

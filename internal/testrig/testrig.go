@@ -5,7 +5,6 @@ package testrig
 import (
 	"bytes"
 	"context"
-	"io"
 	"sync"
 	"testing"
 	"time"
@@ -19,12 +18,13 @@ import (
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
-	"gitlab.com/fleetrunner/fleetrunner/manager"
+	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker/helperimage"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testimage"
+	"gitlab.com/fleetrunner/fleetrunner/manager"
 )
 
 // StartManager does what `fleetrunner run -c configPath` does, in-process: the real manager on the
@@ -172,9 +172,7 @@ func Engine(t testing.TB) (cli *client.Client, jobImage string) {
 	helperOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		quiet := logrus.New()
-		quiet.SetOutput(io.Discard)
-		_, helperErr = helperimage.Ensure(ctx, cli, quiet)
+		_, helperErr = helperimage.Ensure(ctx, cli, logging.Discard())
 	})
 	if helperErr != nil {
 		t.Fatalf("helper image: %v", helperErr)

@@ -21,6 +21,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/sirupsen/logrus"
+
+	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 )
 
 // Options configure a Server. The zero value is usable.
@@ -82,12 +84,7 @@ func New(opts Options) (*Server, error) {
 	if opts.TraceUpdateInterval <= 0 {
 		opts.TraceUpdateInterval = 3
 	}
-	log := opts.Logger
-	if log == nil {
-		l := logrus.New()
-		l.Out = io.Discard
-		log = l
-	}
+	log := logging.Or(opts.Logger)
 	s := &Server{
 		opts:              opts,
 		log:               log.WithField("component", "gitlabsim"),

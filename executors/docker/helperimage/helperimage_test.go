@@ -23,17 +23,11 @@ import (
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
-	"github.com/sirupsen/logrus"
 
+	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker/helper/gittest"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
 )
-
-func quietLog() logrus.FieldLogger {
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	return l
-}
 
 func TestGoarchAndTag(t *testing.T) {
 	tests := []struct{ in, want string }{{"x86_64", "amd64"}, {"amd64", "amd64"}, {"aarch64", "arm64"}, {"arm64", "arm64"}, {"s390x", ""}}
@@ -58,7 +52,7 @@ func TestFindBinary(t *testing.T) {
 		return "", errors.New("no Go toolchain on PATH")
 	}
 
-	_, err := e.findBinary(t.Context(), "arm64", quietLog())
+	_, err := e.findBinary(t.Context(), "arm64", logging.Discard())
 	want := filepath.Join(dir, "fleetrunner-helper-linux-arm64")
 	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "no Go toolchain") {
 		t.Fatalf("err = %v, want one naming %s and the build failure", err, want)
@@ -66,7 +60,7 @@ func TestFindBinary(t *testing.T) {
 	if err := os.WriteFile(want, []byte("bin"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := e.findBinary(t.Context(), "arm64", quietLog()); err != nil || got != want {
+	if got, err := e.findBinary(t.Context(), "arm64", logging.Discard()); err != nil || got != want {
 		t.Errorf("findBinary = %q, %v; want %q", got, err, want)
 	}
 }
@@ -129,7 +123,7 @@ func TestEnsureOnEngine(t *testing.T) {
 	errs := make([]error, 3)
 	var wg sync.WaitGroup
 	for i := range refs {
-		wg.Go(func() { refs[i], errs[i] = e.ensure(ctx, cc, quietLog()) })
+		wg.Go(func() { refs[i], errs[i] = e.ensure(ctx, cc, logging.Discard()) })
 	}
 	wg.Wait()
 	for i := range refs {
@@ -147,7 +141,7 @@ func TestEnsureOnEngine(t *testing.T) {
 	if n := cc.builds.Load(); n != 1 {
 		t.Fatalf("%d builds for three concurrent first calls, want 1", n)
 	}
-	if _, err := e.ensure(ctx, cc, quietLog()); err != nil || cc.builds.Load() != 1 {
+	if _, err := e.ensure(ctx, cc, logging.Discard()); err != nil || cc.builds.Load() != 1 {
 		t.Fatalf("second Ensure: err %v, builds %d; want the fast path", err, cc.builds.Load())
 	}
 	insp, err := cli.ImageInspect(ctx, ref)
@@ -186,7 +180,7 @@ func TestEnsureOnEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.staleAfter = 0
-	if _, err := e.ensure(ctx, cc, quietLog()); err != nil || cc.builds.Load() != 2 {
+	if _, err := e.ensure(ctx, cc, logging.Discard()); err != nil || cc.builds.Load() != 2 {
 		t.Fatalf("Ensure without its image: err %v, builds %d; want a rebuild", err, cc.builds.Load())
 	}
 	if insp, err := cli.ImageInspect(ctx, ref); err != nil || insp.Config.Labels[LabelDigest] != bin.digest {
@@ -290,7 +284,7 @@ func TestEnsureSurvivesACanceledCaller(t *testing.T) {
 	firstCtx, abortFirst := context.WithCancel(t.Context())
 	first := make(chan error, 1)
 	go func() {
-		_, err := e.ensure(firstCtx, cli, quietLog())
+		_, err := e.ensure(firstCtx, cli, logging.Discard())
 		first <- err
 	}()
 	<-building
@@ -298,7 +292,7 @@ func TestEnsureSurvivesACanceledCaller(t *testing.T) {
 	var ref string
 	go func() {
 		var err error
-		ref, err = e.ensure(t.Context(), cli, quietLog())
+		ref, err = e.ensure(t.Context(), cli, logging.Discard())
 		second <- err
 	}()
 	abortFirst()
