@@ -115,3 +115,24 @@ func TestRecoveredJobMessages(t *testing.T) {
 		})
 	}
 }
+
+// TestGracefulStopReportsRecoveredJobsFirst: a graceful stop right after the start must not cut the
+// report of a job the previous process left running short; it would be forgotten unreported.
+func TestGracefulStopReportsRecoveredJobsFirst(t *testing.T) {
+	r := newRig(t, gitlabsim.Options{})
+	id := r.sim.Enqueue(gitlabsim.JobSpec{Name: "interrupted", Script: []string{"sleep 600"}})
+	taken := r.takeJob(id)
+	// Every answer is slow, so reporting the job (a PATCH and a PUT) takes longer than the stop.
+	r.sim.SetFaults(gitlabsim.Faults{Latency: 300 * time.Millisecond})
+	rec := &recoveringExec{scriptExec: r.exec, jobs: []executors.RecoveredJob{{ID: id, Token: taken.Token, URL: r.url, Instance: "i-0abc"}}}
+	r.writeConfig(runnerSettings{concurrent: 1})
+	r.startWith(rec, time.Hour)
+	waitLog(t, r.logs, "fleetrunner is running")
+	r.m.StopGracefully()
+	if err := r.wait(); err != nil {
+		t.Fatalf("graceful stop: %v", err)
+	}
+	if snap, _ := r.sim.Job(id); snap.Status != gitlabsim.StatusFailed {
+		t.Errorf("job interrupted by the previous process is %s after a graceful stop; want failed (reported)", snap.Status)
+	}
+}

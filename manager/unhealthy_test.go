@@ -1,11 +1,15 @@
 package manager_test
 
 import (
+	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"gitlab.com/fleetrunner/fleetrunner/common/gitlab"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
+	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 )
 
@@ -82,5 +86,39 @@ func TestReloadEndsUnhealthyPause(t *testing.T) {
 	id := r.sim.Enqueue(gitlabsim.JobSpec{Name: "after-reload", Script: []string{"echo reloaded"}})
 	if snap := r.finished(id); snap.Status != gitlabsim.StatusSuccess {
 		t.Fatalf("job after the reload: %s; want success", snap.Status)
+	}
+}
+
+// TestNewTokenEndsUnhealthyPause: requests sent with a token reset outside this process are refused
+// until config.toml carries the new token; those refusals paused the runner, and the new token must end
+// the pause rather than leave the runner idle for unhealthy_interval.
+func TestNewTokenEndsUnhealthyPause(t *testing.T) {
+	r := newRotationRig(t, `  unhealthy_requests_limit = 2
+  unhealthy_interval = "1h"
+  [runners.feature_flags]
+    FF_DISABLE_AUTOMATIC_TOKEN_ROTATION = true`)
+	r.proxy.open.Store(true)
+	r.start(time.Hour)
+	c, err := gitlab.NewClient(logging.Discard(), gitlab.ClientConfig{URL: r.sim.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.ResetToken(r.ctx(), r.rotating)
+	if err != nil {
+		t.Fatalf("reset: %v", err)
+	}
+	waitLog(t, r.logs, "runner is unhealthy")
+	edited := strings.Replace(string(r.initialFile), r.rotating, resp.Token, 1)
+	if err := os.WriteFile(r.cfgPath, []byte(edited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.m.Reload()
+	waitLog(t, r.logs, "runner token changed in config.toml")
+	id := r.sim.Enqueue(gitlabsim.JobSpec{Name: "after", Script: []string{"echo new token"}})
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	snap, err := r.sim.WaitFinished(ctx, id)
+	if err != nil || snap.Status != gitlabsim.StatusSuccess {
+		t.Fatalf("job after the new token was configured: %v %s; want success (the pause must end)", err, snap.Status)
 	}
 }
