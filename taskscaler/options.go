@@ -94,6 +94,10 @@ type Options struct {
 	// when none was fetched yet; it is not refreshed for the check); FailureThreshold consecutive
 	// errors replace the instance. Nil disables health checks.
 	HealthCheck func(ctx context.Context, inst Instance) error
+	// Gone is called, outside the taskscaler's lock, for every instance that left the group (listed as
+	// deleted or no longer listed, or deleted at shutdown) once the taskscaler has forgotten it, so that
+	// what the caller holds for it (a pooled connection) can go too. Nil: nobody is told.
+	Gone func(id string)
 
 	// Clock is the wall clock when nil.
 	Clock clock.Clock

@@ -65,9 +65,10 @@ func (ts *Taskscaler) reconcile(ctx context.Context) {
 
 	ts.mu.Lock()
 	now := ts.clock.Now()
-	ts.applyLocked(seen, now)
+	gone := ts.applyLocked(seen, now)
 	create, remove := ts.planLocked(now)
 	ts.mu.Unlock()
+	ts.tellGone(gone)
 
 	if create > 0 {
 		ts.increase(ctx, create)
@@ -83,8 +84,9 @@ func (ts *Taskscaler) reconcile(ctx context.Context) {
 	ts.markDirty()
 }
 
-// applyLocked folds one listing of the group into the instance table.
-func (ts *Taskscaler) applyLocked(seen map[string]fleeting.State, now time.Time) {
+// applyLocked folds one listing of the group into the instance table and returns the instances that
+// left it.
+func (ts *Taskscaler) applyLocked(seen map[string]fleeting.State, now time.Time) (gone []string) {
 	restoring := ts.restored != nil
 	for _, id := range slices.Sorted(maps.Keys(seen)) {
 		st := seen[id]
@@ -125,6 +127,7 @@ func (ts *Taskscaler) applyLocked(seen map[string]fleeting.State, now time.Time)
 			}
 		case fleeting.StateDeleted:
 			ts.dropLocked(in)
+			gone = append(gone, id)
 		default:
 			ts.log.WithFields(logrus.Fields{"instance": id, "state": st}).Warn("plugin reported an unknown instance state; ignoring it")
 		}
@@ -132,6 +135,7 @@ func (ts *Taskscaler) applyLocked(seen map[string]fleeting.State, now time.Time)
 	for id, in := range ts.instances {
 		if _, ok := seen[id]; !ok {
 			ts.dropLocked(in)
+			gone = append(gone, id)
 		}
 	}
 	for _, in := range ts.instances {
@@ -149,6 +153,17 @@ func (ts *Taskscaler) applyLocked(seen map[string]fleeting.State, now time.Time)
 	})
 	if restoring {
 		ts.restored, ts.restoredRan = nil, nil
+	}
+	return gone
+}
+
+// tellGone passes instances that left the group to the Gone hook; it is called without the lock.
+func (ts *Taskscaler) tellGone(ids []string) {
+	if ts.opts.Gone == nil {
+		return
+	}
+	for _, id := range ids {
+		ts.opts.Gone(id)
 	}
 }
 

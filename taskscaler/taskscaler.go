@@ -171,6 +171,7 @@ type Taskscaler struct {
 	expecting   bool
 	hbRunning   bool
 	lastHB      time.Time
+	started     bool
 	closed      bool
 
 	wake      chan struct{}
@@ -192,10 +193,10 @@ func (ts *Taskscaler) Capacity() (perInstance, maxInstances int) {
 	return ts.opts.CapacityPerInstance, ts.opts.MaxInstances
 }
 
-// New builds a taskscaler over group, loads saved state, lists the group once (adopting the instances
-// the state knows and removing the others), and starts the reconcile loop. The group must already be
-// initialised (Init); the caller also shuts it down after Shutdown.
-func New(ctx context.Context, group fleeting.InstanceGroup, opts Options) (*Taskscaler, error) {
+// New builds a taskscaler over group and loads its saved state; it calls neither the group nor a hook
+// until Start, so that what the hooks use may be built with the taskscaler at hand. The group must
+// already be initialised (Init); the caller also shuts it down after Shutdown.
+func New(group fleeting.InstanceGroup, opts Options) (*Taskscaler, error) {
 	if group == nil {
 		return nil, errors.New("taskscaler: no instance group")
 	}
@@ -233,16 +234,27 @@ func New(ctx context.Context, group fleeting.InstanceGroup, opts Options) (*Task
 			ts.restore(snap)
 		}
 	}
-	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	ts.baseCtx, ts.cancelLoop = loopCtx, cancel
+	ts.baseCtx, ts.cancelLoop = context.WithCancel(context.Background())
+	return ts, nil
+}
+
+// Start lists the group once, adopting the instances the saved state knows and removing the others,
+// and starts the reconcile loop; ctx bounds that first listing. Only the first call does anything.
+func (ts *Taskscaler) Start(ctx context.Context) {
+	ts.mu.Lock()
+	if ts.started || ts.closed {
+		ts.mu.Unlock()
+		return
+	}
+	ts.started = true
+	ts.mu.Unlock()
 
 	ts.reconcile(ctx)
 	if err := ts.save(); err != nil {
 		ts.log.WithError(err).Warn("could not write taskscaler state; instances may be removed as unknown after a restart")
 	}
-	go ts.loop(loopCtx)
+	go ts.loop(ts.baseCtx)
 	go ts.persister()
-	return ts, nil
 }
 
 func (ts *Taskscaler) restore(snap *state.Snapshot) {
@@ -502,12 +514,17 @@ func (ts *Taskscaler) Shutdown(ctx context.Context) error {
 		close(w.done)
 	}
 	ts.waiters = nil
+	started := ts.started
 	ts.mu.Unlock()
 
 	ts.cancelLoop()
-	<-ts.loopDone
+	if started {
+		<-ts.loopDone
+	}
 	ts.wg.Wait()
-	<-ts.persistEnd
+	if started {
+		<-ts.persistEnd
+	}
 
 	var errs []error
 	if ts.opts.DeleteInstancesOnShutdown {
@@ -544,13 +561,16 @@ func (ts *Taskscaler) deleteAll(ctx context.Context) error {
 				ts.log.WithError(err).Warn("could not list instances while deleting them on shutdown")
 				continue
 			}
+			var gone []string
 			ts.mu.Lock()
 			for id := range ts.instances {
 				if !remaining[id] {
 					delete(ts.instances, id)
+					gone = append(gone, id)
 				}
 			}
 			ts.mu.Unlock()
+			ts.tellGone(gone)
 			ids = slices.DeleteFunc(ids, func(id string) bool { return !remaining[id] })
 			if len(ids) == 0 {
 				break

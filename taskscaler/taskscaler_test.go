@@ -56,10 +56,11 @@ func options(g *fakeGroup, set func(o *Options)) Options {
 // start builds a taskscaler with options(g, set); the test's cleanup stops it like a crash would.
 func start(t *testing.T, g *fakeGroup, set func(o *Options)) *Taskscaler {
 	t.Helper()
-	ts, err := New(t.Context(), g, options(g, set))
+	ts, err := New(g, options(g, set))
 	if err != nil {
 		t.Fatal(err)
 	}
+	ts.Start(t.Context())
 	t.Cleanup(ts.kill)
 	return ts
 }
@@ -469,6 +470,65 @@ func TestMarkUnhealthyReacquiresElsewhere(t *testing.T) {
 	eventually(t, c, "unhealthy instance deleted", func() bool { return !slices.Contains(g.ids(), a.InstanceID) })
 }
 
+// TestGoneTellsTheCaller: every instance that leaves the group, removed by the taskscaler or vanished,
+// reaches the Gone hook once, after the taskscaler forgot it and outside its lock.
+func TestGoneTellsTheCaller(t *testing.T) {
+	c := clock.NewFake(t0)
+	g := newFakeGroup(c)
+	var mu sync.Mutex
+	var gone []string
+	var ts *Taskscaler
+	// The hook uses the taskscaler: it exists before Start runs any hook.
+	ts, err := New(g, options(g, func(o *Options) {
+		o.Policies = []Policy{allDay(Policy{IdleCount: 2, IdleTime: time.Hour, Preemptive: true})}
+		o.Gone = func(id string) {
+			for _, in := range ts.Instances() {
+				if in.ID == id {
+					t.Errorf("Gone(%s) while the taskscaler still lists it", id)
+				}
+			}
+			mu.Lock()
+			gone = append(gone, id)
+			mu.Unlock()
+		}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ts.kill)
+	ts.Start(t.Context())
+	eventually(t, c, "two ready", func() bool { return ready(ts) == 2 })
+	ids := g.ids()
+	ts.MarkUnhealthy(ids[0])
+	g.vanish(ids[1])
+	eventually(t, c, "both gone", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(gone) == 2
+	})
+	eventually(t, c, "replaced", func() bool { return ready(ts) == 2 })
+	mu.Lock()
+	defer mu.Unlock()
+	if slices.Sort(gone); !slices.Equal(gone, ids) {
+		t.Errorf("Gone got %v, want %v once each", gone, ids)
+	}
+}
+
+// TestShutdownBeforeStart: a taskscaler that never started shuts down at once and keeps its state.
+func TestShutdownBeforeStart(t *testing.T) {
+	g := newFakeGroup(clock.NewFake(t0))
+	ts, err := New(g, options(g, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := g.updateCount(); n != 0 {
+		t.Errorf("the group was listed %d times without Start", n)
+	}
+}
+
 func TestVanishedInstanceCancelsJobs(t *testing.T) {
 	c := clock.NewFake(t0)
 	g := newFakeGroup(c)
@@ -759,10 +819,10 @@ func TestShutdown(t *testing.T) {
 // refused, every problem at once.
 func TestNewRefusesBadOptions(t *testing.T) {
 	g := newFakeGroup(clock.NewFake(t0))
-	if _, err := New(t.Context(), g, options(g, func(o *Options) { o.MaxInstances = -1 })); err == nil {
+	if _, err := New(g, options(g, func(o *Options) { o.MaxInstances = -1 })); err == nil {
 		t.Fatal("negative max_instances must be an error")
 	}
-	_, err := New(t.Context(), g, Options{Policies: []Policy{{Periods: []string{"bad"}, Location: time.UTC}}})
+	_, err := New(g, Options{Policies: []Policy{{Periods: []string{"bad"}, Location: time.UTC}}})
 	if err == nil {
 		t.Fatal("empty options must be an error")
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting/connector"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
@@ -21,14 +20,8 @@ const outputTail = 512
 // for a booting instance's sshd) pins the host key, its Docker Engine must answer, and
 // instance_ready_command must exit 0.
 func (p *Provider) readyUp(ctx context.Context, inst taskscaler.Instance) error {
-	select {
-	case <-p.started:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	p.readyInfo.Store(inst.ID, inst.ConnectInfo)
-	defer p.readyInfo.Delete(inst.ID)
-	lease, err := p.get(ctx, inst.ID)
+	defer p.pool.Readying(inst.ID, inst.ConnectInfo)()
+	lease, err := p.pool.Get(ctx, inst.ID)
 	if err != nil {
 		return err
 	}
@@ -69,52 +62,8 @@ func (p *Provider) healthCheck(ctx context.Context, inst taskscaler.Instance) er
 	return nil
 }
 
-// get leases the instance's pooled connection and remembers the instance for the sweeper.
-func (p *Provider) get(ctx context.Context, id string) (*connector.Lease, error) {
-	p.mu.Lock()
-	p.connected[id] = true
-	p.mu.Unlock()
-	return p.pool.Get(ctx, id)
-}
-
-// sweep closes the pooled connections of instances that left the group, and tries again to remove the
-// leftovers of instances that could not be reached, once per update_interval.
-func (p *Provider) sweep(every time.Duration) {
-	defer close(p.swept)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-p.bgCtx.Done():
-			return
-		case <-t.C:
-		}
-		live := map[string]bool{}
-		states := map[string]string{}
-		for _, in := range p.ts.Instances() {
-			live[in.ID] = true
-			states[in.ID] = in.State
-		}
-		p.mu.Lock()
-		p.retryLeftoversLocked(states)
-		var gone []string
-		for id := range p.connected {
-			if !live[id] {
-				gone = append(gone, id)
-				delete(p.connected, id)
-			}
-		}
-		for id := range p.sessions {
-			if !live[id] {
-				delete(p.sessions, id)
-			}
-		}
-		p.mu.Unlock()
-		for _, id := range gone {
-			p.pool.Evict(id)
-		}
-	}
-}
+// gone is the taskscaler's Gone hook: the instance left the group, and its pooled connection goes.
+func (p *Provider) gone(id string) { p.pool.Remove(id) }
 
 func tail(out []byte) string {
 	s := strings.TrimSpace(string(out))
@@ -129,7 +78,11 @@ func tail(out []byte) string {
 
 // hostKeys pins host keys in the taskscaler's instance data. The data goes away with the instance, so
 // nothing needs forgetting by hand.
-type hostKeys struct{ p *Provider }
+type hostKeys struct {
+	ts *taskscaler.Taskscaler
+	// statePath is the taskscaler's state file; empty with state_storage off.
+	statePath string
+}
 
 var (
 	_ connector.HostKeyStore   = (*hostKeys)(nil)
@@ -138,15 +91,14 @@ var (
 
 // HostKeyLocation implements connector.HostKeyLocator.
 func (h *hostKeys) HostKeyLocation(instance string) string {
-	if h.p.statePath == "" {
+	if h.statePath == "" {
 		return "this process's memory (state_storage is off: restart fleetrunner)"
 	}
-	return fmt.Sprintf("the taskscaler state file %s (instance %s, data %q; stop fleetrunner before editing it)", h.p.statePath, instance, hostKeyData)
+	return fmt.Sprintf("the taskscaler state file %s (instance %s, data %q; stop fleetrunner before editing it)", h.statePath, instance, hostKeyData)
 }
 
 func (h *hostKeys) HostKey(instance string) (string, bool, error) {
-	<-h.p.started
-	v, ok := h.p.ts.InstanceData(instance, hostKeyData)
+	v, ok := h.ts.InstanceData(instance, hostKeyData)
 	if !ok || len(v) == 0 {
 		return "", false, nil
 	}
@@ -154,11 +106,9 @@ func (h *hostKeys) HostKey(instance string) (string, bool, error) {
 }
 
 func (h *hostKeys) PinHostKey(instance, key string) error {
-	<-h.p.started
-	return h.p.ts.SetInstanceData(instance, hostKeyData, []byte(key))
+	return h.ts.SetInstanceData(instance, hostKeyData, []byte(key))
 }
 
 func (h *hostKeys) ForgetHostKey(instance string) error {
-	<-h.p.started
-	return h.p.ts.SetInstanceData(instance, hostKeyData, nil)
+	return h.ts.SetInstanceData(instance, hostKeyData, nil)
 }

@@ -4,12 +4,11 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
-	"github.com/docker/docker/client"
 	"github.com/sirupsen/logrus"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
-	"gitlab.com/fleetrunner/fleetrunner/common/fleeting/connector"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
 )
 
@@ -59,6 +58,27 @@ func (p *Provider) startLeftoverRemovalLocked(id string, m *leftoverMark) {
 	m.running = true
 	p.bg.Add(1)
 	go p.removeLeftovers(id, m.why, m.gen)
+}
+
+// retryLeftovers tries the marks again once per update_interval, until Shutdown begins.
+func (p *Provider) retryLeftovers(every time.Duration) {
+	defer close(p.retried)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.bgCtx.Done():
+			return
+		case <-t.C:
+		}
+		states := map[string]string{}
+		for _, in := range p.ts.Instances() {
+			states[in.ID] = in.State
+		}
+		p.mu.Lock()
+		p.retryLeftoversLocked(states)
+		p.mu.Unlock()
+	}
 }
 
 // leftoversOrphaned is why an instance is swept for another's leftovers.
@@ -121,12 +141,12 @@ func (p *Provider) removeLeftovers(id, why string, gen int) {
 }
 
 func (p *Provider) removeLeftoversOn(ctx context.Context, id string) (docker.Leftovers, error) {
-	lease, err := p.get(ctx, id)
+	lease, err := p.pool.Get(ctx, id)
 	if err != nil {
 		return docker.Leftovers{}, fmt.Errorf("instance %s cannot be reached; tried again every update_interval while it is in the group: %w", id, err)
 	}
 	defer lease.Release()
-	cli, closeCli, err := p.dockerClient(id, lease)
+	cli, closeCli, err := lease.DockerClient()
 	if err != nil {
 		return docker.Leftovers{}, err
 	}
@@ -135,29 +155,6 @@ func (p *Provider) removeLeftoversOn(ctx context.Context, id string) (docker.Lef
 	runner := p.runnerShort
 	p.mu.Unlock()
 	return docker.RemoveLeftovers(ctx, cli, runner, p.systemID, docker.Running)
-}
-
-// dockerClient is a Docker API client over the lease's connection, within the instance's session limit.
-// closeCli closes it.
-func (p *Provider) dockerClient(id string, lease *connector.Lease) (cli *client.Client, closeCli func(), err error) {
-	dial := lease.DialDocker
-	limit := p.sessionLimitFor(id)
-	if limit != nil {
-		dial = limit.dial(dial)
-	}
-	cli, err = connector.NewDockerClient(dial)
-	if err != nil {
-		return nil, nil, err
-	}
-	if limit == nil {
-		return cli, func() { _ = cli.Close() }, nil
-	}
-	// Close only drops idle keep-alive connections; other jobs on the instance may ask for that.
-	unregister := limit.register(func() { _ = cli.Close() })
-	return cli, func() {
-		unregister()
-		_ = cli.Close()
-	}, nil
 }
 
 // noteRunner keeps the runner's short token as the latest job knows it: a rotated token labels the jobs

@@ -52,32 +52,23 @@ type Provider struct {
 	statePath        string
 	readyCommand     string
 	heartbeatOverSSH bool
-	dialStdio        bool
 	logInternalIP    bool
 	logExternalIP    bool
-
-	// started is closed once the taskscaler exists; hooks that run during its first pass wait for it.
-	started chan struct{}
-	// readyInfo holds the ConnectInfo the taskscaler fetched for an instance's ready hook while it runs,
-	// so that the pool's dials do not ask the plugin again (an EC2 Instance Connect push each time).
-	readyInfo sync.Map // instance ID → fleeting.ConnectInfo
 
 	// systemID labels this manager's job resources; leftovers are looked for by it (leftovers.go).
 	systemID string
 
 	mu        sync.Mutex
 	policies  []config.AutoscalerPolicyConfig
-	connected map[string]bool // instances the pool has dialed, evicted once they leave the group
-	sessions  map[string]*sessionLimit
 	leftovers map[string]*leftoverMark
 	// runnerShort is the runner's short token as the latest job knows it (a rotation changes it).
 	runnerShort string
 
-	// bgCtx ends when Shutdown begins: the sweeper and the leftover removals (bg) run under it.
+	// bgCtx ends when Shutdown begins: the leftover retries and removals (bg) run under it.
 	bgCtx    context.Context
 	stopBg   context.CancelFunc
 	bg       sync.WaitGroup
-	swept    chan struct{}
+	retried  chan struct{} // closed when the leftover retries have ended
 	shutdown sync.Once
 }
 
@@ -133,48 +124,47 @@ func newProvider(runner *config.RunnerConfig, deps executors.Deps, dopts docker.
 		docker:           dopts,
 		readyCommand:     ac.InstanceReadyCommand,
 		heartbeatOverSSH: runner.FeatureFlag(config.FFUseFleetingAcquireHeartbeats),
-		dialStdio:        runner.FeatureFlag(config.FFUseDockerAutoscalerDialStdio),
 		logInternalIP:    ac.LogInternalIP,
 		logExternalIP:    ac.LogExternalIP,
-		started:          make(chan struct{}),
 		policies:         slices.Clone(ac.Policy),
-		connected:        map[string]bool{},
-		sessions:         map[string]*sessionLimit{},
 		leftovers:        map[string]*leftoverMark{},
 		systemID:         deps.SystemID,
 		runnerShort:      config.ShortToken(runner.Token),
 		bgCtx:            bgCtx,
 		stopBg:           stopBg,
-		swept:            make(chan struct{}),
+		retried:          make(chan struct{}),
 	}
-	p.pool = connector.NewPool(connector.Config{
-		Timeout:         ac.ConnectorConfig.Timeout,
-		Keepalive:       ac.ConnectorConfig.Keepalive,
-		UseExternalAddr: ac.ConnectorConfig.UseExternalAddr,
-		HostKeys:        &hostKeys{p: p},
-		DialStdio:       p.dialStdio,
-		DockerHost:      runner.Docker.Host,
-		Log:             log,
-	}, p.connectInfo)
 
+	// The taskscaler's hooks use the pool, and the pool the taskscaler (connection details, pinned host
+	// keys): both exist before Start runs the first hook.
 	opts, err := p.taskscalerOptions(deps.ConfigDir)
 	if err != nil {
 		p.abandon(ctx)
 		return nil, err
 	}
-	ts, err := taskscaler.New(ctx, group, opts)
+	ts, err := taskscaler.New(group, opts)
 	if err != nil {
 		p.abandon(ctx)
 		return nil, fmt.Errorf("[runners.autoscaler]: %w", err)
 	}
 	p.ts = ts
-	close(p.started)
+	p.pool = connector.NewPool(connector.Config{
+		Timeout:         ac.ConnectorConfig.Timeout,
+		Keepalive:       ac.ConnectorConfig.Keepalive,
+		UseExternalAddr: ac.ConnectorConfig.UseExternalAddr,
+		HostKeys:        &hostKeys{ts: ts, statePath: p.statePath},
+		DialStdio:       runner.FeatureFlag(config.FFUseDockerAutoscalerDialStdio),
+		DockerHost:      runner.Docker.Host,
+		IsStream:        docker.IsStream,
+		Log:             log,
+	}, ts.ConnectInfo)
+	ts.Start(ctx)
 	for _, in := range ts.Instances() {
 		if in.State == "ready" || in.State == "draining" {
 			p.markLeftovers(in.ID, leftoversAdopted)
 		}
 	}
-	go p.sweep(ac.GetUpdateInterval())
+	go p.retryLeftovers(ac.GetUpdateInterval())
 
 	perInstance, maxInstances := ts.Capacity()
 	log.WithFields(logrus.Fields{"group": info.ID, "plugin_version": info.Version, "max_instances": maxInstances,
@@ -188,7 +178,7 @@ func (p *Provider) abandon(ctx context.Context) {
 	_ = p.group.Shutdown(ctx)
 }
 
-// stopBackground ends the sweeper and leftover removals; none starts after it (they start under mu).
+// stopBackground ends the leftover retries and removals; none starts after it (they start under mu).
 func (p *Provider) stopBackground() {
 	p.mu.Lock()
 	p.stopBg()
@@ -208,6 +198,7 @@ func (p *Provider) taskscalerOptions(configDir string) (taskscaler.Options, erro
 	opts.Logger = p.log
 	opts.ReadyUp = p.readyUp
 	opts.HealthCheck = p.healthCheck
+	opts.Gone = p.gone
 	if path := p.stateFile(configDir); path != "" {
 		opts.State = state.NewFile(path)
 		p.statePath = path
@@ -248,30 +239,6 @@ func settingsOf(cc config.ConnectorConfig) fleeting.ConnectorConfig {
 		Keepalive:            cc.Keepalive,
 		Timeout:              cc.Timeout,
 	}
-}
-
-// connectInfo feeds the pool: while the ready hook runs, the ConnectInfo it holds (fetched again from
-// the plugin only once its credentials expired, so that the reconnects of a booting instance push no
-// more keys), else the taskscaler's (cached until the credentials are about to expire).
-func (p *Provider) connectInfo(ctx context.Context, id string) (fleeting.ConnectInfo, error) {
-	if v, ok := p.readyInfo.Load(id); ok {
-		ci := v.(fleeting.ConnectInfo)
-		if ci.Expires == nil || time.Now().Before(*ci.Expires) {
-			return ci, nil
-		}
-		fresh, err := p.group.ConnectInfo(ctx, id)
-		if err != nil {
-			return fleeting.ConnectInfo{}, err
-		}
-		p.readyInfo.Store(id, fresh)
-		return fresh, nil
-	}
-	select {
-	case <-p.started:
-	case <-ctx.Done():
-		return fleeting.ConnectInfo{}, ctx.Err()
-	}
-	return p.ts.ConnectInfo(ctx, id)
 }
 
 // reservation is a slot held under a taskscaler key between asking GitLab and running the job.
@@ -342,7 +309,7 @@ func (p *Provider) Shutdown(ctx context.Context) error {
 	var err error
 	p.shutdown.Do(func() {
 		p.stopBackground()
-		<-p.swept
+		<-p.retried
 		p.bg.Wait()
 		var errs []error
 		if e := p.ts.Shutdown(ctx); e != nil {

@@ -122,7 +122,7 @@ func (p *Provider) attempt(ctx context.Context, key string, b *executors.Build, 
 	defer stopAcq()
 
 	b.Log.Infof("Dialing instance %s...", id)
-	lease, err := p.get(runCtx, id)
+	lease, err := p.pool.Get(runCtx, id)
 	if err != nil {
 		return p.beforeScript(ctx, runCtx, id, fmt.Errorf("connect: %w", err))
 	}
@@ -135,7 +135,7 @@ func (p *Provider) attempt(ctx context.Context, key string, b *executors.Build, 
 		}
 	}()
 
-	cli, closeCli, err := p.dockerClient(id, lease)
+	cli, closeCli, err := lease.DockerClient()
 	if err != nil {
 		return err
 	}

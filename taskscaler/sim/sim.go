@@ -239,11 +239,12 @@ func Run(ctx context.Context, jobs []Job, cfg Config) (*Result, error) {
 	opts.Clock = r.clk
 	opts.ReadyUp = r.readyUp
 
-	ts, err := taskscaler.New(ctx, r.cloud, opts)
+	ts, err := taskscaler.New(r.cloud, opts)
 	if err != nil {
 		return nil, fmt.Errorf("starting the taskscaler: %w", err)
 	}
 	r.ts = ts
+	ts.Start(ctx)
 	runErr := r.loop()
 	shutdownErr := ts.Shutdown(context.WithoutCancel(ctx))
 	r.wg.Wait()

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
+	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 )
 
 // Defaults for the Config fields left zero.
@@ -57,6 +58,10 @@ type Config struct {
 	DialStdio bool
 	// DockerHost is [runners.docker] host as seen from the instance; empty means DefaultDockerHost.
 	DockerHost string
+	// IsStream tells a Docker dial made for a stream that stays open while a container runs (an attach)
+	// from one for a request that ends by itself, so that with DialStdio the pool keeps sessions free
+	// for requests (sessions.go). Nil counts every dial as a request.
+	IsStream func(ctx context.Context) bool
 	// Log receives connection events; nil discards them.
 	Log logrus.FieldLogger
 }
@@ -80,16 +85,8 @@ func (c Config) withDefaults(info fleeting.ConnectInfo) Config {
 	if c.HostKeys == nil {
 		c.HostKeys = &MemoryHostKeys{}
 	}
-	if c.Log == nil {
-		c.Log = discardLogger()
-	}
+	c.Log = logging.Or(c.Log)
 	return c
-}
-
-func discardLogger() logrus.FieldLogger {
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	return l
 }
 
 // Address returns host:port to dial for info: the external address when asked for and present, else the

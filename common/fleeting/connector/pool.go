@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
+	"github.com/docker/docker/client"
 	"github.com/sirupsen/logrus"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
+	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 )
 
 // ConnectInfoFunc fetches an instance's ConnectInfo; a fleeting.InstanceGroup's ConnectInfo method fits.
@@ -18,7 +21,9 @@ import (
 type ConnectInfoFunc func(ctx context.Context, instance string) (fleeting.ConnectInfo, error)
 
 // Pool hands out one shared SSH connection per instance, counting its users. A lost connection is
-// replaced on the next Get; idle connections stay open (kept alive) until Evict or Close.
+// replaced on the next Get; idle connections stay open (kept alive) until Evict, Remove or Close. It
+// keeps what belongs to an instance's connections until Remove: its Docker session limit, and the
+// connection details lent for its ready hook.
 type Pool struct {
 	cfg  Config
 	info ConnectInfoFunc
@@ -28,6 +33,10 @@ type Pool struct {
 	// answered holds the instances that accepted a connection before: they are not booting any more,
 	// so a failed reconnect is not waited out (the job using it moves on at once).
 	answered map[string]bool
+	// lent holds the connection details lent by Readying.
+	lent map[string]fleeting.ConnectInfo
+	// sessions holds each instance's Docker session limit (DialStdio only).
+	sessions map[string]*sessionLimit
 	closed   bool
 }
 
@@ -44,10 +53,46 @@ func NewPool(cfg Config, info ConnectInfoFunc) *Pool {
 	if cfg.HostKeys == nil {
 		cfg.HostKeys = &MemoryHostKeys{}
 	}
-	if cfg.Log == nil {
-		cfg.Log = discardLogger()
+	cfg.Log = logging.Or(cfg.Log)
+	return &Pool{cfg: cfg, info: info, entries: map[string]*entry{}, answered: map[string]bool{},
+		lent: map[string]fleeting.ConnectInfo{}, sessions: map[string]*sessionLimit{}}
+}
+
+// Readying lends the pool the connection details the caller fetched for an instance's ready hook, until
+// done is called: dials of the instance use them, and fetch fresh ones (through the ConnectInfoFunc)
+// only once their credentials expired, so that the reconnects of a booting instance make no new
+// credentials (an EC2 Instance Connect push each).
+func (p *Pool) Readying(instance string, info fleeting.ConnectInfo) (done func()) {
+	p.mu.Lock()
+	p.lent[instance] = info
+	p.mu.Unlock()
+	return func() {
+		p.mu.Lock()
+		delete(p.lent, instance)
+		p.mu.Unlock()
 	}
-	return &Pool{cfg: cfg, info: info, entries: map[string]*entry{}, answered: map[string]bool{}}
+}
+
+// connectInfo is the instance's lent connection details while they are valid, else the ConnectInfoFunc's.
+func (p *Pool) connectInfo(ctx context.Context, instance string) (fleeting.ConnectInfo, error) {
+	p.mu.Lock()
+	info, lent := p.lent[instance]
+	p.mu.Unlock()
+	if lent && (info.Expires == nil || time.Now().Before(*info.Expires)) {
+		return info, nil
+	}
+	fresh, err := p.info(ctx, instance)
+	if err != nil {
+		return fleeting.ConnectInfo{}, err
+	}
+	if lent {
+		p.mu.Lock()
+		if _, ok := p.lent[instance]; ok {
+			p.lent[instance] = fresh
+		}
+		p.mu.Unlock()
+	}
+	return fresh, nil
 }
 
 // ErrPoolClosed is returned by Get after Close.
@@ -129,7 +174,7 @@ func isContextErr(err error) bool {
 }
 
 func (p *Pool) dial(ctx context.Context, instance string) (*Client, error) {
-	info, err := p.info(ctx, instance)
+	info, err := p.connectInfo(ctx, instance)
 	if err != nil {
 		return nil, fmt.Errorf("get connect info of instance %s: %w", instance, err)
 	}
@@ -143,7 +188,7 @@ func (p *Pool) dial(ctx context.Context, instance string) (*Client, error) {
 	if answered {
 		return dialOnceWithin(ctx, info, p.cfg)
 	}
-	c, err := dialWaiting(ctx, info, p.info, p.cfg)
+	c, err := dialWaiting(ctx, info, p.connectInfo, p.cfg)
 	if err == nil {
 		p.mu.Lock()
 		p.answered[instance] = true
@@ -201,16 +246,35 @@ func (p *Pool) Refs(instance string) int {
 }
 
 // Evict closes the instance's connection (its current users see it fail) and forgets it, e.g. when the
-// instance is removed or found unhealthy.
+// instance is found unhealthy; the next Get dials afresh.
 func (p *Pool) Evict(instance string) {
 	p.mu.Lock()
-	e := p.entries[instance]
-	delete(p.entries, instance)
-	delete(p.answered, instance)
+	e := p.evictLocked(instance)
 	p.mu.Unlock()
 	if e != nil {
 		closeWhenReady(e)
 	}
+}
+
+// Remove forgets an instance that left the group: Evict, and its session limit and lent connection
+// details go too.
+func (p *Pool) Remove(instance string) {
+	p.mu.Lock()
+	e := p.evictLocked(instance)
+	delete(p.sessions, instance)
+	delete(p.lent, instance)
+	p.mu.Unlock()
+	if e != nil {
+		closeWhenReady(e)
+	}
+}
+
+// evictLocked forgets the instance's connection and returns its entry for the caller to close.
+func (p *Pool) evictLocked(instance string) *entry {
+	e := p.entries[instance]
+	delete(p.entries, instance)
+	delete(p.answered, instance)
+	return e
 }
 
 // Close closes every connection; later Gets fail with ErrPoolClosed.
@@ -263,6 +327,46 @@ func (l *Lease) Done() <-chan struct{} { return l.e.client.Done() }
 
 // DialDocker opens a stream to the instance's Docker Engine (see Client.DialDocker).
 func (l *Lease) DialDocker(ctx context.Context) (net.Conn, error) { return l.e.client.DialDocker(ctx) }
+
+// DockerClient is a Docker API client over the lease's connection; with DialStdio its connections
+// count against the instance's session limit (sessions.go). closeCli closes it; the lease is still
+// the caller's to release.
+func (l *Lease) DockerClient() (cli *client.Client, closeCli func(), err error) {
+	limit := l.pool.sessionLimit(l.instance)
+	dial := l.DialDocker
+	if limit != nil {
+		dial = limit.dial(dial, l.pool.cfg.IsStream)
+	}
+	cli, err = NewDockerClient(dial)
+	if err != nil {
+		return nil, nil, err
+	}
+	if limit == nil {
+		return cli, func() { _ = cli.Close() }, nil
+	}
+	// Close only drops idle keep-alive connections; other jobs on the instance may ask for that.
+	unregister := limit.register(func() { _ = cli.Close() })
+	return cli, func() {
+		unregister()
+		_ = cli.Close()
+	}, nil
+}
+
+// sessionLimit returns the instance's limit, or nil when Docker connections are not sessions (a
+// forwarded socket is a channel, which MaxSessions does not count).
+func (p *Pool) sessionLimit(instance string) *sessionLimit {
+	if !p.cfg.DialStdio {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l, ok := p.sessions[instance]
+	if !ok {
+		l = newSessionLimit()
+		p.sessions[instance] = l
+	}
+	return l
+}
 
 // Run runs a command on the instance (see Client.Run).
 func (l *Lease) Run(ctx context.Context, command string) ([]byte, int, error) {

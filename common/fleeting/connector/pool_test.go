@@ -156,3 +156,66 @@ func TestPoolRun(t *testing.T) {
 		t.Errorf("Refs after Run = %d, want 0", got)
 	}
 }
+
+// TestPoolReadyingLendsConnectInfo: while the ready hook lends the pool its connection details, dials
+// use them; once they expired, and after the hook, the ConnectInfoFunc is asked.
+func TestPoolReadyingLendsConnectInfo(t *testing.T) {
+	r := startRig(t, "i-lent")
+	var calls atomic.Int32
+	p := connector.NewPool(connector.Config{}, infoFunc(r, &calls))
+	defer p.Close()
+
+	done := p.Readying("i-lent", r.info)
+	for range 2 { // a reconnect of a booting instance uses the lent details again
+		if _, _, err := p.Run(t.Context(), "i-lent", "true"); err != nil {
+			t.Fatal(err)
+		}
+		p.Evict("i-lent")
+	}
+	if got := calls.Load(); got != 0 {
+		t.Fatalf("ConnectInfoFunc called %d times while details were lent, want 0", got)
+	}
+	expired := r.info
+	past := time.Now().Add(-time.Second)
+	expired.Expires = &past
+	p.Readying("i-lent", expired)
+	if _, _, err := p.Run(t.Context(), "i-lent", "true"); err != nil {
+		t.Fatal(err)
+	}
+	if got := calls.Load(); got != 1 {
+		t.Fatalf("ConnectInfoFunc called %d times for expired lent details, want 1", got)
+	}
+	done()
+	p.Evict("i-lent")
+	if _, _, err := p.Run(t.Context(), "i-lent", "true"); err != nil {
+		t.Fatal(err)
+	}
+	if got := calls.Load(); got != 2 {
+		t.Errorf("ConnectInfoFunc called %d times after the hook, want 2", got)
+	}
+}
+
+// TestPoolRemove: an instance that left the group loses its connection and its lent details.
+func TestPoolRemove(t *testing.T) {
+	r := startRig(t, "i-gone")
+	var calls atomic.Int32
+	p := connector.NewPool(connector.Config{}, infoFunc(r, &calls))
+	defer p.Close()
+	p.Readying("i-gone", r.info)
+	l, err := p.Get(t.Context(), "i-gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	p.Remove("i-gone")
+	select {
+	case <-l.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Remove left the connection open")
+	}
+	again, err := p.Get(t.Context(), "i-gone")
+	if err != nil || calls.Load() != 1 {
+		t.Fatalf("Get after Remove = %v with %d ConnectInfoFunc calls; want a dial with fresh details", err, calls.Load())
+	}
+	again.Release()
+}

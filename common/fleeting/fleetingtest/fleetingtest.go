@@ -7,16 +7,14 @@ package fleetingtest
 import (
 	"context"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
-
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting/connector"
+	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 )
 
 // Config tunes the suite to a plugin.
@@ -149,10 +147,8 @@ type suite struct {
 // start makes and initialises a group; the cleanup removes what the test left and shuts the group down.
 func start(t *testing.T, newGroup func(t *testing.T) fleeting.InstanceGroup, cfg Config) *suite {
 	t.Helper()
-	log := logrus.New()
-	log.SetOutput(io.Discard)
 	s := &suite{cfg: cfg, g: newGroup(t)}
-	info, err := s.g.Init(t.Context(), log, cfg.Settings)
+	info, err := s.g.Init(t.Context(), logging.Discard(), cfg.Settings)
 	if err != nil {
 		t.Fatalf("Init = %v", err)
 	}

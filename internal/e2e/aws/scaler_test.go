@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -53,8 +52,9 @@ type scalerFleet struct {
 }
 
 // scaler is the real taskscaler and aws plugin on an awssim group, with the connector's pool wired as
-// the docker-autoscaler executor wires it: the ready hook's ConnectInfo opens the instance's one pooled
-// connection (waiting for a booting sshd), later dials ask the taskscaler. No Docker is involved: a job
+// the docker-autoscaler executor wires it: the ready hook lends the pool its ConnectInfo to open the
+// instance's one pooled connection (waiting for a booting sshd), later dials ask the taskscaler, and an
+// instance that leaves the group leaves the pool. No Docker is involved: a job
 // is a round trip on the pooled connection.
 type scaler struct {
 	w      *awsWorld
@@ -85,19 +85,8 @@ func (w *awsWorld) startScaler(tb testing.TB, f scalerFleet, log logrus.FieldLog
 	}
 	opts.Logger = log
 	opts.CreateBackoff = 500 * time.Millisecond
-	started := make(chan struct{})
-	var readyInfo sync.Map
-	s.pool = connector.NewPool(connector.Config{Keepalive: time.Second, Timeout: 20 * time.Second, Log: log},
-		func(ctx context.Context, id string) (fleeting.ConnectInfo, error) {
-			if v, ok := readyInfo.LoadAndDelete(id); ok {
-				return v.(fleeting.ConnectInfo), nil
-			}
-			<-started
-			return s.ts.ConnectInfo(ctx, id)
-		})
 	opts.ReadyUp = func(ctx context.Context, inst taskscaler.Instance) error {
-		readyInfo.Store(inst.ID, inst.ConnectInfo)
-		defer readyInfo.Delete(inst.ID)
+		defer s.pool.Readying(inst.ID, inst.ConnectInfo)()
 		lease, err := s.pool.Get(ctx, inst.ID)
 		if err != nil {
 			return err
@@ -106,12 +95,13 @@ func (w *awsWorld) startScaler(tb testing.TB, f scalerFleet, log logrus.FieldLog
 		return nil
 	}
 	opts.HealthCheck = func(ctx context.Context, inst taskscaler.Instance) error { return s.plugin.Heartbeat(ctx, inst.ID) }
-	s.ts, err = taskscaler.New(ctx, s.plugin, opts)
+	opts.Gone = func(id string) { s.pool.Remove(id) }
+	s.ts, err = taskscaler.New(s.plugin, opts)
 	if err != nil {
-		_ = s.pool.Close()
 		tb.Fatalf("taskscaler: %v", err)
 	}
-	close(started)
+	s.pool = connector.NewPool(connector.Config{Keepalive: time.Second, Timeout: 20 * time.Second, Log: log}, s.ts.ConnectInfo)
+	s.ts.Start(ctx)
 	tb.Cleanup(func() { s.shutdown(tb) })
 	return s
 }

@@ -1,4 +1,4 @@
-package dockerautoscaler
+package connector
 
 import (
 	"context"
@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"golang.org/x/sync/semaphore"
-
-	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
 )
 
 // With dial-stdio every Docker connection is one SSH session, and OpenSSH refuses more than MaxSessions
@@ -87,10 +85,11 @@ func (l *sessionLimit) acquireAll(ctx context.Context) error {
 	return nil
 }
 
-// dial wraps dial so that the connection holds a session until it is closed.
-func (l *sessionLimit) dial(dial func(context.Context) (net.Conn, error)) func(context.Context) (net.Conn, error) {
+// dial wraps dial so that the connection holds a session until it is closed; isStream (nil: never)
+// tells a dial for an attach stream.
+func (l *sessionLimit) dial(dial func(context.Context) (net.Conn, error), isStream func(context.Context) bool) func(context.Context) (net.Conn, error) {
 	return func(ctx context.Context) (net.Conn, error) {
-		stream := docker.IsStream(ctx)
+		stream := isStream != nil && isStream(ctx)
 		if stream {
 			if err := l.streams.Acquire(ctx, 1); err != nil {
 				return nil, err
@@ -135,20 +134,4 @@ func (c *limitedConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return nil
-}
-
-// sessionLimitFor returns the instance's limit, or nil when connections are not sessions (a forwarded
-// socket is a channel, which MaxSessions does not count).
-func (p *Provider) sessionLimitFor(id string) *sessionLimit {
-	if !p.dialStdio {
-		return nil
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	l, ok := p.sessions[id]
-	if !ok {
-		l = newSessionLimit()
-		p.sessions[id] = l
-	}
-	return l
 }
