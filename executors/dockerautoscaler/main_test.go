@@ -11,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"gitlab.com/fleetrunner/fleetrunner/executors"
+	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/builtin"
 	"gitlab.com/fleetrunner/fleetrunner/manager"
 )
 
@@ -30,7 +31,7 @@ func TestMain(m *testing.M) {
 func runChildManager(path string) int {
 	log := logrus.New()
 	log.SetLevel(logrus.DebugLevel)
-	m := manager.New(log, manager.Options{ConfigPath: path, Registry: executors.Registry{Name: NewProvider}, SystemID: "s_child"})
+	m := manager.New(log, manager.Options{ConfigPath: path, Registry: executors.Registry{Name: New(builtin.Registry{})}, SystemID: "s_child"})
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGQUIT)
 	go func() {

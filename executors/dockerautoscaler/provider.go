@@ -24,7 +24,6 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
-	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/builtin"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/state"
 )
@@ -77,14 +76,26 @@ var (
 	_ executors.Recoverer = (*Provider)(nil)
 )
 
-// NewProvider builds the provider for runner: the fleeting plugin named by [runners.autoscaler] plugin
-// (configured with plugin_config and initialised with connector_config), the SSH connection pool and
-// the taskscaler, which adopts the instances its state file knows.
-func NewProvider(runner *config.RunnerConfig, deps executors.Deps) (executors.Provider, error) {
-	return newProvider(runner, deps, docker.Options{})
+// Plugins makes fleeting plugins from the [runners.autoscaler] plugin setting; cmd hands the executor
+// the compiled-in ones (fleeting-plugins/builtin).
+type Plugins interface {
+	// New returns a fresh, unconfigured plugin and its canonical name.
+	New(plugin string) (fleeting.InstanceGroup, string, error)
+	// Configure decodes plugin_config (JSON) into the plugin.
+	Configure(group fleeting.InstanceGroup, pluginConfig []byte) error
 }
 
-func newProvider(runner *config.RunnerConfig, deps executors.Deps, dopts docker.Options) (*Provider, error) {
+// New returns the executor's factory. Each provider it makes builds, for its runner, the fleeting
+// plugin named by [runners.autoscaler] plugin from plugins (configured with plugin_config and
+// initialised with connector_config), the SSH connection pool and the taskscaler, which adopts the
+// instances its state file knows.
+func New(plugins Plugins) executors.Factory {
+	return func(runner *config.RunnerConfig, deps executors.Deps) (executors.Provider, error) {
+		return newProvider(runner, deps, plugins, docker.Options{})
+	}
+}
+
+func newProvider(runner *config.RunnerConfig, deps executors.Deps, plugins Plugins, dopts docker.Options) (*Provider, error) {
 	ac := runner.Autoscaler
 	if ac == nil {
 		return nil, errors.New("[runners.autoscaler] is missing: the docker-autoscaler executor needs it (plugin, capacity_per_instance, max_instances, …)")
@@ -94,7 +105,7 @@ func newProvider(runner *config.RunnerConfig, deps executors.Deps, dopts docker.
 	}
 	log := logging.Or(deps.Logger)
 
-	group, plugin, err := builtin.New(ac.Plugin)
+	group, plugin, err := plugins.New(ac.Plugin)
 	if err != nil {
 		return nil, fmt.Errorf("[runners.autoscaler] plugin: %w", err)
 	}
@@ -102,7 +113,7 @@ func newProvider(runner *config.RunnerConfig, deps executors.Deps, dopts docker.
 	if err != nil {
 		return nil, fmt.Errorf("[runners.autoscaler.plugin_config]: %w", err)
 	}
-	if err := builtin.Configure(group, pluginConfig); err != nil {
+	if err := plugins.Configure(group, pluginConfig); err != nil {
 		return nil, fmt.Errorf("[runners.autoscaler.plugin_config] for plugin %q: %w", plugin, err)
 	}
 

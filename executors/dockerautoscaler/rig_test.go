@@ -26,6 +26,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/trace"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
+	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/builtin"
 	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/local"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
@@ -137,7 +138,7 @@ func (r *rig) newProvider(t testing.TB) *Provider {
 // newProviderLogging is newProvider with the provider's log going to log.
 func (r *rig) newProviderLogging(t testing.TB, log logrus.FieldLogger) *Provider {
 	t.Helper()
-	p, err := newProvider(r.runner, executors.Deps{Logger: log, ConfigDir: r.dir, SystemID: "s_test"}, docker.Options{})
+	p, err := newProvider(r.runner, executors.Deps{Logger: log, ConfigDir: r.dir, SystemID: "s_test"}, builtin.Registry{}, docker.Options{})
 	if err != nil {
 		t.Fatalf("new provider: %v", err)
 	}

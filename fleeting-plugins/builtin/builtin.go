@@ -62,6 +62,18 @@ func New(plugin string) (fleeting.InstanceGroup, string, error) {
 	return mk(), name, nil
 }
 
+// Registry hands the built-in plugins to the executor that makes them (dockerautoscaler.New); cmd
+// chooses it, so that the executor names no concrete plugin.
+type Registry struct{}
+
+// New is the package's New.
+func (Registry) New(plugin string) (fleeting.InstanceGroup, string, error) { return New(plugin) }
+
+// Configure is the package's Configure.
+func (Registry) Configure(group fleeting.InstanceGroup, pluginConfig []byte) error {
+	return Configure(group, pluginConfig)
+}
+
 // Configure decodes plugin_config (JSON) into the plugin. Unknown keys are rejected by name, since a
 // misspelt key would otherwise be silently ignored.
 func Configure(group fleeting.InstanceGroup, pluginConfig []byte) error {

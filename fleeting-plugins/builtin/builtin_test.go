@@ -96,3 +96,16 @@ func TestConfigure(t *testing.T) {
 		t.Errorf("Configure(empty) = %v", err)
 	}
 }
+
+// TestRegistry: the registry cmd hands the docker-autoscaler executor makes and configures the same
+// plugins as the package's functions.
+func TestRegistry(t *testing.T) {
+	var r builtin.Registry
+	g, name, err := r.New("fleeting-plugin-local")
+	if err != nil || name != "local" {
+		t.Fatalf("Registry.New = %q, %v; want local", name, err)
+	}
+	if err := r.Configure(g, []byte(`{"boot_delai":"1s"}`)); err == nil || !strings.Contains(err.Error(), "boot_delai") {
+		t.Errorf("Registry.Configure with an unknown key = %v, want it named", err)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
 	"gitlab.com/fleetrunner/fleetrunner/executors/dockerautoscaler"
 	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/aws/awssim"
+	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/builtin"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 )
@@ -341,7 +342,7 @@ shutdown_timeout = 30
 // function (a graceful stop, waited for) that also runs at cleanup.
 func (r *jobRig) startManager(t *testing.T, path string) (*dockerautoscaler.Provider, func()) {
 	t.Helper()
-	p, stop := testrig.StartManager(t, r.log.logger, path, "s_aws_e2e", dockerautoscaler.Name, dockerautoscaler.NewProvider)
+	p, stop := testrig.StartManager(t, r.log.logger, path, "s_aws_e2e", dockerautoscaler.Name, dockerautoscaler.New(builtin.Registry{}))
 	return p.(*dockerautoscaler.Provider), stop
 }
 
