@@ -165,3 +165,25 @@ func TestManyJobsThroughTheManager(t *testing.T) {
 	}
 	stop()
 }
+
+// TestReloadAppliesPolicies: a policy list changed in config.toml reaches the taskscaler through the
+// manager's reload alone (no job runs in between): an idle target appears and is served.
+func TestReloadAppliesPolicies(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	p, stop := r.startManager(t, 2)
+	defer stop()
+	if s := p.Stats(); s.IdleTarget != 0 {
+		t.Fatalf("before the reload: %+v", s)
+	}
+
+	r.runner.Autoscaler.Policy = []config.AutoscalerPolicyConfig{{IdleCount: 2, IdleTime: time.Minute}}
+	if err := config.Save(filepath.Join(r.dir, "config.toml"), &config.Config{Concurrent: 2, CheckInterval: 1, ShutdownTimeout: 30,
+		Runners: []*config.RunnerConfig{r.runner}}); err != nil {
+		t.Fatal(err)
+	}
+	testrig.WaitFor(t, 30*time.Second, "the reloaded idle target served", func() bool {
+		s := p.Stats()
+		return s.IdleTarget == 2 && s.Slots.Idle >= 2
+	})
+}

@@ -72,8 +72,9 @@ type Provider struct {
 }
 
 var (
-	_ executors.Provider  = (*Provider)(nil)
-	_ executors.Recoverer = (*Provider)(nil)
+	_ executors.Provider      = (*Provider)(nil)
+	_ executors.Recoverer     = (*Provider)(nil)
+	_ executors.PolicyUpdater = (*Provider)(nil)
 )
 
 // Plugins makes fleeting plugins from the [runners.autoscaler] plugin setting; cmd hands the executor
@@ -283,10 +284,9 @@ func (p *Provider) Reserve(context.Context) (executors.Reservation, error) {
 // Features implements executors.Provider: the jobs run on executors/docker.
 func (p *Provider) Features() map[string]bool { return docker.Features() }
 
-// UpdatePolicies applies the [[runners.autoscaler.policy]] list of runner, as upstream does on a config
-// reload; every other autoscaler key takes effect only after a restart. Run calls it too whenever a
-// job's runner settings carry another policy list, so a reload reaches the taskscaler with the next job
-// even if nobody calls it.
+// UpdatePolicies applies the [[runners.autoscaler.policy]] list of runner (executors.PolicyUpdater): the
+// manager calls it on every config reload, as upstream applies policies; every other autoscaler key
+// takes effect only after a restart. An unchanged list is left alone.
 func (p *Provider) UpdatePolicies(runner *config.RunnerConfig) error {
 	if runner == nil || runner.Autoscaler == nil {
 		return errors.New("update policies: the runner has no [runners.autoscaler]")

@@ -52,11 +52,6 @@ func (p *Provider) Run(ctx context.Context, res executors.Reservation, b *execut
 		p.ts.Release(key)
 	}()
 	p.noteRunner(b.Runner)
-	if b.Runner != nil && b.Runner.Autoscaler != nil {
-		if err := p.UpdatePolicies(b.Runner); err != nil {
-			log.WithError(err).Warn("the reloaded autoscaler policies are invalid")
-		}
-	}
 
 	if err := p.ts.RecordJob(key, b.Job.ID, blob); err != nil {
 		log.WithError(err).Warn("could not record the job in the state file; if fleetrunner crashes now, GitLab's timeout ends the job")
