@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/big"
 	"slices"
@@ -209,6 +210,15 @@ func checkPullPolicy(p string) error {
 	return nil
 }
 
+// GetServicesPrivileged says whether service containers run privileged: services_privileged, else
+// privileged (upstream's default).
+func (d *DockerConfig) GetServicesPrivileged() bool {
+	if d.ServicesPrivileged != nil {
+		return *d.ServicesPrivileged
+	}
+	return d.Privileged
+}
+
 // GetWaitForServicesTimeout is how long to wait for services to answer; 0 means do not wait
 // (wait_for_services_timeout = -1).
 func (d *DockerConfig) GetWaitForServicesTimeout() time.Duration {
@@ -300,6 +310,85 @@ func parseNanoCPUs(v string) (int64, error) {
 		return 0, fmt.Errorf("invalid number of CPUs %q (too large)", v)
 	}
 	return int64(n), nil
+}
+
+// DeviceMapping is one devices entry: "host[:container[:permissions]]", as docker run --device.
+type DeviceMapping struct {
+	PathOnHost, PathInContainer, CgroupPermissions string
+}
+
+// GetDevices are the devices of the job's containers.
+func (d *DockerConfig) GetDevices() ([]DeviceMapping, error) {
+	return deviceList("devices", d.Devices)
+}
+
+// GetServicesDevices are the devices of service containers, by image pattern (services_devices).
+func (d *DockerConfig) GetServicesDevices() (map[string][]DeviceMapping, error) {
+	var errs []error
+	out := make(map[string][]DeviceMapping, len(d.ServicesDevices))
+	for pattern, specs := range d.ServicesDevices {
+		devs, err := deviceList("services_devices."+pattern, specs)
+		errs = append(errs, err)
+		out[pattern] = devs
+	}
+	return out, errors.Join(errs...)
+}
+
+func deviceList(key string, specs []string) ([]DeviceMapping, error) {
+	var out []DeviceMapping
+	for _, s := range specs {
+		dm, err := parseDevice(s)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", key, err)
+		}
+		out = append(out, dm)
+	}
+	return out, nil
+}
+
+// parseDevice reads "host[:container[:permissions]]"; the container path defaults to the host's and
+// the permissions to rwm, as Docker's.
+func parseDevice(s string) (DeviceMapping, error) {
+	parts := strings.Split(s, ":")
+	d := DeviceMapping{PathOnHost: parts[0], PathInContainer: parts[0], CgroupPermissions: "rwm"}
+	switch len(parts) {
+	case 1:
+	case 2:
+		d.PathInContainer = parts[1]
+	case 3:
+		d.PathInContainer, d.CgroupPermissions = parts[1], parts[2]
+	default:
+		return DeviceMapping{}, fmt.Errorf("device %q: use host[:container[:permissions]]", s)
+	}
+	return d, nil
+}
+
+// Ulimit is one ulimit entry: name = "soft[:hard]".
+type Ulimit struct {
+	Name       string
+	Soft, Hard int64
+}
+
+// GetUlimits are the ulimits of the job's containers, in name order.
+func (d *DockerConfig) GetUlimits() ([]Ulimit, error) {
+	var out []Ulimit
+	for _, name := range slices.Sorted(maps.Keys(d.Ulimit)) {
+		u, err := parseUlimit(name, d.Ulimit[name])
+		if err != nil {
+			return nil, fmt.Errorf("ulimit: %w", err)
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+// parseUlimit reads one entry as Docker does (go-units' ParseUlimit).
+func parseUlimit(name, v string) (Ulimit, error) {
+	u, err := units.ParseUlimit(name + "=" + v)
+	if err != nil {
+		return Ulimit{}, fmt.Errorf("%s = %q: %w", name, v, err)
+	}
+	return Ulimit{Name: u.Name, Soft: u.Soft, Hard: u.Hard}, nil
 }
 
 // ShortToken is the part of a runner token that may be shown, as upstream shows it in logs and labels:

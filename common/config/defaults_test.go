@@ -35,6 +35,7 @@ func TestDefaults(t *testing.T) {
 		{"allowed_pull_policies", must(d.GetAllowedPullPolicies()), []string{"always"}},
 		{"wait_for_services_timeout", d.GetWaitForServicesTimeout(), 30 * time.Second},
 		{"services_limit", d.GetServicesLimit(), -1},
+		{"services_privileged follows privileged", (&DockerConfig{Privileged: true}).GetServicesPrivileged(), true},
 		{"capacity_per_instance", a.GetCapacityPerInstance(), 1},
 		{"instance_acquire_timeout", a.GetInstanceAcquireTimeout(), 15 * time.Minute},
 		{"update_interval", a.GetUpdateInterval(), time.Minute},
@@ -85,6 +86,7 @@ func TestSetValuesWinOverDefaults(t *testing.T) {
 		{"allowed_pull_policies follows pull_policy", must(d.GetAllowedPullPolicies()), []string{"if-not-present"}},
 		{"wait_for_services_timeout -1", d.GetWaitForServicesTimeout(), time.Duration(0)},
 		{"services_limit", d.GetServicesLimit(), 2},
+		{"services_privileged", (&DockerConfig{Privileged: true, ServicesPrivileged: ptr(false)}).GetServicesPrivileged(), false},
 		{"capacity_per_instance", a.GetCapacityPerInstance(), 4},
 		{"scale_throttle unlimited", a.GetScaleThrottleLimit(), ScaleThrottleUnlimited},
 		{"scale_throttle.burst = max_instances", a.GetScaleThrottleBurst(), 8},
@@ -161,6 +163,12 @@ func TestLoadAcceptsWhatRunsUse(t *testing.T) {
 		{"pull_policy never", DockerConfig{PullPolicy: StringOrSlice{"never"}}, true},
 		{"pull_policy sometimes", DockerConfig{PullPolicy: StringOrSlice{"sometimes"}}, false},
 		{"allowed_pull_policies sometimes", DockerConfig{AllowedPullPolicies: []string{"always", "sometimes"}}, false},
+		{"devices", DockerConfig{Devices: []string{"/dev/fuse", "/dev/kvm:/dev/kvm:rw"}}, true},
+		{"devices with four fields", DockerConfig{Devices: []string{"/a:/b:rw:x"}}, false},
+		{"services_devices with four fields", DockerConfig{ServicesDevices: map[string][]string{"docker:*": {"/a:/b:rw:x"}}}, false},
+		{"ulimit soft:hard", DockerConfig{Ulimit: map[string]string{"nofile": "1024:2048"}}, true},
+		{"ulimit not a number", DockerConfig{Ulimit: map[string]string{"nofile": "many"}}, false},
+		{"ulimit unknown name", DockerConfig{Ulimit: map[string]string{"nofiles": "10"}}, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			loadErr := errors.Join(tt.d.problems("docker")...)
@@ -168,7 +176,10 @@ func TestLoadAcceptsWhatRunsUse(t *testing.T) {
 			_, err2 := tt.d.GetServiceResources()
 			_, err3 := tt.d.GetPullPolicies()
 			_, err4 := tt.d.GetAllowedPullPolicies()
-			runErr := errors.Join(err1, err2, err3, err4)
+			_, err5 := tt.d.GetDevices()
+			_, err6 := tt.d.GetServicesDevices()
+			_, err7 := tt.d.GetUlimits()
+			runErr := errors.Join(err1, err2, err3, err4, err5, err6, err7)
 			if (loadErr == nil) != tt.ok || (runErr == nil) != tt.ok {
 				t.Errorf("Validate: %v; getters: %v; want accepted = %v by both", loadErr, runErr, tt.ok)
 			}

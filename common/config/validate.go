@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/url"
@@ -250,6 +251,23 @@ func (d *DockerConfig) problems(p string) []error {
 	} {
 		if f.v < 0 {
 			add(f.key, "must not be negative")
+		}
+	}
+	for i, s := range d.Devices {
+		if _, err := parseDevice(s); err != nil {
+			add(fmt.Sprintf("devices[%d]", i), "%v", err)
+		}
+	}
+	for _, pattern := range slices.Sorted(maps.Keys(d.ServicesDevices)) {
+		for i, s := range d.ServicesDevices[pattern] {
+			if _, err := parseDevice(s); err != nil {
+				add(fmt.Sprintf("services_devices.%s[%d]", pattern, i), "%v", err)
+			}
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(d.Ulimit)) {
+		if _, err := parseUlimit(name, d.Ulimit[name]); err != nil {
+			add("ulimit."+name, "%v", err)
 		}
 	}
 	if d.OomScoreAdjust < -1000 || d.OomScoreAdjust > 1000 {

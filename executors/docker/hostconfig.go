@@ -2,10 +2,8 @@ package docker
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/docker/docker/api/types/container"
-	"github.com/docker/go-units"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 )
@@ -56,24 +54,25 @@ func buildHostConfig(dc *config.DockerConfig) (*container.HostConfig, error) {
 		hc.OomKillDisable = &t
 	}
 	hc.DeviceCgroupRules = dc.DeviceCgroupRules
-	if hc.Devices, err = devices(dc.Devices); err != nil {
+	devs, err := dc.GetDevices()
+	if err != nil {
 		return nil, err
 	}
-	if hc.Ulimits, err = ulimits(dc.Ulimit); err != nil {
+	hc.Devices = deviceMappings(devs)
+	ulimits, err := dc.GetUlimits()
+	if err != nil {
 		return nil, err
+	}
+	for _, u := range ulimits {
+		hc.Ulimits = append(hc.Ulimits, &container.Ulimit{Name: u.Name, Soft: u.Soft, Hard: u.Hard})
 	}
 	return hc, nil
 }
 
 // serviceHostConfig applies the service_* keys of [runners.docker] to a service container.
 func serviceHostConfig(dc *config.DockerConfig, name string) (*container.HostConfig, error) {
-	privileged := dc.Privileged
-	if dc.ServicesPrivileged != nil {
-		privileged = *dc.ServicesPrivileged
-	}
-	privileged = privileged && imageAllowed(name, dc.AllowedPrivilegedServices)
 	hc := &container.HostConfig{
-		Privileged:    privileged,
+		Privileged:    dc.GetServicesPrivileged() && imageAllowed(name, dc.AllowedPrivilegedServices),
 		SecurityOpt:   dc.ServicesSecurityOpt,
 		Tmpfs:         dc.ServicesTmpfs,
 		DNS:           dc.DNS,
@@ -89,13 +88,13 @@ func serviceHostConfig(dc *config.DockerConfig, name string) (*container.HostCon
 		return nil, fmt.Errorf("service settings: %w", err)
 	}
 	applyResources(&hc.Resources, res)
-	for pattern, devs := range dc.ServicesDevices {
+	byPattern, err := dc.GetServicesDevices()
+	if err != nil {
+		return nil, fmt.Errorf("service settings: %w", err)
+	}
+	for pattern, devs := range byPattern {
 		if imageAllowed(name, []string{pattern}) {
-			d, err := devices(devs)
-			if err != nil {
-				return nil, err
-			}
-			hc.Devices = append(hc.Devices, d...)
+			hc.Devices = append(hc.Devices, deviceMappings(devs)...)
 		}
 	}
 	return hc, nil
@@ -108,35 +107,11 @@ func logConfig(opts map[string]string) container.LogConfig {
 	return container.LogConfig{Type: "json-file", Config: opts}
 }
 
-// devices parses "host[:container[:permissions]]".
-func devices(specs []string) ([]container.DeviceMapping, error) {
+// deviceMappings are config's parsed devices in the Docker API's type.
+func deviceMappings(devs []config.DeviceMapping) []container.DeviceMapping {
 	var out []container.DeviceMapping
-	for _, s := range specs {
-		parts := strings.Split(s, ":")
-		d := container.DeviceMapping{PathOnHost: parts[0], PathInContainer: parts[0], CgroupPermissions: "rwm"}
-		switch len(parts) {
-		case 1:
-		case 2:
-			d.PathInContainer = parts[1]
-		case 3:
-			d.PathInContainer, d.CgroupPermissions = parts[1], parts[2]
-		default:
-			return nil, fmt.Errorf("device %q: use host[:container[:permissions]]", s)
-		}
-		out = append(out, d)
+	for _, d := range devs {
+		out = append(out, container.DeviceMapping{PathOnHost: d.PathOnHost, PathInContainer: d.PathInContainer, CgroupPermissions: d.CgroupPermissions})
 	}
-	return out, nil
-}
-
-// ulimits parses upstream's table: name = "soft[:hard]".
-func ulimits(m map[string]string) ([]*container.Ulimit, error) {
-	var out []*container.Ulimit
-	for name, v := range m {
-		u, err := units.ParseUlimit(name + "=" + v)
-		if err != nil {
-			return nil, fmt.Errorf("ulimit %s=%q: %w", name, v, err)
-		}
-		out = append(out, &container.Ulimit{Name: u.Name, Soft: u.Soft, Hard: u.Hard})
-	}
-	return out, nil
+	return out
 }
