@@ -341,7 +341,7 @@ func (ts *Taskscaler) Unreserve(key string) {
 
 // RecordJob remembers which job key is running and a caller blob (what it needs to report the job
 // failed), and writes the state file before returning, so a crash after it is recoverable. The record
-// ends with Release or Unreserve.
+// ends with ForgetJob or Unreserve.
 func (ts *Taskscaler) RecordJob(key string, jobID int64, data []byte) error {
 	ts.mu.Lock()
 	ts.jobs[key] = &jobRecord{jobID: jobID, data: slices.Clone(data), since: ts.clock.Now()}
@@ -404,17 +404,27 @@ func (ts *Taskscaler) Acquire(ctx context.Context, key string) (*Acquisition, er
 
 // Release ends key's acquisition: the instance's use count goes up, and an instance that reached
 // max_use_count is removed once its last job ends. A key that only holds a reservation is unreserved;
-// a key whose instance was lost is forgotten.
+// a key whose instance was lost is forgotten. A job record under key stays until ForgetJob.
 func (ts *Taskscaler) Release(key string) {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
 	delete(ts.reserved, key)
-	delete(ts.jobs, key)
 	if a, ok := ts.acquired[key]; ok {
 		ts.detachLocked(a, true)
 		ts.assignLocked()
 	}
 	ts.markDirty()
+}
+
+// ForgetJob drops the job record under key (RecordJob), e.g. once GitLab has the job's final state.
+// Unknown keys are ignored.
+func (ts *Taskscaler) ForgetJob(key string) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if _, ok := ts.jobs[key]; ok {
+		delete(ts.jobs, key)
+		ts.markDirty()
+	}
 }
 
 // MarkUnhealthy removes an instance the caller could not use. Its acquisitions' contexts are cancelled

@@ -650,6 +650,47 @@ func TestAcquireTimeout(t *testing.T) {
 	}
 }
 
+// TestReleaseKeepsTheJobRecord: Release gives the slot back; the job's record stays in the state file
+// until ForgetJob.
+func TestReleaseKeepsTheJobRecord(t *testing.T) {
+	c := clock.NewFake(t0)
+	g := newFakeGroup(c)
+	store := state.NewFile(filepath.Join(t.TempDir(), "state.json"))
+	ts := start(t, g, func(o *Options) {
+		o.State = store
+		o.Policies = []Policy{allDay(Policy{IdleCount: 1, IdleTime: time.Hour, Preemptive: true})}
+	})
+	eventually(t, c, "one idle", func() bool { return ready(ts) == 1 })
+	if _, err := ts.Acquire(t.Context(), "job"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.RecordJob("job", 7, []byte("blob")); err != nil {
+		t.Fatal(err)
+	}
+	saved := func() []state.Job {
+		t.Helper()
+		if err := ts.save(); err != nil {
+			t.Fatal(err)
+		}
+		snap, err := store.Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return snap.Jobs
+	}
+	ts.Release("job")
+	if s := ts.Stats(); s.Slots.Acquired != 0 {
+		t.Errorf("slot still held after Release: %+v", s.Slots)
+	}
+	if jobs := saved(); len(jobs) != 1 || jobs[0].JobID != 7 || jobs[0].InstanceID != "" {
+		t.Fatalf("after Release the state holds %+v, want the record of job 7 without its slot", jobs)
+	}
+	ts.ForgetJob("job")
+	if jobs := saved(); len(jobs) != 0 {
+		t.Errorf("after ForgetJob the state holds %+v, want no job", jobs)
+	}
+}
+
 func TestRestart(t *testing.T) {
 	for _, keep := range []bool{false, true} {
 		t.Run(fmt.Sprintf("keep_instance_with_acquisitions=%v", keep), func(t *testing.T) {

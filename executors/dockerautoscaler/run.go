@@ -49,6 +49,7 @@ func (p *Provider) Run(ctx context.Context, res executors.Reservation, b *execut
 		if err := p.ts.RecordJob(reportKey(b.Job.ID), b.Job.ID, ended); err != nil {
 			log.WithError(err).Warn("could not record the finished job in the state file; if fleetrunner crashes before its final update, GitLab's timeout ends the job")
 		}
+		p.ts.ForgetJob(key)
 		p.ts.Release(key)
 	}()
 	p.noteRunner(b.Runner)
@@ -80,7 +81,7 @@ func (p *Provider) Run(ctx context.Context, res executors.Reservation, b *execut
 // FinalStateSent implements executors.FinalStateObserver: GitLab has the job's final state, so its
 // record can go.
 func (p *Provider) FinalStateSent(b *executors.Build) {
-	p.ts.Release(reportKey(b.Job.ID))
+	p.ts.ForgetJob(reportKey(b.Job.ID))
 }
 
 // reportKey is the state-file key of a job whose slot is released but whose final state may not have
