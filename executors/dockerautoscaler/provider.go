@@ -7,7 +7,6 @@ package dockerautoscaler
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -35,8 +34,9 @@ const Name = "docker-autoscaler"
 // provider is created.
 const startTimeout = 2 * time.Minute
 
-// Provider runs the jobs of one [[runners]] entry on autoscaled instances. It implements
-// executors.Provider and executors.Recoverer.
+// Provider runs the jobs of one [[runners]] entry on autoscaled instances. Besides executors.Provider
+// it applies reloaded policies (executors.PolicyUpdater), reports the jobs a crash interrupted
+// (recovery.go), and exports its fleet (metrics.go, instances.go).
 type Provider struct {
 	runner *config.RunnerConfig
 	log    logrus.FieldLogger
@@ -73,7 +73,6 @@ type Provider struct {
 
 var (
 	_ executors.Provider      = (*Provider)(nil)
-	_ executors.Recoverer     = (*Provider)(nil)
 	_ executors.PolicyUpdater = (*Provider)(nil)
 )
 
@@ -333,35 +332,4 @@ func (p *Provider) Shutdown(ctx context.Context) error {
 		err = errors.Join(errs...)
 	})
 	return err
-}
-
-// recoveredBlob is what RecordJob keeps per job, enough to report it failed after a crash. The job
-// token is a secret; it lives only in the state file (mode 0600), like upstream's state storage.
-type recoveredBlob struct {
-	JobID int64  `json:"job_id"`
-	Token string `json:"job_token"`
-	URL   string `json:"gitlab_url"`
-	// Ended marks the record kept after the job finished, until its final state reached GitLab.
-	Ended bool `json:"ended,omitempty"`
-}
-
-// RecoveredJobs implements executors.Recoverer: jobs that were running when the previous process
-// stopped. Done forgets one once it was reported.
-func (p *Provider) RecoveredJobs() []executors.RecoveredJob {
-	var out []executors.RecoveredJob
-	for _, r := range p.ts.RecoveredAcquisitions() {
-		var b recoveredBlob
-		if err := json.Unmarshal(r.Data, &b); err != nil || b.Token == "" {
-			p.log.WithFields(logrus.Fields{"job": r.JobID, "instance": r.InstanceID}).
-				Warn("a job in flight at the last stop has no usable record; it cannot be reported failed and is left to GitLab's timeout")
-			p.ts.ForgetRecovered(r.Key)
-			continue
-		}
-		key := r.Key
-		out = append(out, executors.RecoveredJob{
-			ID: b.JobID, Token: b.Token, URL: b.URL, Instance: r.InstanceID, Ended: b.Ended,
-			Done: func() { p.ts.ForgetRecovered(key) },
-		})
-	}
-	return out
 }

@@ -2,7 +2,6 @@ package dockerautoscaler
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/docker/docker/client"
 	"github.com/google/uuid"
 	"github.com/sirupsen/logrus"
 
@@ -27,36 +27,19 @@ const MaxAttempts = 3
 // probeTimeout bounds the check, after a failed stage, that the instance's connection still answers.
 const probeTimeout = 5 * time.Second
 
-// Run implements executors.Provider. The job is recorded in the state file first, so a crash during it
-// is reported after a restart; then a slot is acquired, the instance dialed and the stages run there.
-// The slot is always released.
+// Run implements executors.Provider: acquire a slot on an instance, connect to it, run the job's stages
+// there with executors/docker, release the slot. The job is on record in the state file throughout
+// (recovery.go). An instance that cannot be used before the job's script started is marked unhealthy
+// and the job tried on another one, up to MaxAttempts.
 func (p *Provider) Run(ctx context.Context, res executors.Reservation, b *executors.Build) error {
-	key := uuid.NewString()
-	if r, ok := res.(*reservation); ok && r.p == p {
-		r.consume()
-		key = r.key
-	}
+	key := p.claim(res)
 	log := b.Logger
 	if log == nil {
 		log = p.log
 	}
-	blob, _ := json.Marshal(recoveredBlob{JobID: b.Job.ID, Token: b.Job.Token, URL: p.runner.URL})
-	defer func() {
-		// The job stays on record, without its slot, until the manager has sent its final state
-		// (FinalStateSent): a crash in between still gets it reported after a restart. Recorded before
-		// the release so that the state file never lacks it.
-		ended, _ := json.Marshal(recoveredBlob{JobID: b.Job.ID, Token: b.Job.Token, URL: p.runner.URL, Ended: true})
-		if err := p.ts.RecordJob(reportKey(b.Job.ID), b.Job.ID, ended); err != nil {
-			log.WithError(err).Warn("could not record the finished job in the state file; if fleetrunner crashes before its final update, GitLab's timeout ends the job")
-		}
-		p.ts.ForgetJob(key)
-		p.ts.Release(key)
-	}()
 	p.noteRunner(b.Runner)
-
-	if err := p.ts.RecordJob(key, b.Job.ID, blob); err != nil {
-		log.WithError(err).Warn("could not record the job in the state file; if fleetrunner crashes now, GitLab's timeout ends the job")
-	}
+	p.recordRunning(key, b, log)
+	defer p.release(key, b, log)
 
 	watch := &scriptWatch{JobLog: b.Log}
 	build := *b
@@ -78,26 +61,16 @@ func (p *Provider) Run(ctx context.Context, res executors.Reservation, b *execut
 	}
 }
 
-// FinalStateSent implements executors.FinalStateObserver: GitLab has the job's final state, so its
-// record can go.
-func (p *Provider) FinalStateSent(b *executors.Build) {
-	p.ts.ForgetJob(reportKey(b.Job.ID))
+// claim returns the key the job holds its slot under: its reservation's, or a fresh one.
+func (p *Provider) claim(res executors.Reservation) string {
+	if r, ok := res.(*reservation); ok && r.p == p {
+		r.consume()
+		return r.key
+	}
+	return uuid.NewString()
 }
 
-// reportKey is the state-file key of a job whose slot is released but whose final state may not have
-// reached GitLab yet.
-func reportKey(jobID int64) string { return fmt.Sprintf("report-%d", jobID) }
-
-// unreachableError is an instance that failed before the job's script started: the job may move on.
-type unreachableError struct {
-	instance string
-	err      error
-}
-
-func (e *unreachableError) Error() string { return e.err.Error() }
-func (e *unreachableError) Unwrap() error { return e.err }
-
-// attempt runs the job on one acquired instance.
+// attempt runs the job on one instance: acquire a slot, connect, run the stages.
 func (p *Provider) attempt(ctx context.Context, key string, b *executors.Build, watch *scriptWatch, log logrus.FieldLogger) error {
 	b.Log.Infof("Preparing instance...")
 	acq, err := p.ts.Acquire(ctx, key)
@@ -118,27 +91,11 @@ func (p *Provider) attempt(ctx context.Context, key string, b *executors.Build, 
 	defer stopAcq()
 
 	b.Log.Infof("Dialing instance %s...", id)
-	lease, err := p.pool.Get(runCtx, id)
-	if err != nil {
-		return p.beforeScript(ctx, runCtx, id, fmt.Errorf("connect: %w", err))
-	}
-	defer lease.Release()
-	go func() {
-		select {
-		case <-lease.Done():
-			cancel(fmt.Errorf("instance %s: %w: %w", id, taskscaler.ErrInstanceLost, lease.Client().Err()))
-		case <-runCtx.Done():
-		}
-	}()
-
-	cli, closeCli, err := lease.DockerClient()
+	lease, cli, disconnect, err := p.connect(ctx, runCtx, cancel, id)
 	if err != nil {
 		return err
 	}
-	defer closeCli()
-	if _, err := cli.Ping(runCtx); err != nil {
-		return p.beforeScript(ctx, runCtx, id, fmt.Errorf("reach the Docker Engine: %w", err))
-	}
+	defer disconnect()
 	b.Log.Infof("Instance %s connected%s", id, p.addresses(runCtx, acq))
 	log.Debug("running job on instance")
 
@@ -154,15 +111,60 @@ func (p *Provider) attempt(ctx context.Context, key string, b *executors.Build, 
 	if err == nil || ctx.Err() != nil {
 		return err
 	}
-	lost := runCtx.Err() != nil || !alive(lease)
-	if !lost {
+	return p.failed(runCtx, id, lease, watch.started.Load(), b, log, err)
+}
+
+// release ends the job's hold on its instance: the job goes on record as ended, then its slot is given
+// back.
+func (p *Provider) release(key string, b *executors.Build, log logrus.FieldLogger) {
+	p.recordEnded(b, log)
+	p.ts.ForgetJob(key)
+	p.ts.Release(key)
+}
+
+// connect leases the instance's pooled connection and a Docker client through it whose engine
+// answers; when the connection dies, cancel ends the job's context. disconnect closes the client and
+// releases the lease.
+func (p *Provider) connect(ctx, runCtx context.Context, cancel context.CancelCauseFunc, id string) (lease *connector.Lease, cli *client.Client, disconnect func(), err error) {
+	lease, err = p.pool.Get(runCtx, id)
+	if err != nil {
+		return nil, nil, nil, p.beforeScript(ctx, runCtx, id, fmt.Errorf("connect: %w", err))
+	}
+	go func() {
+		select {
+		case <-lease.Done():
+			cancel(fmt.Errorf("instance %s: %w: %w", id, taskscaler.ErrInstanceLost, lease.Client().Err()))
+		case <-runCtx.Done():
+		}
+	}()
+	cli, closeCli, err := lease.DockerClient()
+	if err != nil {
+		lease.Release()
+		return nil, nil, nil, err
+	}
+	disconnect = func() {
+		closeCli()
+		lease.Release()
+	}
+	if _, err := cli.Ping(runCtx); err != nil {
+		disconnect()
+		return nil, nil, nil, p.beforeScript(ctx, runCtx, id, fmt.Errorf("reach the Docker Engine: %w", err))
+	}
+	return lease, cli, disconnect, nil
+}
+
+// failed tells what a failed run means. A stage that failed on its own, with the instance still
+// answering, is the job's failure. A lost instance lets the job move on if its script had not started
+// (unreachableError); after that it fails the job with runner_system_failure.
+func (p *Provider) failed(runCtx context.Context, id string, lease *connector.Lease, scriptStarted bool, b *executors.Build, log logrus.FieldLogger, err error) error {
+	if runCtx.Err() == nil && alive(lease) {
 		return err
 	}
 	cause := context.Cause(runCtx)
 	if cause == nil {
 		cause = fmt.Errorf("instance %s: %w: %w", id, taskscaler.ErrInstanceLost, lease.Client().Err())
 	}
-	if !watch.started.Load() {
+	if !scriptStarted {
 		return &unreachableError{instance: id, err: cause}
 	}
 	p.ts.MarkUnhealthy(id)
@@ -171,6 +173,15 @@ func (p *Provider) attempt(ctx context.Context, key string, b *executors.Build, 
 	b.Log.Errorf("Instance %s was lost while the job ran: %v", id, cause)
 	return &job.BuildError{Reason: job.RunnerSystemFailure, Err: fmt.Errorf("instance %s was lost during the job: %w", id, cause)}
 }
+
+// unreachableError is an instance that failed before the job's script started: the job may move on.
+type unreachableError struct {
+	instance string
+	err      error
+}
+
+func (e *unreachableError) Error() string { return e.err.Error() }
+func (e *unreachableError) Unwrap() error { return e.err }
 
 // beforeScript classifies a failure to reach an instance: the job moves on unless its caller ended it.
 func (p *Provider) beforeScript(ctx, runCtx context.Context, id string, err error) error {
