@@ -16,6 +16,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
+	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/local"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/state"
@@ -90,7 +91,7 @@ func removeInstancesAtEnd(t *testing.T, pluginDir, baseAddress string) {
 	t.Cleanup(func() {
 		g := &local.InstanceGroup{StateDir: pluginDir, BaseAddress: baseAddress, MaxSize: 4}
 		ctx := context.Background()
-		if _, err := g.Init(ctx, quietLogger(), fleeting.Settings{}); err != nil {
+		if _, err := g.Init(ctx, logging.Discard(), fleeting.Settings{}); err != nil {
 			t.Errorf("clean up instances: %v", err)
 			return
 		}

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
+	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 	"gitlab.com/fleetrunner/fleetrunner/common/trace"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
@@ -32,16 +32,10 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 )
 
-func quietLogger() *logrus.Logger {
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	return l
-}
-
 // testLogger sends the provider's log to the test log when -v is given, and nowhere otherwise.
 func testLogger(t testing.TB) *logrus.Logger {
 	if !testing.Verbose() {
-		return quietLogger()
+		return logging.Discard()
 	}
 	l := logrus.New()
 	l.SetOutput(tWriter{t})
@@ -84,7 +78,7 @@ func newRig(t testing.TB) *rig {
 	}
 	t.Cleanup(func() { _ = sim.Close() })
 	_, token := sim.CreateRunner(gitlabsim.RunnerOptions{Description: "docker-autoscaler test"})
-	gl, err := gitlab.NewClient(quietLogger(), gitlab.ClientConfig{URL: sim.URL(),
+	gl, err := gitlab.NewClient(logging.Discard(), gitlab.ClientConfig{URL: sim.URL(),
 		Info: gitlab.NewVersionInfo(Name, "sh", docker.Features())})
 	if err != nil {
 		t.Fatal(err)
@@ -251,7 +245,7 @@ func (r *rig) runOne(t testing.TB, p *Provider, watch *sectionLog) (error, gitla
 	}
 	tr := trace.New(r.gl, gitlab.JobCredentials{ID: j.ID, Token: j.Token}, trace.Options{
 		MaskPhrases: j.Variables.MaskedValues(), UpdateInterval: 200 * time.Millisecond,
-		ForceSendInterval: time.Second, Logger: quietLogger(),
+		ForceSendInterval: time.Second, Logger: logging.Discard(),
 	})
 	tr.Start()
 	if watch == nil {

@@ -25,12 +25,12 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
-	"github.com/sirupsen/logrus"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
+	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
 	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/local"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
@@ -249,8 +249,7 @@ func localPlugin(stateDir string) map[string]any {
 // removeInstances deletes, through the local plugin itself, whatever instances its state directory
 // still records: a runner that had to be killed leaves their sshds running.
 func removeInstances(t *testing.T, plugin map[string]any) {
-	quiet := logrus.New()
-	quiet.SetOutput(io.Discard)
+	quiet := logging.Discard()
 	var g local.InstanceGroup
 	if err := json.Unmarshal(mustJSON(plugin), &g); err != nil {
 		t.Errorf("local plugin_config: %v", err)
