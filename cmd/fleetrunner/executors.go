@@ -12,6 +12,6 @@ import (
 func executorRegistry() executors.Registry {
 	return executors.Registry{
 		config.ExecutorDocker:           docker.NewProvider,
-		config.ExecutorDockerAutoscaler: dockerautoscaler.New(builtin.Registry{}),
+		config.ExecutorDockerAutoscaler: dockerautoscaler.New(builtin.Plugins()),
 	}
 }

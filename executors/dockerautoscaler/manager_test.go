@@ -10,7 +10,6 @@ import (
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
-	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/builtin"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
 )
@@ -24,7 +23,7 @@ func (r *rig) startManager(t *testing.T, concurrent int) (*Provider, func()) {
 		Runners: []*config.RunnerConfig{r.runner}}); err != nil {
 		t.Fatal(err)
 	}
-	p, stop := testrig.StartManager(t, testLogger(t), path, "s_manager", Name, New(builtin.Registry{}))
+	p, stop := testrig.StartManager(t, testLogger(t), path, "s_manager", Name, New(testPlugins))
 	return p.(*Provider), stop
 }
 

@@ -10,7 +10,6 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
-	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/builtin"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 )
@@ -34,7 +33,7 @@ func TestCollectorsExportFleetState(t *testing.T) {
 			Policy:                      []config.AutoscalerPolicyConfig{{IdleCount: 3, IdleTime: time.Minute}},
 		},
 	}
-	p, err := newProvider(rc, executors.Deps{Logger: testLogger(t), ConfigDir: t.TempDir()}, builtin.Registry{}, docker.Options{})
+	p, err := newProvider(rc, executors.Deps{Logger: testLogger(t), ConfigDir: t.TempDir()}, testPlugins, docker.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -76,26 +76,17 @@ var (
 	_ executors.PolicyUpdater = (*Provider)(nil)
 )
 
-// Plugins makes fleeting plugins from the [runners.autoscaler] plugin setting; cmd hands the executor
-// the compiled-in ones (fleeting-plugins/builtin).
-type Plugins interface {
-	// New returns a fresh, unconfigured plugin and its canonical name.
-	New(plugin string) (fleeting.InstanceGroup, string, error)
-	// Configure decodes plugin_config (JSON) into the plugin.
-	Configure(group fleeting.InstanceGroup, pluginConfig []byte) error
-}
-
 // New returns the executor's factory. Each provider it makes builds, for its runner, the fleeting
 // plugin named by [runners.autoscaler] plugin from plugins (configured with plugin_config and
 // initialised with connector_config), the SSH connection pool and the taskscaler, which adopts the
-// instances its state file knows.
-func New(plugins Plugins) executors.Factory {
+// instances its state file knows. cmd hands it the compiled-in plugins (fleeting-plugins/builtin).
+func New(plugins fleeting.Registry) executors.Factory {
 	return func(runner *config.RunnerConfig, deps executors.Deps) (executors.Provider, error) {
 		return newProvider(runner, deps, plugins, docker.Options{})
 	}
 }
 
-func newProvider(runner *config.RunnerConfig, deps executors.Deps, plugins Plugins, dopts docker.Options) (*Provider, error) {
+func newProvider(runner *config.RunnerConfig, deps executors.Deps, plugins fleeting.Registry, dopts docker.Options) (*Provider, error) {
 	ac := runner.Autoscaler
 	if ac == nil {
 		return nil, errors.New("[runners.autoscaler] is missing: the docker-autoscaler executor needs it (plugin, capacity_per_instance, max_instances, …)")
@@ -113,7 +104,7 @@ func newProvider(runner *config.RunnerConfig, deps executors.Deps, plugins Plugi
 	if err != nil {
 		return nil, fmt.Errorf("[runners.autoscaler.plugin_config]: %w", err)
 	}
-	if err := plugins.Configure(group, pluginConfig); err != nil {
+	if err := fleeting.Configure(group, pluginConfig); err != nil {
 		return nil, fmt.Errorf("[runners.autoscaler.plugin_config] for plugin %q: %w", plugin, err)
 	}
 

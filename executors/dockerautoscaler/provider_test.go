@@ -12,7 +12,6 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
-	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/builtin"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
@@ -54,7 +53,7 @@ func TestNewProviderRejectsBadConfig(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			rc := base()
 			tt.mutate(rc)
-			p, err := New(builtin.Registry{})(rc, executors.Deps{ConfigDir: t.TempDir()})
+			p, err := New(testPlugins)(rc, executors.Deps{ConfigDir: t.TempDir()})
 			if err == nil {
 				_ = p.Shutdown(context.Background())
 				t.Fatal("the provider accepted a broken config")
@@ -89,7 +88,7 @@ func TestReadyCommandFailure(t *testing.T) {
 		},
 	}}
 	log, hook := test.NewNullLogger()
-	p, err := newProvider(r.runner, executors.Deps{Logger: log, ConfigDir: r.dir}, builtin.Registry{}, docker.Options{})
+	p, err := newProvider(r.runner, executors.Deps{Logger: log, ConfigDir: r.dir}, testPlugins, docker.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +133,7 @@ func TestUpdatePolicies(t *testing.T) {
 			PluginConfig:                config.PluginConfig{"base_address": testBase(), "boot_delay": "50ms", "sshd_delay": "0s", "docker_delay": "0s", "max_size": 2},
 		},
 	}
-	p, err := newProvider(rc, executors.Deps{Logger: testLogger(t), ConfigDir: t.TempDir()}, builtin.Registry{}, docker.Options{})
+	p, err := newProvider(rc, executors.Deps{Logger: testLogger(t), ConfigDir: t.TempDir()}, testPlugins, docker.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +186,7 @@ func TestHealthCheck(t *testing.T) {
 			Policy:                      []config.AutoscalerPolicyConfig{{IdleCount: 1, IdleTime: time.Minute}},
 		},
 	}
-	p, err := newProvider(rc, executors.Deps{Logger: testLogger(t), ConfigDir: t.TempDir()}, builtin.Registry{}, docker.Options{})
+	p, err := newProvider(rc, executors.Deps{Logger: testLogger(t), ConfigDir: t.TempDir()}, testPlugins, docker.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
+	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
@@ -26,11 +27,17 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/trace"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
-	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/builtin"
 	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/local"
+	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/static"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 )
+
+// testPlugins is the plugin registry the tests hand the executor, as cmd hands it the built-in ones.
+var testPlugins = fleeting.Registry{
+	"local":  func() fleeting.InstanceGroup { return &local.InstanceGroup{} },
+	"static": func() fleeting.InstanceGroup { return &static.InstanceGroup{} },
+}
 
 // testLogger sends the provider's log to the test log when -v is given, and nowhere otherwise.
 func testLogger(t testing.TB) *logrus.Logger {
@@ -132,7 +139,7 @@ func (r *rig) newProvider(t testing.TB) *Provider {
 // newProviderLogging is newProvider with the provider's log going to log.
 func (r *rig) newProviderLogging(t testing.TB, log logrus.FieldLogger) *Provider {
 	t.Helper()
-	p, err := newProvider(r.runner, executors.Deps{Logger: log, ConfigDir: r.dir, SystemID: "s_test"}, builtin.Registry{}, docker.Options{})
+	p, err := newProvider(r.runner, executors.Deps{Logger: log, ConfigDir: r.dir, SystemID: "s_test"}, testPlugins, docker.Options{})
 	if err != nil {
 		t.Fatalf("new provider: %v", err)
 	}

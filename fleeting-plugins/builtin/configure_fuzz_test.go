@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
 	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/builtin"
 )
 
@@ -21,7 +22,7 @@ import (
 //   - a rejected JSON object is rejected with an error naming a key: an unknown key found in it, or
 //     the key (or field path) whose value has the wrong type.
 func FuzzConfigure(f *testing.F) {
-	names := builtin.Names()
+	names := builtin.Plugins().Names()
 	index := func(name string) uint8 { return uint8(slices.Index(names, name)) }
 	for _, seed := range []struct{ plugin, config string }{
 		{"local", `{"name":"demo","max_size":3,"boot_delay":"2s","sshd_delay":"0s","docker_delay":"1m30s","boot_jitter":0.2,` +
@@ -43,12 +44,12 @@ func FuzzConfigure(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, plugin uint8, config []byte) {
 		name := names[int(plugin)%len(names)]
-		group, _, err := builtin.New(name)
+		group, _, err := builtin.Plugins().New(name)
 		if err != nil {
 			t.Fatal(err)
 		}
 		typ := reflect.TypeOf(group)
-		err = builtin.Configure(group, config)
+		err = fleeting.Configure(group, config)
 
 		blank := len(bytes.TrimSpace(config)) == 0
 		var unknown, keys []string
@@ -66,8 +67,8 @@ func FuzzConfigure(f *testing.F) {
 			if err != nil {
 				t.Fatalf("%s: accepted config does not encode: %v", name, err)
 			}
-			again, _, _ := builtin.New(name)
-			if err := builtin.Configure(again, enc); err != nil {
+			again, _, _ := builtin.Plugins().New(name)
+			if err := fleeting.Configure(again, enc); err != nil {
 				t.Fatalf("%s rejects its own encoding %s: %v", name, enc, err)
 			}
 			if !reflect.DeepEqual(group, again) {

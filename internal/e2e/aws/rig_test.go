@@ -342,7 +342,7 @@ shutdown_timeout = 30
 // function (a graceful stop, waited for) that also runs at cleanup.
 func (r *jobRig) startManager(t *testing.T, path string) (*dockerautoscaler.Provider, func()) {
 	t.Helper()
-	p, stop := testrig.StartManager(t, r.log.logger, path, "s_aws_e2e", dockerautoscaler.Name, dockerautoscaler.New(builtin.Registry{}))
+	p, stop := testrig.StartManager(t, r.log.logger, path, "s_aws_e2e", dockerautoscaler.Name, dockerautoscaler.New(builtin.Plugins()))
 	return p.(*dockerautoscaler.Provider), stop
 }
 
