@@ -15,11 +15,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
 	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 	"gitlab.com/fleetrunner/fleetrunner/common/trace"
-	"gitlab.com/fleetrunner/fleetrunner/executors"
 )
-
-// The manager hands a Trace to executors as their JobLog.
-var _ executors.JobLog = (*trace.Trace)(nil)
 
 const secret = "hunter2-very-secret-value"
 
