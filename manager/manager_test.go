@@ -121,7 +121,10 @@ func (r *rig) start(reloadInterval time.Duration) {
 		r.m.StopForcefully()
 		r.m.StopForcefully()
 		select {
-		case <-r.runErr:
+		case err := <-r.runErr:
+			if err != nil {
+				r.t.Logf("manager stopped with: %v", err)
+			}
 		case <-time.After(testTimeout):
 			r.t.Error("manager did not stop")
 		}

@@ -172,7 +172,10 @@ shutdown_timeout = 5
 		r.m.StopForcefully()
 		r.m.StopForcefully()
 		select {
-		case <-done:
+		case err := <-done:
+			if err != nil {
+				r.t.Logf("manager stopped with: %v", err)
+			}
 		case <-time.After(testTimeout):
 			r.t.Error("manager did not stop")
 		}

@@ -105,7 +105,7 @@ func TestSimMaskedValueSplitAcrossWrites(t *testing.T) {
 		cut := strings.Index(line, secret) + split
 		_, _ = tr.Write([]byte(line[:cut]))
 		_, _ = tr.Write([]byte(line[cut:]))
-		tr.Write([]byte("token " + j.Token + "\n"))
+		_, _ = tr.Write([]byte("token " + j.Token + "\n"))
 		if err := tr.Finish(t.Context(), gitlab.JobSuccess, "", 0); err != nil {
 			t.Fatal(err)
 		}

@@ -2,6 +2,7 @@ package docker_test
 
 import (
 	"context"
+	"errors"
 	"regexp"
 	"strings"
 	"testing"
@@ -81,7 +82,7 @@ func (s *simRig) runNext(t *testing.T, onStart func(id int64)) gitlabsim.JobSnap
 		state = gitlab.JobFailed
 		tr.Errorf("ERROR: Job failed: %v", err)
 	}
-	if err := tr.Finish(ctx, state, j.ReasonFor(reason), code); err != nil && err != trace.ErrAborted {
+	if err := tr.Finish(ctx, state, j.ReasonFor(reason), code); err != nil && !errors.Is(err, trace.ErrAborted) {
 		t.Fatalf("finish job %d: %v", j.ID, err)
 	}
 	snap, err := s.sim.WaitFinished(ctx, j.ID)

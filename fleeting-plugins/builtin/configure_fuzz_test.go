@@ -32,7 +32,7 @@ func FuzzConfigure(f *testing.F) {
 		{"local", `{"MAX_SIZE":1,"Name":"case-insensitive"}`},
 		{"static", `{"name":"lab","hosts":[{"id":"h1","address":"10.0.0.5:22","username":"ci","key_path":"/etc/ci/key","os":"linux","arch":"arm64"},` +
 			`{"id":"h2","address":"h2.example","password":"pw"}]}`},
-		{"static", `{"hosts":[{"id":"h1","adress":"10.0.0.5"}]}`},
+		{"static", `{"hosts":[{"id":"h1","adress":"10.0.0.5"}]}`}, //nolint:misspell // a deliberate typo: an unknown key
 		{"static", `{"hosts":{"id":"h1"}}`},
 		{"aws", `{"name":"fleetrunner-workers","region":"eu-west-1","profile":"default","config_file":"/root/.aws/config","credentials_file":"/root/.aws/credentials"}`},
 		{"aws", `{"name":"asg","region":null}`},

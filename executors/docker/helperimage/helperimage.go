@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
+
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
@@ -126,7 +128,7 @@ func (e *ensurer) ensureImage(ctx context.Context, cli client.APIClient, log log
 	switch {
 	case err == nil && old.Config != nil && old.Config.Labels[LabelDigest] == bin.digest:
 		return nil
-	case err != nil && !client.IsErrNotFound(err):
+	case err != nil && !cerrdefs.IsNotFound(err):
 		return fmt.Errorf("inspect helper image %s: %w", ref, err)
 	}
 	start := time.Now()

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
+
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/image"
@@ -186,7 +188,7 @@ func TestEnsureOnEngine(t *testing.T) {
 	if insp, err := cli.ImageInspect(ctx, ref); err != nil || insp.Config.Labels[LabelDigest] != bin.digest {
 		t.Errorf("after rebuild: labels %v, %v", insp.Config.Labels, err)
 	}
-	if _, err := cli.ImageInspect(ctx, staleRef); !client.IsErrNotFound(err) {
+	if _, err := cli.ImageInspect(ctx, staleRef); !cerrdefs.IsNotFound(err) {
 		t.Errorf("another build's old image %s is still there (%v)", staleRef, err)
 	}
 }

@@ -79,13 +79,13 @@ func (f *fleetrunner) runUntil(t *testing.T, text, line string) string {
 			return out.String()
 		case <-ctx.Done():
 			t.Errorf("fleetrunner run did not log %q within %s", line, commandWithin)
-			<-exited
+			t.Logf("fleetrunner run exited: %v", <-exited)
 			return out.String()
 		case <-tick.C:
 		}
 	}
 	_ = cmd.Process.Kill()
-	<-exited
+	t.Logf("fleetrunner run, killed on purpose, exited: %v", <-exited)
 	return out.String()
 }
 

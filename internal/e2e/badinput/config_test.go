@@ -133,11 +133,11 @@ func configRows(f *fleetrunner) []row {
 			want: []string{`$DIR/config.toml: runners[0].docker.pull_policy: unsupported pull_policy "sometimes" (want always, if-not-present or never)`},
 		},
 		{
-			name: "misspelt key", input: "capacity_per_instanse instead of capacity_per_instance",
+			name: "misspelt key", input: "capacity_per_instanse instead of capacity_per_instance", //nolint:misspell // a deliberate typo
 			seen: func(t *testing.T) string {
-				return f.list(t, edited(t, "capacity_per_instance = 1", "capacity_per_instanse = 1"))
+				return f.list(t, edited(t, "capacity_per_instance = 1", "capacity_per_instanse = 1")) //nolint:misspell // a deliberate typo
 			},
-			want: []string{`key="runners[0].autoscaler.capacity_per_instanse"`, "unknown key"},
+			want: []string{`key="runners[0].autoscaler.capacity_per_instanse"`, "unknown key"}, //nolint:misspell // a deliberate typo
 		},
 		{
 			name: "no autoscaler table", input: "docker-autoscaler without [runners.autoscaler]",

@@ -240,7 +240,7 @@ func TestWriteGzipAndRaw(t *testing.T) {
 			t.Fatal(err)
 		}
 		got = append(got, zr.Name+"="+string(b))
-		if err := zr.Reset(&buf); err == io.EOF {
+		if err := zr.Reset(&buf); errors.Is(err, io.EOF) {
 			break
 		} else if err != nil {
 			t.Fatal(err)

@@ -70,7 +70,7 @@ func newFake(t *testing.T) (*fakeGitLab, *httptest.Server) {
 		f.stored[job] = b
 		f.uploads = append(f.uploads, upload{job, hdr.Filename, r.URL.RawQuery})
 		w.WriteHeader(http.StatusCreated)
-		io.WriteString(w, "201")
+		_, _ = io.WriteString(w, "201")
 	}
 	mux.HandleFunc("POST /api/v4/jobs/{id}/artifacts", func(w http.ResponseWriter, r *http.Request) { store(w, r, r.PathValue("id")) })
 	mux.HandleFunc("POST /upload-here/{id}", func(w http.ResponseWriter, r *http.Request) { store(w, r, r.PathValue("id")) })
@@ -86,7 +86,7 @@ func newFake(t *testing.T) (*fakeGitLab, *httptest.Server) {
 			http.Error(w, `{"message":"404 Not Found"}`, http.StatusNotFound)
 			return
 		}
-		w.Write(b)
+		_, _ = w.Write(b)
 	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
@@ -279,7 +279,9 @@ func TestDownloadFromObjectStorage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	io.WriteString(w, "from storage")
+	if _, err := io.WriteString(w, "from storage"); err != nil {
+		t.Fatal(err)
+	}
 	if err := zw.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +290,7 @@ func TestDownloadFromObjectStorage(t *testing.T) {
 			http.Error(w, "the job token reached object storage", http.StatusBadRequest)
 			return
 		}
-		w.Write(archiveZip.Bytes())
+		_, _ = w.Write(archiveZip.Bytes())
 	}))
 	t.Cleanup(storage.Close)
 	gl := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
