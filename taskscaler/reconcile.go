@@ -252,6 +252,7 @@ func (ts *Taskscaler) fleet() capacity.Fleet {
 // planLocked picks instances to remove (marking them) and how many to create.
 func (ts *Taskscaler) planLocked(now time.Time) (create int, remove []string) {
 	p := capacity.Active(ts.policies, now)
+	actual := ts.liveLocked()
 	var views []capacity.InstanceView
 	for _, in := range ts.instances {
 		if in.state >= stRemove {
@@ -286,9 +287,9 @@ func (ts *Taskscaler) planLocked(now time.Time) (create int, remove []string) {
 	want := capacity.ToCreate(ts.fleet(), ts.desired, ts.liveLocked(), total)
 	if want > 0 && now.Before(ts.blocked) {
 		ts.log.WithFields(logrus.Fields{"wanted": want, "until": ts.blocked}).Debug("instance creation backing off after failures")
-		want = 0
+	} else {
+		create = capacity.Throttled(ts.throttle, now, want)
 	}
-	create = capacity.Throttled(ts.throttle, now, want)
 
 	for _, in := range ts.instances {
 		retry := in.state == stRemoving && in.reported != fleeting.StateDeleting && now.Sub(in.removeAt) >= ts.opts.DeletionRetryInterval
@@ -298,6 +299,7 @@ func (ts *Taskscaler) planLocked(now time.Time) (create int, remove []string) {
 		}
 	}
 	slices.Sort(remove)
+	ts.decideLocked(now, want, create, remove, actual)
 	return create, remove
 }
 

@@ -76,8 +76,10 @@ type instance struct {
 	idleSince      time.Time
 	removeAt       time.Time
 	healthFailures int
-	connectInfo    *fleeting.ConnectInfo
-	data           map[string][]byte
+	// removeReason says why the instance is being removed, for the scale decision that removes it.
+	removeReason string
+	connectInfo  *fleeting.ConnectInfo
+	data         map[string][]byte
 }
 
 // Acquisition is a slot on a ready instance held for one job.
@@ -165,6 +167,7 @@ type Taskscaler struct {
 	restoredRan map[string]int            // in-flight jobs per restored instance
 	recovered   []RecoveredJob
 	counters    Counters
+	decisions   []Decision
 	failStreak  int
 	blocked     time.Time // no Increase before this
 	desired     int
@@ -757,6 +760,7 @@ func (ts *Taskscaler) refreshDrainLocked(in *instance) {
 func (ts *Taskscaler) condemnLocked(in *instance, reason string) {
 	ts.loseLocked(in, reason)
 	in.state = stRemove
+	in.removeReason = reason
 	ts.log.WithFields(logrus.Fields{"instance": in.id, "reason": reason, "use_count": in.useCount}).Info("removing instance")
 	ts.markDirty()
 	ts.poke()
