@@ -15,7 +15,7 @@ func (a *app) verifyCommand() *cobra.Command {
 	var del bool
 	cmd := &cobra.Command{
 		Use:   "verify",
-		Short: "Check that GitLab still knows every configured runner",
+		Short: "Check that GitLab still knows every configured runner (`check` checks the file offline)",
 		Long: "Verify asks GitLab about each runner of config.toml and prints whether it is valid or was removed\n" +
 			"from GitLab (deleted, or its token revoked). With --delete, removed runners are dropped from\n" +
 			"config.toml. Runners GitLab could not be asked about are kept.",

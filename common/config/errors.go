@@ -14,6 +14,9 @@ type Warning struct {
 	// Key is the key path, for example runners[0].machine.IdleCount.
 	Key     string
 	Message string
+	// Unknown marks a key fleetrunner does not read, as opposed to a known key whose setting it
+	// ignores or questions; `fleetrunner check` fails on these, since a typo is one.
+	Unknown bool
 }
 
 func (w Warning) String() string {

@@ -10,8 +10,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"reflect"
+	"slices"
+	"strings"
 
 	"github.com/BurntSushi/toml"
 )
@@ -44,7 +47,8 @@ func Parse(data []byte) (*Config, []Warning, error) {
 	if _, err := toml.Decode(string(data), &raw); err != nil {
 		return nil, nil, syntaxError(err, data)
 	}
-	_, hasConcurrent := raw["concurrent"]
+	// The decoder matches keys case-insensitively, so "Concurrent = 5" sets concurrent too.
+	hasConcurrent := slices.ContainsFunc(slices.Collect(maps.Keys(raw)), func(k string) bool { return strings.EqualFold(k, "concurrent") })
 
 	check := &schemaCheck{}
 	check.table(keyPath{}, raw, reflect.TypeFor[Config]())

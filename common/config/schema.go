@@ -124,7 +124,7 @@ func (c *schemaCheck) table(p keyPath, m map[string]any, t reflect.Type) {
 	for _, k := range keys {
 		f := lookupField(fields, k)
 		if f == nil {
-			c.unknown(p.key(k), m[k])
+			c.unknown(p.key(k), m[k], closestKey(k, fields))
 			continue
 		}
 		if !c.value(p.key(k), m[k], f.typ) {
@@ -236,8 +236,10 @@ func (c *schemaCheck) value(p keyPath, data any, t reflect.Type) bool {
 	return c.fail(p, "cannot be decoded into %s", t)
 }
 
-// unknown warns about every leaf key under an unknown key, naming why it is ignored.
-func (c *schemaCheck) unknown(p keyPath, data any) {
+// unknown warns about every leaf key under an unknown key, naming why it is ignored. suggest is the
+// known key closest to the unknown one ("" for none); a misspelt table passes it on to its leaves,
+// since the misspelling is in the table's name.
+func (c *schemaCheck) unknown(p keyPath, data any, suggest string) {
 	switch v := data.(type) {
 	case map[string]any:
 		if len(v) > 0 {
@@ -247,19 +249,63 @@ func (c *schemaCheck) unknown(p keyPath, data any) {
 			}
 			slices.Sort(keys)
 			for _, k := range keys {
-				c.unknown(p.key(k), v[k])
+				c.unknown(p.key(k), v[k], suggest)
 			}
 			return
 		}
 	case []map[string]any:
 		if len(v) > 0 {
 			for i, m := range v {
-				c.unknown(p.index(i), m)
+				c.unknown(p.index(i), m, suggest)
 			}
 			return
 		}
 	}
-	c.warns = append(c.warns, Warning{Key: p.str, Message: unknownKeyMessage(p.segs)})
+	c.warns = append(c.warns, Warning{Key: p.str, Message: unknownKeyMessage(p.segs, suggest), Unknown: true})
+}
+
+// closestKey is the known key nearest to an unknown one, for "did you mean": the smallest edit
+// distance after folding case and '-' to '_', within a budget that grows with the key's length so that
+// a short key is not "corrected" into an unrelated one. Ties go to the key declared first.
+func closestKey(key string, fields []tomlField) string {
+	norm := func(s string) string { return strings.ReplaceAll(strings.ToLower(s), "-", "_") }
+	k := norm(key)
+	budget := 1 + len(k)/4
+	best, bestDist := "", budget+1
+	for _, f := range fields {
+		if d := editDistance(k, norm(f.name)); d < bestDist {
+			best, bestDist = f.name, d
+		}
+	}
+	return best
+}
+
+// editDistance is the optimal string alignment distance: Levenshtein's insertions, deletions and
+// substitutions plus the swap of two adjacent characters, the commonest typo ("imgae").
+func editDistance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	// d[i][j] is the distance between ra[:i] and rb[:j].
+	d := make([][]int, len(ra)+1)
+	for i := range d {
+		d[i] = make([]int, len(rb)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && ra[i-1] == rb[j-2] && ra[i-2] == rb[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(ra)][len(rb)]
 }
 
 // upstreamExecutorSections are [runners.X] tables upstream uses for executors fleetrunner does not run.
@@ -285,7 +331,7 @@ var legacyCacheKeys = map[string]bool{
 	"BucketLocation": true, "Insecure": true,
 }
 
-func unknownKeyMessage(segs []string) string {
+func unknownKeyMessage(segs []string, suggest string) string {
 	const ignored = "; ignored"
 	if len(segs) >= 2 && segs[0] == "runners" {
 		if exec, ok := upstreamExecutorSections[segs[1]]; ok {
@@ -308,7 +354,10 @@ func unknownKeyMessage(segs []string) string {
 	if segs[0] == "experimental" {
 		return "upstream experimental setting that fleetrunner does not implement" + ignored
 	}
-	return "unknown key (see config.toml.example for the keys fleetrunner reads)" + ignored
+	if suggest != "" {
+		return fmt.Sprintf("unknown key; did you mean `%s`?%s", suggest, ignored)
+	}
+	return "unknown key (see config.toml.example and docs/configuration.md for the keys fleetrunner reads)" + ignored
 }
 
 // describeTOML names a decoded TOML value for a message: its TOML type and, for scalars, the value.
