@@ -1,6 +1,7 @@
 // Command gitlabsim runs the GitLab runner-API simulator on its own: it prints its URL, the legacy
 // registration token and one glrt- runner token, optionally loads a pipeline file, and serves until
-// SIGINT or SIGTERM. Point `fleetrunner register --url` at the printed URL.
+// SIGINT or SIGTERM. Point `fleetrunner register --url` at the printed URL, or, with a fixed --listen
+// address and --token, write both into config.toml once and keep them across restarts.
 package main
 
 import (
@@ -11,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/sirupsen/logrus"
@@ -39,6 +41,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	longPoll := fs.Duration("long-poll", 0, "hold job requests like Workhorse while nothing changes (e.g. 30s)")
 	dataDir := fs.String("data-dir", "", "where repositories live (default: a temporary directory)")
 	logLevel := fs.String("log-level", "info", "debug logs every request")
+	token := fs.String("token", "", "the runner token to create (glrt-…; default a new random one), so that a restart keeps config.toml valid")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -48,6 +51,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	level, err := logrus.ParseLevel(*logLevel)
 	if err != nil {
 		return fmt.Errorf("--log-level: %w", err)
+	}
+	if *token != "" && !strings.HasPrefix(*token, "glrt-") {
+		return fmt.Errorf("--token %q: a runner authentication token starts with glrt-", *token)
 	}
 	log := logrus.New()
 	log.Out = stderr
@@ -60,10 +66,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer func() { _ = srv.Close() }()
-	_, token := srv.CreateRunner(gitlabsim.RunnerOptions{Description: "gitlabsim runner"})
+	_, runnerToken := srv.CreateRunner(gitlabsim.RunnerOptions{Description: "gitlabsim runner", Token: *token})
 	fmt.Fprintf(stdout, "URL:                %s\n", srv.URL())
 	fmt.Fprintf(stdout, "Registration token: %s\n", srv.RegistrationToken())
-	fmt.Fprintf(stdout, "Runner token:       %s\n", token)
+	fmt.Fprintf(stdout, "Runner token:       %s\n", runnerToken)
 	if *pipelineFile != "" {
 		p, err := srv.LoadPipelineFile(*pipelineFile)
 		if err != nil {

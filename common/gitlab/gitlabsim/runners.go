@@ -30,6 +30,9 @@ type RunnerOptions struct {
 	Description    string
 	Paused         bool
 	TokenExpiresAt *time.Time
+	// Token is the runner's token; empty creates a random glrt- token. A fixed token lets a standalone
+	// simulator that restarts keep the token that a runner's config.toml already holds.
+	Token string
 }
 
 // CreateRunner creates a runner as the GitLab UI does and returns its id and glrt- token.
@@ -37,6 +40,9 @@ func (s *Server) CreateRunner(o RunnerOptions) (id int64, token string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.newRunnerLocked("glrt-", o.Description, o.Paused)
+	if o.Token != "" {
+		r.token = o.Token
+	}
 	if o.TokenExpiresAt != nil {
 		t := o.TokenExpiresAt.UTC()
 		r.tokenExpiresAt = &t
