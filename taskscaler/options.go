@@ -99,6 +99,11 @@ type Options struct {
 	// what the caller holds for it (a pooled connection) can go too. Nil: nobody is told.
 	Gone func(id string)
 
+	// Observe receives instance lifecycle durations as they are measured (see Measure), e.g. for
+	// histograms. It is called with the taskscaler's lock held, so it must be quick and must not call
+	// the taskscaler. Nil: nobody is told.
+	Observe func(m Measure, d time.Duration)
+
 	// Clock is the wall clock when nil.
 	Clock clock.Clock
 	// State persists instances and in-flight jobs; nil keeps nothing (and then every instance found in

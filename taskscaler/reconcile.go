@@ -64,6 +64,7 @@ func (ts *Taskscaler) reconcile(ctx context.Context) {
 	}
 
 	ts.mu.Lock()
+	ts.accountLocked()
 	now := ts.clock.Now()
 	gone := ts.applyLocked(seen, now)
 	create, remove := ts.planLocked(now)
@@ -99,7 +100,9 @@ func (ts *Taskscaler) applyLocked(seen map[string]fleeting.State, now time.Time)
 			if restoring {
 				ts.adoptLocked(in, st)
 			} else {
-				ts.consumeRequestLocked()
+				if asked, ok := ts.consumeRequestLocked(); ok {
+					ts.observe(MeasureCreation, now.Sub(asked))
+				}
 				ts.counters.InstancesCreated++
 				ts.log.WithFields(logrus.Fields{"instance": id, "state": st}).Info("new instance")
 			}
@@ -108,7 +111,8 @@ func (ts *Taskscaler) applyLocked(seen map[string]fleeting.State, now time.Time)
 		switch st {
 		case fleeting.StateRunning:
 			if in.state == stCreating {
-				in.state = stReadying
+				in.state, in.runningAt = stReadying, now
+				ts.observe(MeasureIsRunning, now.Sub(in.createdAt))
 				ts.startReadyUp(in.id)
 			}
 		case fleeting.StateCreating:
@@ -209,18 +213,27 @@ func (ts *Taskscaler) adoptLocked(in *instance, st fleeting.State) {
 	log.WithFields(logrus.Fields{"use_count": in.useCount, "state": in.state}).Info("adopted instance from saved state")
 }
 
-func (ts *Taskscaler) consumeRequestLocked() {
+// consumeRequestLocked counts a newly listed instance against the oldest open request and returns
+// when that request was accepted; false when the instance was asked for by nobody we know.
+func (ts *Taskscaler) consumeRequestLocked() (time.Time, bool) {
 	if len(ts.requests) == 0 {
-		return
+		return time.Time{}, false
 	}
+	at := ts.requests[0].at
 	ts.requests[0].n--
 	if ts.requests[0].n <= 0 {
 		ts.requests = ts.requests[1:]
 	}
+	return at, true
 }
 
 // dropLocked forgets an instance that is gone from the group.
 func (ts *Taskscaler) dropLocked(in *instance) {
+	now := ts.clock.Now()
+	ts.observe(MeasureLife, now.Sub(in.createdAt))
+	if !in.deleteAskedAt.IsZero() {
+		ts.observe(MeasureDeletion, now.Sub(in.deleteAskedAt))
+	}
 	if in.state < stRemove {
 		ts.counters.UnexpectedRemovals++
 		ts.loseLocked(in, "instance unexpectedly removed")
@@ -296,6 +309,9 @@ func (ts *Taskscaler) planLocked(now time.Time) (create int, remove []string) {
 		if in.state == stRemove || retry {
 			remove = append(remove, in.id)
 			in.state, in.removeAt = stRemoving, now
+			if in.deleteAskedAt.IsZero() {
+				in.deleteAskedAt = now
+			}
 		}
 	}
 	slices.Sort(remove)
@@ -308,6 +324,7 @@ func (ts *Taskscaler) increase(ctx context.Context, n int) {
 	got = min(max(got, 0), n)
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
+	ts.counters.IncreaseAsked += uint64(n)
 	now := ts.clock.Now()
 	if got > 0 {
 		ts.requests = append(ts.requests, request{n: got, at: now})
@@ -325,6 +342,10 @@ func (ts *Taskscaler) increase(ctx context.Context, n int) {
 
 func (ts *Taskscaler) decrease(ctx context.Context, ids []string) {
 	accepted, err := ts.group.Decrease(ctx, ids)
+	ts.mu.Lock()
+	ts.counters.DecreaseAsked += uint64(len(ids))
+	ts.counters.DecreaseAccepted += uint64(len(accepted))
+	ts.mu.Unlock()
 	if err == nil && len(accepted) == len(ids) {
 		ts.log.WithField("instances", ids).Info("asked to remove instances")
 		return
@@ -382,6 +403,8 @@ func (ts *Taskscaler) startReadyUp(id string) {
 			return
 		}
 		ts.failStreak = 0
+		ts.accountLocked()
+		ts.observe(MeasureReadiness, now.Sub(in.runningAt))
 		in.connectInfo = &ci
 		in.state = stReady
 		in.readyAt, in.idleSince = now, now

@@ -11,7 +11,10 @@ import (
 
 // Counters only ever grow; they are ready to be exported as Prometheus counters.
 type Counters struct {
+	IncreaseAsked       uint64 // instances asked for in Increase
 	InstancesRequested  uint64 // instances the plugin accepted in Increase
+	DecreaseAsked       uint64 // instances asked to be removed in Decrease (retries count again)
+	DecreaseAccepted    uint64 // instances the plugin accepted to remove
 	InstancesCreated    uint64 // new instances seen in the group
 	InstancesReady      uint64 // instances that passed their ready command
 	InstancesRemoved    uint64 // instances the taskscaler removed and saw disappear
@@ -27,6 +30,73 @@ type Counters struct {
 	MarkedUnhealthy     uint64 // instances removed through MarkUnhealthy
 	// ReadyDuration sums creation-to-ready time over InstancesReady instances.
 	ReadyDuration time.Duration
+	// InstanceTime sums the time instances spent in each state: what the fleet costs, and how much of
+	// it is idle.
+	InstanceTime InstanceTime
+}
+
+// InstanceTime is instance time by state, summed over instances. Instances asked for but not yet
+// listed by the plugin are not counted: the cloud may not bill them yet.
+type InstanceTime struct {
+	Booting  time.Duration // listed, not ready yet (creating, or running its ready command)
+	Idle     time.Duration // ready, no job on it
+	Busy     time.Duration // ready, at least one job on it
+	Draining time.Duration // reached max_use_count, its last jobs running
+	Removing time.Duration // being removed
+}
+
+// accountLocked adds the time since the last call to InstanceTime, for each instance in the state it
+// is in now. Every change of an instance's state calls it first, so each interval is counted in the
+// state the instance was in throughout.
+func (ts *Taskscaler) accountLocked() {
+	now := ts.clock.Now()
+	d := now.Sub(ts.accountedAt)
+	if ts.accountedAt.IsZero() || d <= 0 {
+		ts.accountedAt = now
+		return
+	}
+	ts.accountedAt = now
+	t := &ts.counters.InstanceTime
+	for _, in := range ts.instances {
+		switch in.state {
+		case stCreating, stReadying:
+			t.Booting += d
+		case stReady:
+			if len(in.acq) > 0 {
+				t.Busy += d
+			} else {
+				t.Idle += d
+			}
+		case stDraining:
+			t.Draining += d
+		case stRemove, stRemoving:
+			t.Removing += d
+		}
+	}
+}
+
+// Measure names an instance lifecycle duration passed to Options.Observe.
+type Measure int
+
+const (
+	// MeasureCreation runs from the Increase the plugin accepted to the instance's first listing.
+	MeasureCreation Measure = iota
+	// MeasureIsRunning runs from the first listing to the plugin reporting the instance running.
+	MeasureIsRunning
+	// MeasureReadiness runs from running to ready: connection details, the Docker Engine and
+	// instance_ready_command (the ReadyUp hook) passed.
+	MeasureReadiness
+	// MeasureDeletion runs from the first Decrease for the instance to its leaving the group.
+	MeasureDeletion
+	// MeasureLife runs from the first listing to leaving the group, however it left.
+	MeasureLife
+)
+
+// observe passes a lifecycle duration to Options.Observe.
+func (ts *Taskscaler) observe(m Measure, d time.Duration) {
+	if ts.opts.Observe != nil {
+		ts.opts.Observe(m, d)
+	}
 }
 
 // InstanceCounts counts instances by taskscaler state.
@@ -75,6 +145,7 @@ type InstanceInfo struct {
 func (ts *Taskscaler) Stats() Stats {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
+	ts.accountLocked()
 	now := ts.clock.Now()
 	d := ts.demandLocked()
 	p := capacity.Active(ts.policies, now)

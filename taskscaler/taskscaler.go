@@ -72,9 +72,11 @@ type instance struct {
 	slots          []bool
 	acq            map[string]*Acquisition
 	createdAt      time.Time
+	runningAt      time.Time // when the plugin first reported it running, for the readiness time
 	readyAt        time.Time
 	idleSince      time.Time
 	removeAt       time.Time
+	deleteAskedAt  time.Time // the first Decrease for it (removeAt moves on retries), for the deletion time
 	healthFailures int
 	// removeReason says why the instance is being removed, for the scale decision that removes it.
 	removeReason string
@@ -168,6 +170,7 @@ type Taskscaler struct {
 	recovered   []RecoveredJob
 	counters    Counters
 	decisions   []Decision
+	accountedAt time.Time // instance time is summed up to here (accountLocked)
 	failStreak  int
 	blocked     time.Time // no Increase before this
 	desired     int
@@ -711,6 +714,7 @@ func (ts *Taskscaler) assignLocked() {
 }
 
 func (ts *Taskscaler) attachLocked(in *instance, key string) *Acquisition {
+	ts.accountLocked()
 	slot := slices.Index(in.slots, false)
 	in.slots[slot] = true
 	a := &Acquisition{InstanceID: in.id, Slot: slot, UseCount: in.useCount, key: key, ts: ts}
@@ -724,6 +728,7 @@ func (ts *Taskscaler) attachLocked(in *instance, key string) *Acquisition {
 
 // detachLocked ends an acquisition; used counts it as a finished job.
 func (ts *Taskscaler) detachLocked(a *Acquisition, used bool) {
+	ts.accountLocked()
 	delete(ts.acquired, a.key)
 	a.cancel(errReleased)
 	in, ok := ts.instances[a.InstanceID]
@@ -758,6 +763,7 @@ func (ts *Taskscaler) refreshDrainLocked(in *instance) {
 
 // condemnLocked schedules an instance for removal at the next pass and cuts off its jobs.
 func (ts *Taskscaler) condemnLocked(in *instance, reason string) {
+	ts.accountLocked()
 	ts.loseLocked(in, reason)
 	in.state = stRemove
 	in.removeReason = reason
