@@ -215,3 +215,46 @@ type AutoscaledInstance struct {
 type InstanceLister interface {
 	AutoscalerInstances() []AutoscaledInstance
 }
+
+// FleetStatus is an autoscaling provider's fleet at one moment, as the status page shows it.
+type FleetStatus struct {
+	// PolicyIndex is the index of the [[runners.autoscaler.policy]] in force now, -1 when none matches:
+	// then Policy is the zero one (no idle capacity, idle instances removed at once, not preemptive).
+	PolicyIndex int
+	Policy      FleetPolicy
+	// SlotsPerInstance is capacity_per_instance; MaxInstances is max_instances, 0 for no cap.
+	SlotsPerInstance int
+	MaxInstances     int
+	Instances        []AutoscaledInstance
+	// Decisions are the last scale decisions, newest last.
+	Decisions []ScaleDecision
+}
+
+// FleetPolicy is a scaling policy as config.toml spells it.
+type FleetPolicy struct {
+	Periods          []string
+	IdleCount        int
+	IdleTime         time.Duration
+	ScaleFactor      float64
+	ScaleFactorLimit int
+	Preemptive       bool
+}
+
+// ScaleDecision is one pass of the autoscaler that asked for instances, removed some, or found a reason
+// not to.
+type ScaleDecision struct {
+	At time.Time
+	// Action is increase, decrease or none.
+	Action string
+	// Count is the number of instances asked for or removed.
+	Count int
+	// Desired is the instance count the pass aimed for, Actual the live instances when it began.
+	Desired, Actual int
+	Reason          string
+}
+
+// FleetDescriber is implemented by providers that scale a fleet of instances (docker-autoscaler). It is
+// called per status page request and must return at once.
+type FleetDescriber interface {
+	FleetStatus() FleetStatus
+}

@@ -20,6 +20,9 @@ import (
 //	/debug/autoscaler/instances  each runner's autoscaled instances, as JSON ([]RunnerInstances)
 //	/-/health                    200 while the manager serves, 503 otherwise
 //	/debug/pprof/                Go's profiles
+//
+// The status page at / is not served here: package status sits in front of this handler (cmd wires
+// them), since it observes the manager before the metrics do.
 func (m *Metrics) Handler() http.Handler {
 	mux := http.NewServeMux()
 	// A "GET" pattern also answers HEAD; ServeMux answers other methods with 405 and an Allow header.

@@ -15,6 +15,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/manager"
 	"gitlab.com/fleetrunner/fleetrunner/metrics"
+	"gitlab.com/fleetrunner/fleetrunner/status"
 )
 
 // metricsShutdownTimeout bounds the metrics server's shutdown after the manager stopped.
@@ -88,7 +89,8 @@ func (a *app) runCommand() *cobra.Command {
 }
 
 // startMetrics starts the metrics server when flagAddr (--listen-address, LISTEN_ADDRESS) or
-// config.toml's listen_address asks for one, makes it the manager's observer, and sets opts.OnConfig.
+// config.toml's listen_address asks for one, with the status page at /, makes them the manager's
+// observer, and sets opts.OnConfig.
 // The server is not restarted on reload: a changed listen_address is warned about. The returned
 // function shuts the server down.
 func (a *app) startMetrics(flagAddr string, opts *manager.Options) (func(), error) {
@@ -115,12 +117,14 @@ func (a *app) startMetrics(flagAddr string, opts *manager.Options) (func(), erro
 		return nil, fmt.Errorf("--listen-address: %w", err)
 	}
 	mx := metrics.New(a.log)
-	srv, err := metrics.Start(a.log, hostPort, mx.Handler())
+	// The status page at / sees the manager first and passes every call on to the metrics.
+	tracker := status.NewTracker(mx)
+	srv, err := metrics.Start(a.log, hostPort, status.Handler(a.log, tracker.Page, mx.Handler()))
 	if err != nil {
 		return nil, err
 	}
 	a.log.AddHook(mx.LogHook())
-	opts.Observer = mx
+	opts.Observer = tracker
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), metricsShutdownTimeout)
 		defer cancel()

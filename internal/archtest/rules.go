@@ -48,6 +48,9 @@ var Rules = []Rule{
 	{From: "metrics/...", Allow: []string{"metrics/...", "manager", "executors", "common/..."},
 		Why: "metrics observe the manager and the executors' interface; only cmd and rigs import the top of the program"},
 
+	{From: "status/...", Allow: []string{"status/...", "manager", "executors", "common/..."},
+		Why: "the status page observes the manager and asks the executors' interface for the fleet; only cmd and rigs import the top of the program"},
+
 	{From: "executors", Allow: []string{"common/..."},
 		Why: "the Executor interface and its factory sit on the shared leaves only"},
 	{From: "executors/docker/...", Allow: []string{"executors/docker/...", "executors", "common/..."},
