@@ -87,6 +87,9 @@ type InstanceGroup struct {
 	pendingSince map[string]time.Time
 	// details caches DescribeInstances answers; an instance's addresses do not change while it lives.
 	details map[string]awsclient.Instance
+
+	// calls counts the API calls for APICalls (apicalls.go); it outlives Init and Shutdown.
+	calls fleeting.APICalls
 }
 
 var _ fleeting.InstanceGroup = (*InstanceGroup)(nil)
@@ -161,6 +164,7 @@ func (g *InstanceGroup) Init(ctx context.Context, log logrus.FieldLogger, settin
 		return fleeting.ProviderInfo{}, err
 	}
 	g.region = cfg.Region
+	cfg.APIOptions = append(cfg.APIOptions, g.countCalls)
 	g.client = awsclient.New(cfg)
 	g.log = log.WithFields(logrus.Fields{"plugin": "aws", "group": g.Name, "region": g.region})
 	g.settings = settings

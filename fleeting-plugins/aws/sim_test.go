@@ -3,6 +3,7 @@ package aws
 import (
 	"errors"
 	"io"
+	"maps"
 	"os/user"
 	"path/filepath"
 	"slices"
@@ -254,13 +255,27 @@ func TestThrottling(t *testing.T) {
 	if got, err := g.Decrease(t.Context(), running); err != nil || len(got) != 2 {
 		t.Errorf("Decrease = %q, %v", got, err)
 	}
-	throttled := 0
-	for _, n := range sim.Calls() {
-		throttled += n
-	}
 	t.Logf("calls under 30%% throttling (attempts, throttled included): %v", sim.Calls())
-	if throttled == 0 {
+	if len(sim.Calls()) == 0 {
 		t.Errorf("no calls recorded")
+	}
+
+	// The plugin's own count (fleeting.APICallCounter) agrees with what the sim answered, attempt by
+	// attempt, and tells the throttled ones apart.
+	perOperation := map[string]int{}
+	outcomes := map[string]uint64{}
+	for _, c := range g.APICalls() {
+		perOperation[c.Operation] += int(c.Count)
+		outcomes[c.Outcome] += c.Count
+		if c.Service != "auto_scaling" && c.Service != "ec2" && c.Service != "ec2_instance_connect" {
+			t.Errorf("unexpected service label %q", c.Service)
+		}
+	}
+	if !maps.Equal(perOperation, sim.Calls()) {
+		t.Errorf("the plugin counted %v, the sim answered %v", perOperation, sim.Calls())
+	}
+	if outcomes[fleeting.OutcomeThrottled] == 0 || outcomes[fleeting.OutcomeSuccess] == 0 {
+		t.Errorf("outcomes under 30%% throttling: %v", outcomes)
 	}
 }
 
