@@ -13,8 +13,10 @@ build:
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/fleetrunner-helper-linux-amd64 ./cmd/fleetrunner-helper
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/fleetrunner-helper-linux-arm64 ./cmd/fleetrunner-helper
 
-# Lint first: it is the cheap failure, and its govet runs go vet's analyzers.
+# Lint first: it is the cheap failure, and its govet runs go vet's analyzers. .ci/prereqs installs the
+# Debian packages the tests use when run as root on Debian, and otherwise prints the command that would.
 test: lint
+	@.ci/prereqs test
 	# -count=1: tests talk to Docker and sshd, whose state Go cannot see, so results are never cached.
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	# In CI every fuzz target also fuzzes for FUZZTIME; elsewhere `go test` replays their seeds and
@@ -28,6 +30,7 @@ lint:
 
 # The main job on an embedded default: simulated GitLab, a local fleet of sshd instances, real Docker.
 demo:
+	@.ci/prereqs demo
 	$(GO) run ./cmd/fleetrunner-demo
 
 # Native fuzz targets as package:Name. go test fuzzes one target per package per run, so `fuzz` runs
