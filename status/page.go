@@ -36,7 +36,7 @@ type Runner struct {
 	FailedRequests int
 	LastStatus     int
 	LastRequest    time.Time
-	// Fleet is nil for executors that scale no fleet.
+	// Fleet is nil for executors that scale no fleet; its Decisions are newest first.
 	Fleet *executors.FleetStatus
 	// Jobs are the running jobs, oldest first.
 	Jobs []Job

@@ -119,7 +119,8 @@ func TestPage(t *testing.T) {
 				"<td>2</td><td>9</td>",
 				`<tr class="instance"><td>inst-busy-1</td><td>ready</td><td>5</td><td>2/2</td><td>busy</td></tr>`,
 				`<td>inst-idle-2</td><td>ready</td><td>1</td><td>0/2</td><td>1m30s</td>`,
-				"<td>increase</td><td>2</td><td>2</td><td>0</td><td>2 instances wanted for the jobs and the idle target</td>",
+				"<td>decrease</td><td>1</td><td>1</td><td>2</td><td>idle past idle_time &lt;img src=x onerror=alert(1)&gt;</td></tr>\n" +
+					"<tr><td>1m0s ago</td><td>increase</td><td>2</td><td>2</td><td>0</td><td>2 instances wanted for the jobs and the idle target</td>",
 				`<a href="https://gitlab.example/g/p/-/jobs/4242">#4242</a></td><td>step_script</td>`,
 			},
 			wantNot:  []string{"No job is running.", `class="unhealthy"`},

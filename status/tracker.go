@@ -179,6 +179,8 @@ func (t *Tracker) Page() Page {
 		for _, f := range fleets {
 			if f.runner.Runner == r.Runner && f.runner.Name == r.Name {
 				fs := f.fd.FleetStatus()
+				// An operator reads the newest decision first.
+				slices.Reverse(fs.Decisions)
 				rv.Fleet = &fs
 			}
 		}

@@ -246,7 +246,9 @@ type runner struct {
 	ended   context.Context
 }
 
-// startRunner starts `fleetrunner run`; it is killed when the test ends, and its log shown if it failed.
+// startRunner starts `fleetrunner run`. When the test ends it is stopped with SIGQUIT, so that it
+// deletes the local plugin's instances (their sshds) even after a failure, and killed only if it does
+// not exit; its log is shown if the test failed.
 func startRunner(t *testing.T, bin, configPath string) *runner {
 	t.Helper()
 	out, err := os.Create(filepath.Join(t.TempDir(), "fleetrunner.log"))
@@ -263,7 +265,12 @@ func startRunner(t *testing.T, bin, configPath string) *runner {
 	go func() { end(cmd.Wait()) }()
 	r := &runner{cmd: cmd, logPath: out.Name(), ended: ended}
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
+		if r.ended.Err() == nil {
+			if err := r.stop(syscall.SIGQUIT, stopWithin); err != nil {
+				t.Errorf("stopping fleetrunner: %v", err)
+				_ = cmd.Process.Kill()
+			}
+		}
 		<-ended.Done()
 		if t.Failed() {
 			b, _ := os.ReadFile(r.logPath)
