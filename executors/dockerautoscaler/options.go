@@ -49,6 +49,42 @@ func TaskscalerOptions(ac *config.AutoscalerConfig, maxSize int) (taskscaler.Opt
 	}, nil
 }
 
+// Buckets are the bounds of the instance lifecycle histograms, in seconds.
+type Buckets struct {
+	Creation, IsRunning, Deletion, Readiness, LifeDuration []float64
+}
+
+// Default lifecycle buckets, used when neither the histogram's own *_buckets key nor
+// instance_operation_time_buckets is set. Instances boot and are removed in seconds to minutes, so
+// those start below a second; instances live for minutes to a day.
+var (
+	defaultOperationBuckets = []float64{0.5, 1, 2.5, 5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 900}
+	defaultLifeBuckets      = []float64{60, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 57600, 86400}
+)
+
+// HistogramBuckets resolves the lifecycle histograms' buckets as upstream does: a histogram's own key
+// (instance_creation_time_buckets, …), else instance_operation_time_buckets, else the default. The
+// life duration falls back to its own default rather than to the operation buckets' seconds.
+func HistogramBuckets(ac *config.AutoscalerConfig) Buckets {
+	op := defaultOperationBuckets
+	if len(ac.InstanceOperationTimeBuckets) > 0 {
+		op = ac.InstanceOperationTimeBuckets
+	}
+	pick := func(own, fallback []float64) []float64 {
+		if len(own) > 0 {
+			return own
+		}
+		return fallback
+	}
+	return Buckets{
+		Creation:     pick(ac.InstanceCreationTimeBuckets, op),
+		IsRunning:    pick(ac.InstanceIsRunningTimeBuckets, op),
+		Deletion:     pick(ac.InstanceDeletionTimeBuckets, op),
+		Readiness:    pick(ac.InstanceReadinessTimeBuckets, op),
+		LifeDuration: pick(ac.InstanceLifeDurationBuckets, defaultLifeBuckets),
+	}
+}
+
 // Policies maps the [[runners.autoscaler.policy]] list onto the taskscaler's policies, which check
 // them further when they are applied.
 func Policies(cs []config.AutoscalerPolicyConfig) ([]taskscaler.Policy, error) {

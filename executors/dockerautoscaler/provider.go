@@ -46,6 +46,8 @@ type Provider struct {
 	pool   *connector.Pool
 	ts     *taskscaler.Taskscaler
 	docker docker.Options
+	// metrics are the histograms Collectors exports (metrics.go).
+	metrics *fleetMetrics
 
 	// statePath is the taskscaler's state file, where pinned host keys live; empty with state_storage off.
 	statePath        string
@@ -124,6 +126,7 @@ func newProvider(runner *config.RunnerConfig, deps executors.Deps, plugins fleet
 		plugin:           plugin,
 		info:             info,
 		docker:           dopts,
+		metrics:          newFleetMetrics(HistogramBuckets(ac)),
 		readyCommand:     ac.InstanceReadyCommand,
 		heartbeatOverSSH: runner.FeatureFlag(config.FFUseFleetingAcquireHeartbeats),
 		logInternalIP:    ac.LogInternalIP,
@@ -201,6 +204,7 @@ func (p *Provider) taskscalerOptions(configDir string) (taskscaler.Options, erro
 	opts.ReadyUp = p.readyUp
 	opts.HealthCheck = p.healthCheck
 	opts.Gone = p.gone
+	opts.Observe = p.metrics.observe
 	if path := p.stateFile(configDir); path != "" {
 		opts.State = state.NewFile(path)
 		p.statePath = path

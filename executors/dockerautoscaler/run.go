@@ -37,6 +37,7 @@ func (p *Provider) Run(ctx context.Context, res executors.Reservation, b *execut
 	if log == nil {
 		log = p.log
 	}
+	received := time.Now()
 	p.noteRunner(b.Runner)
 	p.recordRunning(key, b, log)
 	defer p.release(key, b, log)
@@ -45,7 +46,13 @@ func (p *Provider) Run(ctx context.Context, res executors.Reservation, b *execut
 	build := *b
 	build.Log = watch
 	for attempt := 1; ; attempt++ {
-		err := p.attempt(ctx, key, &build, watch, log)
+		err := p.attempt(ctx, key, &build, watch, log, func() {
+			// The first slot ends the job's wait; a move to another instance after a failure is not
+			// another job waiting.
+			if attempt == 1 {
+				p.metrics.slotWait.Observe(time.Since(received).Seconds())
+			}
+		})
 		var un *unreachableError
 		if !errors.As(err, &un) {
 			return err
@@ -70,8 +77,9 @@ func (p *Provider) claim(res executors.Reservation) string {
 	return uuid.NewString()
 }
 
-// attempt runs the job on one instance: acquire a slot, connect, run the stages.
-func (p *Provider) attempt(ctx context.Context, key string, b *executors.Build, watch *scriptWatch, log logrus.FieldLogger) error {
+// attempt runs the job on one instance: acquire a slot, connect, run the stages; acquired is called
+// once the slot is held.
+func (p *Provider) attempt(ctx context.Context, key string, b *executors.Build, watch *scriptWatch, log logrus.FieldLogger, acquired func()) error {
 	b.Log.Infof("Preparing instance...")
 	acq, err := p.ts.Acquire(ctx, key)
 	if err != nil {
@@ -80,6 +88,7 @@ func (p *Provider) attempt(ctx context.Context, key string, b *executors.Build, 
 		}
 		return err
 	}
+	acquired()
 	id := acq.InstanceID
 	log = log.WithFields(logrus.Fields{"instance": id, "slot": acq.Slot})
 
