@@ -53,6 +53,7 @@ type Metrics struct {
 	failedJobs         *prometheus.CounterVec
 	jobDuration        *prometheus.HistogramVec
 	queueDuration      *prometheus.HistogramVec
+	queuingExceeded    *prometheus.CounterVec
 	requestConcurrency *prometheus.GaugeVec
 	apiStatuses        *prometheus.CounterVec
 	errors             *prometheus.CounterVec
@@ -106,6 +107,14 @@ func New(log logrus.FieldLogger) *Metrics {
 		Name: "gitlab_runner_job_queue_duration_seconds", Help: "Histogram of how long jobs waited in GitLab's queue",
 		Buckets: queueDurationBuckets,
 	}, runner)
+	// Upstream counts jobs whose queue time passed the threshold of [runners.monitoring]
+	// job_queuing_durations in force. fleetrunner does not read [runners.monitoring] (it warns that the
+	// table is ignored), so no threshold is ever in force and the counter stays at 0, as upstream's does
+	// without that table; it is exported so that upstream dashboards and alerts find it.
+	m.queuingExceeded = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gitlab_runner_acceptable_job_queuing_duration_exceeded_total",
+		Help: "Counts how often jobs exceed the configured queuing time threshold",
+	}, runner)
 	m.requestConcurrency = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "gitlab_runner_request_concurrency", Help: "The current number of concurrent requests for a new job",
 	}, runner)
@@ -134,7 +143,7 @@ func New(log logrus.FieldLogger) *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		versionInfo, m.concurrent, m.limit, m.jobsTotal, m.failedJobs, m.jobDuration, m.queueDuration,
+		versionInfo, m.concurrent, m.limit, m.jobsTotal, m.failedJobs, m.jobDuration, m.queueDuration, m.queuingExceeded,
 		m.requestConcurrency, m.apiStatuses, m.errors, m.processingFailures,
 		jobsCollector{m},
 	)
@@ -154,6 +163,8 @@ func (m *Metrics) Configured(concurrent int, runners []manager.RunnerInfo) {
 	m.limit.Reset()
 	for _, r := range runners {
 		m.limit.WithLabelValues(r.Runner, r.Name, r.SystemID).Set(float64(r.Limit))
+		// Created at 0 for every runner, so that increase() and alerts see the series.
+		m.queuingExceeded.WithLabelValues(r.Runner, r.SystemID)
 	}
 }
 

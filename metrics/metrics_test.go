@@ -55,6 +55,8 @@ func TestScrapeAfterJobs(t *testing.T) {
 		{"gitlab_runner_api_request_statuses_total", updates, 3},
 		{"gitlab_runner_version_info", map[string]string{"name": "fleetrunner"}, 1},
 		{"gitlab_runner_errors_total", map[string]string{"level": "error"}, 0},
+		// No [runners.monitoring] threshold is read, so no job exceeds one; the series exists.
+		{"gitlab_runner_acceptable_job_queuing_duration_exceeded_total", runner, 0},
 		// The executor's own collector carries the runner's labels.
 		{"fleeting_taskscaler_desired_instances", map[string]string{"runner": short, "runner_name": "metrics-runner", "system_id": systemID}, 4},
 	}
