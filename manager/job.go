@@ -35,7 +35,7 @@ func (w *worker) runJob(client *gitlab.Client, res executors.Reservation, j *job
 	tr.Infof("Running with fleetrunner %s (%s)", version.Version, version.Rev())
 	tr.Infof("  on %s %s, system ID: %s", rc.Name, ShortToken(rc.Token), w.m.opts.SystemID)
 	obs := w.m.opts.Observer.JobStarted(JobInfo{
-		Runner: w.m.runnerInfo(rc), ID: j.ID, URL: jobURL(j),
+		Runner: w.m.runnerInfo(rc), ID: j.ID, Name: j.JobInfo.Name, Project: j.JobInfo.ProjectFullPath, URL: jobURL(j),
 		QueueDuration: time.Duration(j.JobInfo.TimeInQueueSecs * float64(time.Second)),
 	})
 

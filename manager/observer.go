@@ -65,6 +65,10 @@ type RunnerInfo struct {
 type JobInfo struct {
 	Runner RunnerInfo
 	ID     int64
+	// Name and Project (its full path) are as GitLab sent them, for the status page; metrics must not
+	// label by them.
+	Name    string
+	Project string
 	// URL is the job's web page, without credentials.
 	URL string
 	// QueueDuration is how long the job waited in GitLab's queue (job_info.time_in_queue_seconds).

@@ -42,9 +42,12 @@ type Runner struct {
 	Jobs []Job
 }
 
-// Job is a running job; URL is its web page without credentials.
+// Job is a running job: its name and project as GitLab sent them, its web page without credentials,
+// and the build stage it is in (get_sources, step_script…).
 type Job struct {
 	ID      int64
+	Name    string
+	Project string
 	URL     string
 	Stage   string
 	Started time.Time

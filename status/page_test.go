@@ -111,7 +111,7 @@ func TestPage(t *testing.T) {
 				tr.Configured(4, []manager.RunnerInfo{autoscaled})
 				tr.ProviderStarted(autoscaled, someFleet())
 				tr.RequestEnded(autoscaled, http.StatusCreated)
-				tr.JobStarted(manager.JobInfo{Runner: autoscaled, ID: 4242, URL: "https://gitlab.example/g/p/-/jobs/4242"}).Stage("step_script")
+				tr.JobStarted(manager.JobInfo{Runner: autoscaled, ID: 4242, Name: "unit", Project: "g/p", URL: "https://gitlab.example/g/p/-/jobs/4242"}).Stage("step_script")
 			},
 			want: []string{
 				"Runner fleet-a", "(t1_abcdef01)", `<span class="healthy">healthy</span>`, "limit 4",
@@ -121,7 +121,7 @@ func TestPage(t *testing.T) {
 				`<td>inst-idle-2</td><td>ready</td><td>1</td><td>0/2</td><td>1m30s</td>`,
 				"<td>decrease</td><td>1</td><td>1</td><td>2</td><td>idle past idle_time &lt;img src=x onerror=alert(1)&gt;</td></tr>\n" +
 					"<tr><td>1m0s ago</td><td>increase</td><td>2</td><td>2</td><td>0</td><td>2 instances wanted for the jobs and the idle target</td>",
-				`<a href="https://gitlab.example/g/p/-/jobs/4242">#4242</a></td><td>step_script</td>`,
+				`<a href="https://gitlab.example/g/p/-/jobs/4242">#4242</a></td><td>unit</td><td>g/p</td><td>step_script</td>`,
 			},
 			wantNot:  []string{"No job is running.", `class="unhealthy"`},
 			wantCode: http.StatusOK,
@@ -170,16 +170,19 @@ func TestPage(t *testing.T) {
 			feed: func(tr *status.Tracker) {
 				tr.Configured(1, []manager.RunnerInfo{hostile})
 				tr.ProviderStarted(hostile, someFleet())
-				tr.JobStarted(manager.JobInfo{Runner: hostile, ID: 9, URL: `javascript:alert("job")`}).Stage(`<script>alert("stage")</script>`)
+				tr.JobStarted(manager.JobInfo{
+					Runner: hostile, ID: 9, Name: `<script>alert("job")</script>`, Project: `g/<b>p</b>`, URL: `javascript:alert("job")`,
+				}).Stage(`<script>alert("stage")</script>`)
 			},
 			want: []string{
 				"Runner &lt;script&gt;alert(&#34;runner&#34;)&lt;/script&gt;",
 				"&lt;script&gt;alert(&#34;stage&#34;)&lt;/script&gt;",
+				"<td>&lt;script&gt;alert(&#34;job&#34;)&lt;/script&gt;</td><td>g/&lt;b&gt;p&lt;/b&gt;</td>",
 				"idle past idle_time &lt;img src=x onerror=alert(1)&gt;",
 				// html/template refuses a javascript: URL in an href.
 				`href="#ZgotmplZ"`,
 			},
-			wantNot:  []string{"<script>", "<img", `href="javascript:`},
+			wantNot:  []string{"<script>", "<img", "<b>", `href="javascript:`},
 			wantCode: http.StatusOK,
 		},
 	}

@@ -164,7 +164,7 @@ func (t *Tracker) Page() Page {
 	jobs := make([]Job, 0, len(t.jobs))
 	jobRunner := make([]string, 0, len(t.jobs))
 	for j := range t.jobs {
-		jobs = append(jobs, Job{ID: j.info.ID, URL: j.info.URL, Stage: j.stage, Started: j.started})
+		jobs = append(jobs, Job{ID: j.info.ID, Name: j.info.Name, Project: j.info.Project, URL: j.info.URL, Stage: j.stage, Started: j.started})
 		jobRunner = append(jobRunner, j.info.Runner.Runner)
 	}
 	t.mu.Unlock()

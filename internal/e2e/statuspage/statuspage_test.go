@@ -33,8 +33,11 @@ const (
 // runMarker is what the job prints before it sleeps; the page is loaded while it sleeps.
 const runMarker = "statuspage-job-runs-now"
 
-// runnerName is hostile: the page must show it as text, and Chromium must not run it.
-const runnerName = `status <script>document.title="pwned"</script>`
+// runnerName and jobName are hostile: the page must show them as text, and Chromium must not run them.
+const (
+	runnerName = `status <script>document.title="pwned"</script>`
+	jobName    = `page <b onclick="alert(1)">job</b>`
+)
 
 // ArtifactsEnv names a directory where the test keeps its screenshot; without it the screenshot goes to
 // the test's temporary directory, whose path is logged.
@@ -78,7 +81,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	})
 
 	id := gl.Enqueue(gitlabsim.JobSpec{
-		Name: "status-page", Repo: repo.Name, Image: image,
+		Name: jobName, Repo: repo.Name, Image: image,
 		Script: []string{"echo " + runMarker, "sleep 300"},
 	})
 	testrig.WaitFor(t, jobWithin, "the job to print "+runMarker, func() bool {
@@ -110,7 +113,8 @@ func TestStatusPageInChromium(t *testing.T) {
 		{"the runner healthy", strings.Contains(dom, `<span class="healthy">healthy</span>`)},
 		{"the policy in force (idle count 0, idle time 1m0s, not preemptive)", strings.Contains(dom, "<td>#0</td>") && strings.Contains(dom, "<td>0</td><td>1m0s</td>")},
 		{"one instance, ready, with its one slot in use", len(instances) == 1 && strings.Contains(instances[0], "<td>ready</td>") && strings.Contains(instances[0], "<td>1/1</td>")},
-		{"the running job with its stage", len(jobs) == 1 && strings.Contains(jobs[0], fmt.Sprintf(">#%d<", id)) && strings.Contains(jobs[0], "<td>step_script</td>")},
+		{"the running job with its name (escaped), project and stage", len(jobs) == 1 && strings.Contains(jobs[0], fmt.Sprintf(">#%d<", id)) &&
+			strings.Contains(jobs[0], `<td>page &lt;b onclick="alert(1)"&gt;job&lt;/b&gt;</td><td>group/statuspage</td><td>step_script</td>`)},
 		{"the scale decision that created the instance", strings.Contains(dom, "<td>increase</td><td>1</td>")},
 	} {
 		if !c.ok {
