@@ -60,10 +60,10 @@ const (
 // TestSecretsStayHidden runs one job whose script prints its masked variable, its file variable and
 // its job token, then sleeps, on `fleetrunner run` (the real binary, log level debug) with the
 // docker-autoscaler executor on the local plugin. Each secret is then looked for in the manager's log,
-// /metrics and the debug endpoints, every file under the config directory, the job's containers (while
-// the job sleeps) and the job's log in GitLab. The runner token and the registry credentials belong in
-// config.toml, and the job token may sit in the taskscaler's state file (mode 0600) while the job
-// runs; anywhere else a find is a failure that names the place.
+// the status page, /metrics and the debug endpoints, every file under the config directory, the job's
+// containers (while the job sleeps) and the job's log in GitLab. The runner token and the registry
+// credentials belong in config.toml, and the job token may sit in the taskscaler's state file (mode
+// 0600) while the job runs; anywhere else a find is a failure that names the place.
 func TestSecretsStayHidden(t *testing.T) {
 	testenv.RequireSSHD(t)
 	testenv.RequireCommand(t, "git", "apt-get install git")
@@ -307,7 +307,7 @@ func searchContainers(t *testing.T, h *hunt, cli client.APIClient, runnerToken s
 // searchEndpoints searches what listen_address serves; when says at what point of the job.
 func searchEndpoints(t *testing.T, h *hunt, base, when string) {
 	t.Helper()
-	for _, path := range []string{"/metrics", "/debug/jobs/list", "/debug/autoscaler/instances", "/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/goroutine?debug=2"} {
+	for _, path := range []string{"/", "/metrics", "/debug/jobs/list", "/debug/autoscaler/instances", "/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/goroutine?debug=2"} {
 		body := get(base + path)
 		if body == nil {
 			t.Errorf("GET %s %s: no answer", path, when)
