@@ -87,7 +87,7 @@ func TestCollectorsExportFleetState(t *testing.T) {
 	for name, want := range map[string][]float64{
 		"fleeting_provisioner_instance_creation_time_seconds":   {1, 2, 3},
 		"fleeting_provisioner_instance_is_running_time_seconds": {5, 50},
-		"fleeting_provisioner_instance_life_duration_seconds":   defaultLifeBuckets,
+		"fleeting_provisioner_instance_life_duration_seconds":   {5, 50},
 	} {
 		if !slices.Equal(bounds[name], want) {
 			t.Errorf("%s buckets %v, want %v", name, bounds[name], want)

@@ -63,24 +63,23 @@ var (
 )
 
 // HistogramBuckets resolves the lifecycle histograms' buckets as upstream does: a histogram's own key
-// (instance_creation_time_buckets, …), else instance_operation_time_buckets, else the default. The
-// life duration falls back to its own default rather than to the operation buckets' seconds.
+// (instance_creation_time_buckets, …), else instance_operation_time_buckets, the fallback for all of
+// them, else the default (the life duration has its own: instances live far longer than they boot).
 func HistogramBuckets(ac *config.AutoscalerConfig) Buckets {
-	op := defaultOperationBuckets
-	if len(ac.InstanceOperationTimeBuckets) > 0 {
-		op = ac.InstanceOperationTimeBuckets
-	}
-	pick := func(own, fallback []float64) []float64 {
-		if len(own) > 0 {
+	pick := func(own, byDefault []float64) []float64 {
+		switch {
+		case len(own) > 0:
 			return own
+		case len(ac.InstanceOperationTimeBuckets) > 0:
+			return ac.InstanceOperationTimeBuckets
 		}
-		return fallback
+		return byDefault
 	}
 	return Buckets{
-		Creation:     pick(ac.InstanceCreationTimeBuckets, op),
-		IsRunning:    pick(ac.InstanceIsRunningTimeBuckets, op),
-		Deletion:     pick(ac.InstanceDeletionTimeBuckets, op),
-		Readiness:    pick(ac.InstanceReadinessTimeBuckets, op),
+		Creation:     pick(ac.InstanceCreationTimeBuckets, defaultOperationBuckets),
+		IsRunning:    pick(ac.InstanceIsRunningTimeBuckets, defaultOperationBuckets),
+		Deletion:     pick(ac.InstanceDeletionTimeBuckets, defaultOperationBuckets),
+		Readiness:    pick(ac.InstanceReadinessTimeBuckets, defaultOperationBuckets),
 		LifeDuration: pick(ac.InstanceLifeDurationBuckets, defaultLifeBuckets),
 	}
 }

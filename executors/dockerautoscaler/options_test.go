@@ -109,3 +109,20 @@ func TestStateFile(t *testing.T) {
 		t.Errorf("with state_storage off the legacy directory was touched: %v", err)
 	}
 }
+
+// TestHistogramBuckets: a histogram's own *_buckets key, else instance_operation_time_buckets, else
+// the default, which for the life duration is its own.
+func TestHistogramBuckets(t *testing.T) {
+	got := HistogramBuckets(&config.AutoscalerConfig{})
+	want := Buckets{Creation: defaultOperationBuckets, IsRunning: defaultOperationBuckets, Deletion: defaultOperationBuckets,
+		Readiness: defaultOperationBuckets, LifeDuration: defaultLifeBuckets}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("defaults: %+v", got)
+	}
+	op, own := []float64{1, 10}, []float64{2, 20}
+	got = HistogramBuckets(&config.AutoscalerConfig{InstanceOperationTimeBuckets: op, InstanceReadinessTimeBuckets: own})
+	want = Buckets{Creation: op, IsRunning: op, Deletion: op, Readiness: own, LifeDuration: op}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("with instance_operation_time_buckets and instance_readiness_time_buckets: %+v", got)
+	}
+}
