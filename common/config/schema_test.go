@@ -10,6 +10,7 @@ func TestUnknownKeySuggestsTheClosestKnownKey(t *testing.T) {
 		name, content, key, suggest string
 	}{
 		{"typo at the top", strings.Replace(validDA, "concurrent = 2", "concurent = 2", 1), "concurent", "concurrent"},
+		{"typo in another case", strings.Replace(validDA, "concurrent = 2", "Concurent = 2", 1), "Concurent", "concurrent"},
 		{"swapped letters", replace(`image = "alpine"`, "image = \"alpine\"\n    imgae = \"typo\""), "runners[0].docker.imgae", "image"},
 		{"upstream's camel case for a policy key", replace("[[runners.autoscaler.policy]]", "[[runners.autoscaler.policy]]\n      IdleCount = 3"),
 			"runners[0].autoscaler.policy[0].IdleCount", "idle_count"},
