@@ -208,6 +208,10 @@ type AutoscaledInstance struct {
 	Acquired int `json:"acquired"`
 	// IdleSince is when the instance last became idle; absent while it runs a job.
 	IdleSince *time.Time `json:"idle_since,omitempty"`
+	// CreatedAt is when the instance first appeared in the group.
+	CreatedAt time.Time `json:"created_at"`
+	// Jobs are the IDs of the jobs running on it now.
+	Jobs []int64 `json:"jobs,omitempty"`
 }
 
 // InstanceLister is implemented by providers that run jobs on autoscaled instances. It is called per

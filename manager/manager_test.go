@@ -50,6 +50,8 @@ type rig struct {
 	runCtx context.Context
 	// registry replaces the test executor's when set (startWith).
 	registry executors.Registry
+	// observer is the manager's Observer when set.
+	observer manager.Observer
 }
 
 type runnerSettings struct {
@@ -110,6 +112,7 @@ func (r *rig) start(reloadInterval time.Duration) {
 	}
 	r.m = manager.New(log, manager.Options{
 		ConfigPath: r.cfgPath, Registry: reg, SystemID: r.systemID, ReloadInterval: reloadInterval,
+		Observer: r.observer,
 	})
 	r.runErr = make(chan error, 1)
 	ctx := r.runCtx

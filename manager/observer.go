@@ -33,6 +33,10 @@ type Observer interface {
 	// ProcessingFailure is a request round that did not ask GitLab because the executor could not
 	// reserve capacity: FailureNoFreeExecutor or FailureOther.
 	ProcessingFailure(r RunnerInfo, failureType string)
+	// RunnerPaused is called when the manager pauses a runner's job requests after
+	// unhealthy_requests_limit unhealthy answers in a row (and again after each failed probe), with the
+	// time of its next probe; and with the zero time once it is healthy again or a reload ended the pause.
+	RunnerPaused(r RunnerInfo, until time.Time)
 	// JobStarted is called when GitLab handed out a job; the JobObserver follows that job.
 	JobStarted(j JobInfo) JobObserver
 }
@@ -123,6 +127,7 @@ func (nopObserver) RequestStarted(RunnerInfo)                      {}
 func (nopObserver) RequestEnded(RunnerInfo, int)                   {}
 func (nopObserver) APIResponse(RunnerInfo, string, int)            {}
 func (nopObserver) ProcessingFailure(RunnerInfo, string)           {}
+func (nopObserver) RunnerPaused(RunnerInfo, time.Time)             {}
 func (nopObserver) JobStarted(JobInfo) JobObserver                 { return nopObserver{} }
 func (nopObserver) Stage(string)                                   {}
 func (nopObserver) Finished(job.FailureReason)                     {}

@@ -110,7 +110,8 @@ func (w *worker) update(global *config.Config, rc *config.RunnerConfig) {
 	if autoscalerChanged(w.cfg.Autoscaler, rc.Autoscaler) {
 		w.log.Warn("[runners.autoscaler] settings other than the policy changed; restart fleetrunner to apply them")
 	}
-	if w.unhealthy > 0 || w.pauses > 0 {
+	wasPaused := w.pauses > 0
+	if w.unhealthy > 0 || wasPaused {
 		// An operator who reloads after fixing GitLab, the network or the token (reset outside this
 		// process) expects jobs now, not after the pause.
 		w.clearUnhealthyLocked()
@@ -134,6 +135,9 @@ func (w *worker) update(global *config.Config, rc *config.RunnerConfig) {
 		}
 	}
 	w.mu.Unlock()
+	if wasPaused {
+		w.m.opts.Observer.RunnerPaused(w.runnerInfo(), time.Time{})
+	}
 	w.wake()
 	w.wakeRotation()
 }
@@ -289,7 +293,9 @@ func (w *worker) request(client *gitlab.Client, token string, started time.Time)
 		w.logRequestFailure(r)
 	}
 	if !replaced {
-		w.countHealth(r, started)
+		if until, changed := w.countHealth(r, started); changed {
+			obs.RunnerPaused(info, until)
+		}
 	}
 	if r.Job == nil {
 		w.requestEnded(false)
@@ -331,25 +337,27 @@ const firstUnhealthyPause = 5 * time.Second
 // pause starts at a few seconds and doubles with each failed probe up to unhealthy_interval, and the
 // failures of requests that were in flight together count once: a one-second outage that fails three
 // parallel requests is one failure, not a reason to stop taking jobs for an hour. A healthy answer or a
-// reload ends the pause.
-func (w *worker) countHealth(r gitlab.RequestJobResult, started time.Time) {
+// reload ends the pause. It returns the end of the pause and whether the runner was paused (again) or
+// became healthy, for the observer.
+func (w *worker) countHealth(r gitlab.RequestJobResult, started time.Time) (pausedUntil time.Time, changed bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if r.Healthy {
-		if w.pauses > 0 {
+		changed = w.pauses > 0
+		if changed {
 			w.log.Info("GitLab answers the runner again; it is healthy and asks for jobs as usual")
 		}
 		w.clearUnhealthyLocked()
-		return
+		return time.Time{}, changed
 	}
 	if !started.After(w.lastFailure) {
-		return // in flight during the failure already counted
+		return time.Time{}, false // in flight during the failure already counted
 	}
 	w.lastFailure = time.Now()
 	w.unhealthy++
 	limit := w.cfg.GetUnhealthyRequestsLimit()
 	if w.pauses == 0 && w.unhealthy < limit {
-		return
+		return time.Time{}, false
 	}
 	w.unhealthy = 0
 	w.pauses++
@@ -358,9 +366,10 @@ func (w *worker) countHealth(r gitlab.RequestJobResult, started time.Time) {
 	log := w.log.WithFields(logrus.Fields{"pause": pause, "unhealthy_interval": w.cfg.GetUnhealthyInterval()})
 	if w.pauses == 1 {
 		log.Errorf("runner is unhealthy (%d failed job requests in a row); it sends one probe request after the pause, which doubles with each failed probe up to unhealthy_interval (reload to end it)", limit)
-		return
+	} else {
+		log.Warn("runner is still unhealthy (the probe request failed); pausing again")
 	}
-	log.Warn("runner is still unhealthy (the probe request failed); pausing again")
+	return w.pausedUntil, true
 }
 
 // clearUnhealthyLocked ends an unhealthy pause; called with w.mu held.

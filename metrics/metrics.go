@@ -213,6 +213,10 @@ func (m *Metrics) RequestStarted(r manager.RunnerInfo) {
 	m.requestConcurrency.WithLabelValues(r.Runner, r.SystemID).Inc()
 }
 
+// RunnerPaused implements manager.Observer. Nothing is exported for it: alerts read the job request
+// statuses in gitlab_runner_api_request_statuses_total, which say the same without a new series.
+func (m *Metrics) RunnerPaused(manager.RunnerInfo, time.Time) {}
+
 // RequestEnded implements manager.Observer.
 func (m *Metrics) RequestEnded(r manager.RunnerInfo, _ int) {
 	m.requestConcurrency.WithLabelValues(r.Runner, r.SystemID).Dec()

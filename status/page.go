@@ -30,9 +30,11 @@ type Runner struct {
 	Short    string
 	SystemID string
 	Limit    int
-	// Healthy is false while the last job requests got unhealthy answers (403, transport errors):
-	// FailedRequests of them in a row, the last with LastStatus at LastRequest.
+	// Healthy is false while the manager pauses the runner's job requests after too many unhealthy
+	// answers (403, transport errors), until its next probe at PausedUntil. FailedRequests is the
+	// current streak of such answers, the last with LastStatus at LastRequest.
 	Healthy        bool
+	PausedUntil    time.Time
 	FailedRequests int
 	LastStatus     int
 	LastRequest    time.Time
@@ -51,6 +53,8 @@ type Job struct {
 	URL     string
 	Stage   string
 	Started time.Time
+	// Instance is the instance the job runs on; empty before it has one, or for a fleetless executor.
+	Instance string
 }
 
 //go:embed templates/*.html
@@ -58,6 +62,7 @@ var templates embed.FS
 
 var pageTemplate = template.Must(template.New("page.html").Funcs(template.FuncMap{
 	"since":   since,
+	"until":   until,
 	"dur":     formatDuration,
 	"status":  formatStatus,
 	"refresh": func() int { return RefreshSeconds },
@@ -69,6 +74,11 @@ func since(now, t time.Time) string {
 		return ""
 	}
 	return formatDuration(now.Sub(t))
+}
+
+// until is how long after now t is, to the second; 0s once it has passed.
+func until(now, t time.Time) string {
+	return formatDuration(max(t.Sub(now), 0))
 }
 
 // formatDuration rounds d to the second, which is as precise as a page refreshed every few seconds is.

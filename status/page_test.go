@@ -52,6 +52,7 @@ func (r *recorder) RequestStarted(manager.RunnerInfo)                      { r.a
 func (r *recorder) RequestEnded(manager.RunnerInfo, int)                   { r.add("RequestEnded") }
 func (r *recorder) APIResponse(manager.RunnerInfo, string, int)            { r.add("APIResponse") }
 func (r *recorder) ProcessingFailure(manager.RunnerInfo, string)           { r.add("ProcessingFailure") }
+func (r *recorder) RunnerPaused(manager.RunnerInfo, time.Time)             { r.add("RunnerPaused") }
 func (r *recorder) JobStarted(manager.JobInfo) manager.JobObserver         { r.add("JobStarted"); return r }
 func (r *recorder) Stage(string)                                           { r.add("Stage") }
 func (r *recorder) Finished(job.FailureReason)                             { r.add("Finished") }
@@ -63,6 +64,7 @@ var (
 
 func someFleet() *fakeFleet {
 	idle := time.Now().Add(-90 * time.Second)
+	created := time.Now().Add(-10 * time.Minute)
 	return &fakeFleet{fleet: executors.FleetStatus{
 		PolicyIndex: 1,
 		Policy: executors.FleetPolicy{
@@ -71,8 +73,8 @@ func someFleet() *fakeFleet {
 		},
 		SlotsPerInstance: 2, MaxInstances: 9,
 		Instances: []executors.AutoscaledInstance{
-			{ID: "inst-busy-1", State: "ready", UseCount: 5, Acquired: 2},
-			{ID: "inst-idle-2", State: "ready", UseCount: 1, IdleSince: &idle},
+			{ID: "inst-busy-1", State: "ready", UseCount: 5, Acquired: 2, CreatedAt: created, Jobs: []int64{4242, 4243}},
+			{ID: "inst-idle-2", State: "ready", UseCount: 1, IdleSince: &idle, CreatedAt: created},
 		},
 		Decisions: []executors.ScaleDecision{
 			{At: time.Now().Add(-time.Minute), Action: "increase", Count: 2, Desired: 2, Actual: 0, Reason: "2 instances wanted for the jobs and the idle target"},
@@ -117,11 +119,11 @@ func TestPage(t *testing.T) {
 				"Runner fleet-a", "(t1_abcdef01)", `<span class="healthy">healthy</span>`, "limit 4",
 				"<td>#1</td>", "<code>* 8-18 * * mon-fri</code>", "<td>3</td><td>20m0s</td><td>0.5</td>", "<td>7</td>", "<td>yes</td>",
 				"<td>2</td><td>9</td>",
-				`<tr class="instance"><td>inst-busy-1</td><td>ready</td><td>5</td><td>2/2</td><td>busy</td></tr>`,
-				`<td>inst-idle-2</td><td>ready</td><td>1</td><td>0/2</td><td>1m30s</td>`,
+				`<tr class="instance"><td>inst-busy-1</td><td>ready</td><td>10m0s</td><td>5</td><td>2/2</td><td>busy</td></tr>`,
+				`<td>inst-idle-2</td><td>ready</td><td>10m0s</td><td>1</td><td>0/2</td><td>1m30s</td>`,
 				"<td>decrease</td><td>1</td><td>1</td><td>2</td><td>idle past idle_time &lt;img src=x onerror=alert(1)&gt;</td></tr>\n" +
 					"<tr><td>1m0s ago</td><td>increase</td><td>2</td><td>2</td><td>0</td><td>2 instances wanted for the jobs and the idle target</td>",
-				`<a href="https://gitlab.example/g/p/-/jobs/4242">#4242</a></td><td>unit</td><td>g/p</td><td>step_script</td>`,
+				`<a href="https://gitlab.example/g/p/-/jobs/4242">#4242</a></td><td>unit</td><td>g/p</td><td>step_script</td><td>inst-busy-1</td>`,
 			},
 			wantNot:  []string{"No job is running.", `class="unhealthy"`},
 			wantCode: http.StatusOK,
@@ -133,20 +135,33 @@ func TestPage(t *testing.T) {
 				tr.ProviderStarted(autoscaled, &plainProvider{})
 				tr.RequestEnded(autoscaled, http.StatusForbidden)
 				tr.RequestEnded(autoscaled, gitlab.StatusTransportError)
+				tr.RunnerPaused(autoscaled, time.Now().Add(time.Minute+500*time.Millisecond))
 			},
 			want: []string{
-				`<span class="unhealthy">unhealthy</span>: 2 job requests in a row got an unhealthy answer, the last transport error`,
+				`<span class="unhealthy">unhealthy</span>: job requests paused, the next probe in 1m0s; unhealthy answers to job requests in a row: 2, the last transport error`,
 				"No job is running.",
 			},
 			wantNot:  []string{"Policy in force", "Instances"},
 			wantCode: http.StatusOK,
 		},
 		{
-			name: "a healthy answer after unhealthy ones makes the runner healthy again",
+			name: "unhealthy answers below the manager's limit leave the runner healthy",
 			feed: func(tr *status.Tracker) {
 				tr.Configured(1, []manager.RunnerInfo{autoscaled})
 				tr.RequestEnded(autoscaled, http.StatusForbidden)
+			},
+			want:     []string{`<span class="healthy">healthy</span>; unhealthy answers to job requests in a row: 1, the last 403 Forbidden`},
+			wantNot:  []string{`class="unhealthy"`},
+			wantCode: http.StatusOK,
+		},
+		{
+			name: "the end of the manager's pause makes the runner healthy again",
+			feed: func(tr *status.Tracker) {
+				tr.Configured(1, []manager.RunnerInfo{autoscaled})
+				tr.RequestEnded(autoscaled, http.StatusForbidden)
+				tr.RunnerPaused(autoscaled, time.Now().Add(time.Minute))
 				tr.RequestEnded(autoscaled, http.StatusNoContent)
+				tr.RunnerPaused(autoscaled, time.Time{})
 			},
 			want:     []string{`<span class="healthy">healthy</span>`},
 			wantNot:  []string{`class="unhealthy"`},
@@ -234,11 +249,12 @@ func TestTrackerPassesOn(t *testing.T) {
 	tr.RequestEnded(autoscaled, http.StatusCreated)
 	tr.APIResponse(autoscaled, "request_job", http.StatusCreated)
 	tr.ProcessingFailure(autoscaled, manager.FailureOther)
+	tr.RunnerPaused(autoscaled, time.Time{})
 	jo := tr.JobStarted(manager.JobInfo{Runner: autoscaled, ID: 1})
 	jo.Stage("step_script")
 	jo.Finished(job.ScriptFailure)
 	tr.ProviderStopped(autoscaled, p)
-	want := "Serving Configured ProviderStarted RequestStarted RequestEnded APIResponse ProcessingFailure JobStarted Stage Finished ProviderStopped"
+	want := "Serving Configured ProviderStarted RequestStarted RequestEnded APIResponse ProcessingFailure RunnerPaused JobStarted Stage Finished ProviderStopped"
 	if got := strings.Join(next.calls, " "); got != want {
 		t.Errorf("next observer got %s\nwant %s", got, want)
 	}

@@ -37,6 +37,8 @@ type health struct {
 	failures   int
 	lastStatus int
 	lastAt     time.Time
+	// pausedUntil is the manager's next probe while it pauses the runner's job requests; zero when not.
+	pausedUntil time.Time
 }
 
 type fleet struct {
@@ -88,7 +90,8 @@ func (t *Tracker) ProviderStopped(r manager.RunnerInfo, p executors.Provider) {
 func (t *Tracker) RequestStarted(r manager.RunnerInfo) { t.next.RequestStarted(r) }
 
 // RequestEnded implements manager.Observer: a 403 or a transport error is an unhealthy answer, any
-// other answer makes the runner healthy again, as the manager counts them.
+// other answer ends the streak, as the manager counts them. Whether the runner is unhealthy is the
+// manager's call (RunnerPaused): it allows unhealthy_requests_limit of them first.
 func (t *Tracker) RequestEnded(r manager.RunnerInfo, status int) {
 	t.mu.Lock()
 	h := t.health[r.Runner]
@@ -101,6 +104,16 @@ func (t *Tracker) RequestEnded(r manager.RunnerInfo, status int) {
 	t.health[r.Runner] = h
 	t.mu.Unlock()
 	t.next.RequestEnded(r, status)
+}
+
+// RunnerPaused implements manager.Observer: the runner is unhealthy while the manager pauses it.
+func (t *Tracker) RunnerPaused(r manager.RunnerInfo, until time.Time) {
+	t.mu.Lock()
+	h := t.health[r.Runner]
+	h.pausedUntil = until
+	t.health[r.Runner] = h
+	t.mu.Unlock()
+	t.next.RunnerPaused(r, until)
 }
 
 // APIResponse implements manager.Observer.
@@ -174,7 +187,8 @@ func (t *Tracker) Page() Page {
 		h := healths[r.Runner]
 		rv := Runner{
 			Name: r.Name, Short: r.Runner, SystemID: r.SystemID, Limit: r.Limit,
-			Healthy: h.failures == 0, FailedRequests: h.failures, LastStatus: h.lastStatus, LastRequest: h.lastAt,
+			Healthy: h.pausedUntil.IsZero(), PausedUntil: h.pausedUntil,
+			FailedRequests: h.failures, LastStatus: h.lastStatus, LastRequest: h.lastAt,
 		}
 		for _, f := range fleets {
 			if f.runner.Runner == r.Runner && f.runner.Name == r.Name {
@@ -184,8 +198,17 @@ func (t *Tracker) Page() Page {
 				rv.Fleet = &fs
 			}
 		}
+		onInstance := map[int64]string{}
+		if rv.Fleet != nil {
+			for _, in := range rv.Fleet.Instances {
+				for _, id := range in.Jobs {
+					onInstance[id] = in.ID
+				}
+			}
+		}
 		for i, j := range jobs {
 			if jobRunner[i] == r.Runner {
+				j.Instance = onInstance[j.ID]
 				rv.Jobs = append(rv.Jobs, j)
 			}
 		}

@@ -81,7 +81,7 @@ func (ts *Taskscaler) decideLocked(now time.Time, want, create int, remove []str
 	switch {
 	case create > 0:
 		d.Action, d.Count = ActionIncrease, create
-		d.Reason = fmt.Sprintf("%d instances wanted for the jobs and the idle target", want)
+		d.Reason = fmt.Sprintf("the jobs and the idle target need %d more %s", want, plural(want, "instance"))
 		if create < want {
 			d.Reason += fmt.Sprintf("; the scale throttle allows %d now", create)
 		}
@@ -97,4 +97,12 @@ func (ts *Taskscaler) decideLocked(now time.Time, want, create int, remove []str
 		d.Action, d.Reason = ActionNone, "the fleet is at its desired size"
 	}
 	ts.recordLocked(d)
+}
+
+// plural is noun for one of it, else noun+"s".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return noun
+	}
+	return noun + "s"
 }

@@ -139,6 +139,10 @@ type InstanceInfo struct {
 	UseCount  int
 	Acquired  int
 	IdleSince time.Time
+	// CreatedAt is when the group first listed the instance (for an adopted one, from the state file).
+	CreatedAt time.Time
+	// Jobs are the recorded jobs (RecordJob) holding a slot on it now, in ascending order.
+	Jobs []int64
 }
 
 // Stats returns the current counts.
@@ -185,7 +189,14 @@ func (ts *Taskscaler) Instances() []InstanceInfo {
 	out := make([]InstanceInfo, 0, len(ts.instances))
 	for _, id := range slices.Sorted(maps.Keys(ts.instances)) {
 		in := ts.instances[id]
-		out = append(out, InstanceInfo{ID: id, State: in.state.String(), UseCount: in.useCount, Acquired: len(in.acq), IdleSince: in.idleSince})
+		info := InstanceInfo{ID: id, State: in.state.String(), UseCount: in.useCount, Acquired: len(in.acq), IdleSince: in.idleSince, CreatedAt: in.createdAt}
+		for key := range in.acq {
+			if rec, ok := ts.jobs[key]; ok {
+				info.Jobs = append(info.Jobs, rec.jobID)
+			}
+		}
+		slices.Sort(info.Jobs)
+		out = append(out, info)
 	}
 	return out
 }

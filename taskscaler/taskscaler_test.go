@@ -1024,3 +1024,38 @@ func TestPartlyUsedUpInstanceGoesFirst(t *testing.T) {
 		t.Errorf("an hour later: %d instances, %d idle slots; want 1 and 2", len(g.ids()), s.Slots.Idle)
 	}
 }
+
+func TestInstancesNameTheirRecordedJobs(t *testing.T) {
+	c := clock.NewFake(t0)
+	g := newFakeGroup(c)
+	ts := start(t, g, func(o *Options) {
+		o.CapacityPerInstance = 3
+		o.Policies = []Policy{allDay(Policy{IdleCount: 1, IdleTime: time.Hour, Preemptive: true})}
+	})
+	eventually(t, c, "one idle instance", func() bool { return ready(ts) == 1 })
+	for _, j := range []struct {
+		key    string
+		id     int64
+		record bool
+	}{{"b", 20, true}, {"a", 10, true}, {"unrecorded", 30, false}} {
+		if j.record {
+			if err := ts.RecordJob(j.key, j.id, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := ts.Acquire(t.Context(), j.key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := ts.Instances()[0]
+	if !slices.Equal(in.Jobs, []int64{10, 20}) || in.Acquired != 3 {
+		t.Errorf("instance jobs %v with %d acquired, want the two recorded jobs [10 20] of 3", in.Jobs, in.Acquired)
+	}
+	if in.CreatedAt.IsZero() || in.CreatedAt.After(c.Now()) {
+		t.Errorf("instance created at %s, want when the group first listed it, before %s", in.CreatedAt, c.Now())
+	}
+	ts.Release("a")
+	if got := ts.Instances()[0].Jobs; !slices.Equal(got, []int64{20}) {
+		t.Errorf("after job 10 released its slot the instance names jobs %v, want [20]", got)
+	}
+}

@@ -19,7 +19,8 @@ func (p *Provider) AutoscalerInstances() []executors.AutoscaledInstance {
 		if in.Acquired == 0 && !in.IdleSince.IsZero() {
 			idle = &in.IdleSince
 		}
-		out = append(out, executors.AutoscaledInstance{ID: in.ID, State: in.State, UseCount: in.UseCount, Acquired: in.Acquired, IdleSince: idle})
+		out = append(out, executors.AutoscaledInstance{ID: in.ID, State: in.State, UseCount: in.UseCount,
+			Acquired: in.Acquired, IdleSince: idle, CreatedAt: in.CreatedAt, Jobs: in.Jobs})
 	}
 	return out
 }

@@ -115,6 +115,7 @@ func TestStatusPageInChromium(t *testing.T) {
 		{"one instance, ready, with its one slot in use", len(instances) == 1 && strings.Contains(instances[0], "<td>ready</td>") && strings.Contains(instances[0], "<td>1/1</td>")},
 		{"the running job with its name (escaped), project and stage", len(jobs) == 1 && strings.Contains(jobs[0], fmt.Sprintf(">#%d<", id)) &&
 			strings.Contains(jobs[0], `<td>page &lt;b onclick="alert(1)"&gt;job&lt;/b&gt;</td><td>group/statuspage</td><td>step_script</td>`)},
+		{"the running job's instance", len(jobs) == 1 && len(instances) == 1 && strings.Contains(jobs[0], "<td>"+cellOf(instances[0])+"</td>")},
 		{"the scale decision that created the instance", strings.Contains(dom, "<td>increase</td><td>1</td>")},
 	} {
 		if !c.ok {
@@ -306,4 +307,11 @@ func (r *runner) stop(sig syscall.Signal, within time.Duration) error {
 	case <-time.After(within):
 		return fmt.Errorf("fleetrunner did not exit within %s of %s", within, sig)
 	}
+}
+
+// cellOf is the first cell's text of a table row: an instance row's ID.
+func cellOf(row string) string {
+	_, rest, _ := strings.Cut(row, "<td>")
+	id, _, _ := strings.Cut(rest, "</td>")
+	return id
 }
