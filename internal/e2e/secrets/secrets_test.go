@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -14,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -93,12 +91,12 @@ func TestSecretsStayHidden(t *testing.T) {
 	plugin := localPlugin(pluginDir)
 	listen := freeAddr(t)
 	writeConfig(t, configPath, gl.URL(), token, image, listen, plugin, dockerAuth)
-	// Registered before startRunner's cleanup, so it runs once the runner is gone, killed or not.
+	// Registered before StartFleetrunner's cleanup, so it runs once the runner is gone, killed or not.
 	t.Cleanup(func() { removeInstances(t, plugin) })
-	r := startRunner(t, bin, configPath)
+	r := testrig.StartFleetrunner(t, bin, configPath, 0, 0)
 	base := "http://" + listen
 	testrig.WaitFor(t, startWithin, "the runner to serve /-/health", func() bool {
-		r.check(t)
+		r.Check(t)
 		return get(base+"/-/health") != nil
 	})
 
@@ -119,7 +117,7 @@ func TestSecretsStayHidden(t *testing.T) {
 		Artifacts: []job.Artifact{{Paths: []string{"out.txt"}}},
 	})
 	testrig.WaitFor(t, jobWithin, "the job to print "+sleepMarker, func() bool {
-		r.check(t)
+		r.Check(t)
 		snap, _ := gl.Job(id)
 		return strings.Contains(string(snap.Trace), sleepMarker) || snap.Finished()
 	})
@@ -147,12 +145,12 @@ func TestSecretsStayHidden(t *testing.T) {
 		t.Fatalf("the job ended %s (%s); its log:\n%s", done.Status, done.FailureReason, done.Trace)
 	}
 	searchEndpoints(t, h, base, "after the job")
-	if err := r.stop(syscall.SIGQUIT, stopWithin); err != nil {
+	if err := r.Stop(syscall.SIGQUIT, stopWithin); err != nil {
 		t.Errorf("SIGQUIT: %v", err)
 	}
 	searchConfigDir(t, h, dir)
 
-	logText, err := os.ReadFile(r.logPath)
+	logText, err := os.ReadFile(r.LogPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,70 +373,4 @@ func searchConfigDir(t *testing.T, h *hunt, dir string) (stateHeldJobToken bool)
 		t.Fatalf("search %s: %v", dir, err)
 	}
 	return stateHeldJobToken
-}
-
-// runner is the `fleetrunner run` child process.
-type runner struct {
-	cmd     *exec.Cmd
-	logPath string
-	// ended is done once the process exited; its cause is then how: context.Canceled for exit status 0,
-	// else Wait's error.
-	ended context.Context
-}
-
-// startRunner starts `bin run -c configPath` with its output in a file outside the config directory. The
-// process is killed when the test ends without having stopped it, and its log shown when the test failed.
-func startRunner(t *testing.T, bin, configPath string) *runner {
-	t.Helper()
-	out, err := os.Create(filepath.Join(t.TempDir(), "fleetrunner.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	cmd := exec.Command(bin, "run", "-c", configPath)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	ended, end := context.WithCancelCause(context.Background())
-	go func() { end(cmd.Wait()) }()
-	r := &runner{cmd: cmd, logPath: out.Name(), ended: ended}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-ended.Done()
-		if t.Failed() {
-			b, _ := os.ReadFile(r.logPath)
-			t.Logf("fleetrunner's log:\n%s", b)
-		}
-	})
-	return r
-}
-
-// exitErr is how the runner ended: nil for exit status 0.
-func (r *runner) exitErr() error {
-	if err := context.Cause(r.ended); !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return nil
-}
-
-// check fails the test at once when the runner exited.
-func (r *runner) check(t *testing.T) {
-	t.Helper()
-	if r.ended.Err() != nil {
-		t.Fatalf("fleetrunner exited: %v", r.exitErr())
-	}
-}
-
-// stop sends sig and waits up to within for the runner to exit; it returns an unclean exit.
-func (r *runner) stop(sig syscall.Signal, within time.Duration) error {
-	if err := r.cmd.Process.Signal(sig); err != nil {
-		return err
-	}
-	select {
-	case <-r.ended.Done():
-		return r.exitErr()
-	case <-time.After(within):
-		return fmt.Errorf("fleetrunner did not exit within %s of %s", within, sig)
-	}
 }

@@ -2,7 +2,6 @@ package statuspage_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
@@ -72,10 +71,10 @@ func TestStatusPageInChromium(t *testing.T) {
 	configPath := filepath.Join(dir, "config.toml")
 	listen := freeAddr(t)
 	writeConfig(t, configPath, gl.URL(), token, image, listen, filepath.Join(dir, "local-plugin"))
-	r := startRunner(t, bin, configPath)
+	r := testrig.StartFleetrunner(t, bin, configPath, syscall.SIGQUIT, stopWithin)
 	base := "http://" + listen
 	testrig.WaitFor(t, startWithin, "the runner to serve /-/health", func() bool {
-		r.check(t)
+		r.Check(t)
 		_, ok := get(base + "/-/health")
 		return ok
 	})
@@ -85,7 +84,7 @@ func TestStatusPageInChromium(t *testing.T) {
 		Script: []string{"echo " + runMarker, "sleep 300"},
 	})
 	testrig.WaitFor(t, jobWithin, "the job to print "+runMarker, func() bool {
-		r.check(t)
+		r.Check(t)
 		snap, _ := gl.Job(id)
 		return strings.Contains(string(snap.Trace), runMarker) || snap.Finished()
 	})
@@ -135,7 +134,7 @@ func TestStatusPageInChromium(t *testing.T) {
 		after := rows(page, "instance")
 		return strings.Contains(page, "No job is running.") && len(after) == 1 && strings.Contains(after[0], "<td>1</td><td>0/1</td>")
 	})
-	if err := r.stop(syscall.SIGQUIT, stopWithin); err != nil {
+	if err := r.Stop(syscall.SIGQUIT, stopWithin); err != nil {
 		t.Errorf("SIGQUIT: %v", err)
 	}
 }
@@ -242,71 +241,6 @@ func get(url string) (string, bool) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return string(b), err == nil && resp.StatusCode == http.StatusOK
-}
-
-// runner is the fleetrunner process.
-type runner struct {
-	cmd     *exec.Cmd
-	logPath string
-	ended   context.Context
-}
-
-// startRunner starts `fleetrunner run`. When the test ends it is stopped with SIGQUIT, so that it
-// deletes the local plugin's instances (their sshds) even after a failure, and killed only if it does
-// not exit; its log is shown if the test failed.
-func startRunner(t *testing.T, bin, configPath string) *runner {
-	t.Helper()
-	out, err := os.Create(filepath.Join(t.TempDir(), "fleetrunner.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	cmd := exec.Command(bin, "run", "-c", configPath)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	ended, end := context.WithCancelCause(context.Background())
-	go func() { end(cmd.Wait()) }()
-	r := &runner{cmd: cmd, logPath: out.Name(), ended: ended}
-	t.Cleanup(func() {
-		if r.ended.Err() == nil {
-			if err := r.stop(syscall.SIGQUIT, stopWithin); err != nil {
-				t.Errorf("stopping fleetrunner: %v", err)
-				_ = cmd.Process.Kill()
-			}
-		}
-		<-ended.Done()
-		if t.Failed() {
-			b, _ := os.ReadFile(r.logPath)
-			t.Logf("fleetrunner's log:\n%s", b)
-		}
-	})
-	return r
-}
-
-// check fails the test at once when the runner exited.
-func (r *runner) check(t *testing.T) {
-	t.Helper()
-	if r.ended.Err() != nil {
-		t.Fatalf("fleetrunner exited: %v", context.Cause(r.ended))
-	}
-}
-
-// stop sends sig and waits up to within for the runner to exit cleanly.
-func (r *runner) stop(sig syscall.Signal, within time.Duration) error {
-	if err := r.cmd.Process.Signal(sig); err != nil {
-		return fmt.Errorf("signal fleetrunner: %w", err)
-	}
-	select {
-	case <-r.ended.Done():
-		if err := context.Cause(r.ended); !errors.Is(err, context.Canceled) {
-			return err
-		}
-		return nil
-	case <-time.After(within):
-		return fmt.Errorf("fleetrunner did not exit within %s of %s", within, sig)
-	}
 }
 
 // cellOf is the first cell's text of a table row: an instance row's ID.
