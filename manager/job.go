@@ -8,6 +8,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab"
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
 	"gitlab.com/fleetrunner/fleetrunner/common/trace"
@@ -34,9 +35,10 @@ func (w *worker) runJob(client *gitlab.Client, res executors.Reservation, j *job
 	tr.Start()
 	tr.Infof("Running with fleetrunner %s (%s)", version.Version, version.Rev())
 	tr.Infof("  on %s %s, system ID: %s", rc.Name, ShortToken(rc.Token), w.m.opts.SystemID)
+	queued := time.Duration(j.JobInfo.TimeInQueueSecs * float64(time.Second))
 	obs := w.m.opts.Observer.JobStarted(JobInfo{
 		Runner: w.m.runnerInfo(rc), ID: j.ID, Name: j.JobInfo.Name, Project: j.JobInfo.ProjectFullPath, URL: jobURL(j),
-		QueueDuration: time.Duration(j.JobInfo.TimeInQueueSecs * float64(time.Second)),
+		QueueDuration: queued, QueuingExceeded: queuingExceeded(rc, j, queued, time.Now()),
 	})
 
 	if decodeErr != nil {
@@ -137,4 +139,15 @@ func isClosed(c <-chan struct{}) bool {
 	default:
 		return false
 	}
+}
+
+// queuingExceeded decides, as upstream does when a job is received, whether the job waited in GitLab's
+// queue longer than the runner's job_queuing_durations entry in force at now allows. Without an entry
+// in force nothing is exceeded.
+func queuingExceeded(rc *config.RunnerConfig, j *job.Job, queued time.Duration, now time.Time) bool {
+	th, ok := rc.ActiveJobQueuingThreshold(now)
+	if !ok || queued <= th.Threshold {
+		return false
+	}
+	return th.JobsRunningForProject == nil || th.JobsRunningForProject.MatchString(j.JobInfo.ProjectJobsRunningOnInstanceRunners)
 }

@@ -77,6 +77,9 @@ type JobInfo struct {
 	URL string
 	// QueueDuration is how long the job waited in GitLab's queue (job_info.time_in_queue_seconds).
 	QueueDuration time.Duration
+	// QueuingExceeded: a [runners.monitoring] job_queuing_durations entry was in force when the job was
+	// received, QueueDuration passed its threshold and the job matched its jobs_running_for_project.
+	QueuingExceeded bool
 }
 
 func (m *Manager) runnerInfo(rc *config.RunnerConfig) RunnerInfo {

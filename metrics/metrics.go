@@ -107,10 +107,9 @@ func New(log logrus.FieldLogger) *Metrics {
 		Name: "gitlab_runner_job_queue_duration_seconds", Help: "Histogram of how long jobs waited in GitLab's queue",
 		Buckets: queueDurationBuckets,
 	}, runner)
-	// Upstream counts jobs whose queue time passed the threshold of [runners.monitoring]
-	// job_queuing_durations in force. fleetrunner does not read [runners.monitoring] (it warns that the
-	// table is ignored), so no threshold is ever in force and the counter stays at 0, as upstream's does
-	// without that table; it is exported so that upstream dashboards and alerts find it.
+	// Counts the jobs whose queue time passed the threshold of the [runners.monitoring]
+	// job_queuing_durations entry in force when they were received; the manager decides that
+	// (manager.JobInfo.QueuingExceeded). Without that table the counter stays at 0, as upstream's does.
 	m.queuingExceeded = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gitlab_runner_acceptable_job_queuing_duration_exceeded_total",
 		Help: "Counts how often jobs exceed the configured queuing time threshold",
@@ -236,6 +235,9 @@ func (m *Metrics) ProcessingFailure(r manager.RunnerInfo, failureType string) {
 // JobStarted implements manager.Observer.
 func (m *Metrics) JobStarted(j manager.JobInfo) manager.JobObserver {
 	m.queueDuration.WithLabelValues(j.Runner.Runner, j.Runner.SystemID).Observe(j.QueueDuration.Seconds())
+	if j.QueuingExceeded {
+		m.queuingExceeded.WithLabelValues(j.Runner.Runner, j.Runner.SystemID).Inc()
+	}
 	rj := &runningJob{m: m, info: j, started: time.Now()}
 	m.mu.Lock()
 	m.jobs[rj] = struct{}{}

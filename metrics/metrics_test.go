@@ -2,6 +2,7 @@ package metrics_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -55,7 +56,7 @@ func TestScrapeAfterJobs(t *testing.T) {
 		{"gitlab_runner_api_request_statuses_total", updates, 3},
 		{"gitlab_runner_version_info", map[string]string{"name": "fleetrunner"}, 1},
 		{"gitlab_runner_errors_total", map[string]string{"level": "error"}, 0},
-		// No [runners.monitoring] threshold is read, so no job exceeds one; the series exists.
+		// Without [runners.monitoring] no job exceeds a threshold; the series exists.
 		{"gitlab_runner_acceptable_job_queuing_duration_exceeded_total", runner, 0},
 		// The executor's own collector carries the runner's labels.
 		{"fleeting_taskscaler_desired_instances", map[string]string{"runner": short, "runner_name": "metrics-runner", "system_id": systemID}, 4},
@@ -87,6 +88,47 @@ func TestScrapeAfterJobs(t *testing.T) {
 	}
 	if status, _, body := get(t, http.MethodGet, r.base+"/-/health"); status != http.StatusOK {
 		t.Errorf("GET /-/health while the manager runs: %d %q", status, body)
+	}
+}
+
+func TestAcceptableQueuingDurationExceeded(t *testing.T) {
+	tests := []struct {
+		name    string
+		periods string
+		want    float64
+	}{
+		// Upstream's always-on period, with seconds and year.
+		{name: "entry in force", periods: `["* * * * * * *"]`, want: 1},
+		// February 30th never comes: no entry is in force, so nothing is counted.
+		{name: "no entry in force", periods: `["* * 30 2 *"]`, want: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig(t, newTestExec())
+			r.runnerTables = fmt.Sprintf(`  [runners.monitoring]
+    [[runners.monitoring.job_queuing_durations]]
+      periods = %s
+      timezone = "UTC"
+      threshold = "30s"
+      jobs_running_for_project = "^0$"
+`, tt.periods)
+			ids := []int64{
+				r.sim.Enqueue(gitlabsim.JobSpec{Name: "waited-long", Script: []string{"echo a"}, QueuedFor: time.Minute, ProjectJobsRunning: "0"}),
+				r.sim.Enqueue(gitlabsim.JobSpec{Name: "waited-briefly", Script: []string{"echo b"}, ProjectJobsRunning: "0"}),
+				// Waited long, but the project already runs jobs on instance runners: the regexp does not match.
+				r.sim.Enqueue(gitlabsim.JobSpec{Name: "project-busy", Script: []string{"echo c"}, QueuedFor: time.Minute, ProjectJobsRunning: "3"}),
+			}
+			r.start(1, 1)
+			for _, id := range ids {
+				r.finished(id)
+			}
+			runner := map[string]string{"runner": manager.ShortToken(r.token), "system_id": systemID}
+			s := scrapeMetrics(t, r.base)
+			if got := s.value("gitlab_runner_acceptable_job_queuing_duration_exceeded_total", runner); got != tt.want {
+				t.Errorf("gitlab_runner_acceptable_job_queuing_duration_exceeded_total = %v, want %v:\n%s", got, tt.want,
+					s.grep("gitlab_runner_acceptable_job_queuing_duration_exceeded_total"))
+			}
+		})
 	}
 }
 

@@ -117,6 +117,8 @@ type rig struct {
 	mx    *metrics.Metrics
 	base  string // http://host:port of the metrics server
 	m     *manager.Manager
+	// runnerTables is TOML appended to the runner entry by start.
+	runnerTables string
 }
 
 func newRig(t *testing.T, exec *testExec) *rig {
@@ -159,7 +161,7 @@ shutdown_timeout = 5
   limit = %d
   [runners.docker]
     image = "busybox"
-`, concurrent, r.sim.URL(), r.token, limit)
+%s`, concurrent, r.sim.URL(), r.token, limit, r.runnerTables)
 	if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
 		r.t.Fatal(err)
 	}

@@ -144,12 +144,18 @@ func (p *AutoscalerPolicyConfig) GetPeriods() []string {
 
 // GetLocation is the time zone of the periods: timezone, else the host's local zone.
 func (p *AutoscalerPolicyConfig) GetLocation() (*time.Location, error) {
-	if p.Timezone == "" {
+	return periodLocation(p.Timezone)
+}
+
+// periodLocation is the time zone cron periods are read in: the named IANA zone, else the host's
+// local zone, as upstream reads periods.
+func periodLocation(timezone string) (*time.Location, error) {
+	if timezone == "" {
 		return time.Local, nil
 	}
-	loc, err := time.LoadLocation(p.Timezone)
+	loc, err := time.LoadLocation(timezone)
 	if err != nil {
-		return nil, fmt.Errorf("timezone %q is not a known IANA zone (e.g. UTC, Europe/Berlin): %w", p.Timezone, err)
+		return nil, fmt.Errorf("timezone %q is not a known IANA zone (e.g. UTC, Europe/Berlin): %w", timezone, err)
 	}
 	return loc, nil
 }

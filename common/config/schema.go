@@ -322,7 +322,7 @@ var upstreamExecutorSections = map[string]string{
 // upstreamRunnerKeys are [[runners]] keys upstream knows and fleetrunner does not implement.
 var upstreamRunnerKeys = map[string]bool{
 	"proxy_exec": true, "use_slot_cgroups": true, "slot_cgroup_template": true, "referees": true,
-	"graceful_kill_timeout": true, "force_kill_timeout": true, "monitoring": true, "step_runner_image": true,
+	"graceful_kill_timeout": true, "force_kill_timeout": true, "step_runner_image": true,
 }
 
 // legacyCacheKeys lived directly under [runners.cache] before upstream moved them to [runners.cache.s3].

@@ -76,6 +76,7 @@ type RunnerConfig struct {
 	Cache      *CacheConfig      `toml:"cache,omitempty" json:"cache"`
 	Docker     *DockerConfig     `toml:"docker,omitempty" json:"docker"`
 	Autoscaler *AutoscalerConfig `toml:"autoscaler,omitempty" json:"autoscaler"`
+	Monitoring *Monitoring       `toml:"monitoring,omitempty" json:"monitoring"`
 }
 
 // CustomBuildDir allows GIT_CLONE_PATH.

@@ -167,6 +167,11 @@ func (r *RunnerConfig) problems(p string) []error {
 	if r.Cache != nil {
 		errs = append(errs, r.Cache.problems(p+".cache")...)
 	}
+	if r.Monitoring != nil {
+		for i := range r.Monitoring.JobQueuingDurations {
+			errs = append(errs, r.Monitoring.JobQueuingDurations[i].problems(fmt.Sprintf("%s.monitoring.job_queuing_durations[%d]", p, i))...)
+		}
+	}
 	if r.Docker != nil {
 		errs = append(errs, r.Docker.problems(p+".docker")...)
 	} else if r.ExecutorSupported() {
@@ -425,6 +430,13 @@ func (c *Config) lint() []Warning {
 				warn(p, "same url and token as runners[%d]; both entries poll as one runner", j)
 			} else {
 				seen[id] = i
+			}
+		}
+		if r.Monitoring != nil {
+			for j, d := range r.Monitoring.JobQueuingDurations {
+				if len(d.Periods) == 0 {
+					warn(fmt.Sprintf("%s.monitoring.job_queuing_durations[%d].periods", p, j), "none set, so this entry is never in force")
+				}
 			}
 		}
 		if r.PreCloneScript != "" {

@@ -39,7 +39,10 @@ type JobInfo struct {
 	ProjectID       int64   `json:"project_id"`
 	ProjectName     string  `json:"project_name"`
 	TimeInQueueSecs float64 `json:"time_in_queue_seconds"`
-	ProjectFullPath string  `json:"project_full_path,omitempty"`
+	// ProjectJobsRunningOnInstanceRunners is a number, "N+" or "+Inf" (for runners that are not instance
+	// runners); [runners.monitoring] job_queuing_durations match it with jobs_running_for_project.
+	ProjectJobsRunningOnInstanceRunners string `json:"project_jobs_running_on_instance_runners_count,omitempty"`
+	ProjectFullPath                     string `json:"project_full_path,omitempty"`
 }
 
 // GitInfo says what to clone.

@@ -47,6 +47,11 @@ type JobSpec struct {
 	Timeout      time.Duration // default one hour
 	GitStrategy  string        // GIT_STRATEGY when set
 	GitDepth     int           // git_info.depth and GIT_DEPTH when > 0; 0 = full clone
+	// QueuedFor is added to the time the job really waited in job_info.time_in_queue_seconds, so that a
+	// test can hand out a job that waited long without waiting itself.
+	QueuedFor time.Duration
+	// ProjectJobsRunning is job_info.project_jobs_running_on_instance_runners_count; empty leaves it out.
+	ProjectJobsRunning string
 }
 
 // StoredArtifact is one uploaded artifact.

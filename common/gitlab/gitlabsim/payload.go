@@ -63,7 +63,8 @@ func (s *Server) payloadLocked(j *jobRecord, rn *runner) *job.Job {
 		AllowGitFetch: true,
 		JobInfo: job.JobInfo{
 			ID: j.id, Name: spec.Name, Stage: spec.Stage, ProjectID: proj.id, ProjectName: proj.name,
-			TimeInQueueSecs: time.Since(j.queuedAt).Seconds(), ProjectFullPath: proj.path,
+			TimeInQueueSecs: (time.Since(j.queuedAt) + spec.QueuedFor).Seconds(), ProjectFullPath: proj.path,
+			ProjectJobsRunningOnInstanceRunners: spec.ProjectJobsRunning,
 		},
 		GitInfo: job.GitInfo{
 			RepoURL: repoURL, RepoObjectFormat: "sha1", Ref: p.ref, Sha: p.sha, BeforeSha: zeroSHA,
