@@ -61,8 +61,13 @@ fuzz:
 soak:
 	FLEETRUNNER_SOAK=long $(GO) test -race -count=1 -timeout 25m -run '^TestSoak$$' -v ./internal/soak/
 
+# The table of issue 13 (internal/bench): each row a figure against the physical limit measured in the
+# same run, written with the machine to docs/benchmarks.md. The test log goes to bin/bench.log and the
+# table is printed again at the end. `go test ./internal/bench/` runs the same rows in a short profile.
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
+	@mkdir -p $(BIN)
+	@{ FLEETRUNNER_BENCH=full FLEETRUNNER_BENCH_OUT=$(CURDIR)/docs/benchmarks.md $(GO) test -count=1 -timeout 12m -run '^TestBenchTable$$' -v ./internal/bench/ 2>&1; echo $$? >$(BIN)/bench.rc; } | tee $(BIN)/bench.log
+	@echo; sed -n '/^== bench table/,/^== end of bench table/p' $(BIN)/bench.log; exit $$(cat $(BIN)/bench.rc)
 
 clean:
 	rm -rf $(BIN)
