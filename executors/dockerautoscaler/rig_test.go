@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"os"
@@ -79,17 +78,7 @@ func newRig(t testing.TB) *rig {
 	testenv.RequireSSHD(t)
 	cli, image := testrig.Engine(t)
 
-	sim, err := gitlabsim.New(gitlabsim.Options{TraceUpdateInterval: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
-	_, token := sim.CreateRunner(gitlabsim.RunnerOptions{Description: "docker-autoscaler test"})
-	gl, err := gitlab.NewClient(logging.Discard(), gitlab.ClientConfig{URL: sim.URL(),
-		Info: gitlab.NewVersionInfo(Name, "sh", docker.Features())})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sim, gl, token := testrig.SimRunner(t, "docker-autoscaler test", Name, docker.Features())
 	dir := t.TempDir()
 	r := &rig{sim: sim, gl: gl, cli: cli, image: image, dir: dir, runner: &config.RunnerConfig{
 		Name:              "autoscaler-test",
@@ -266,15 +255,7 @@ func (r *rig) runOne(t testing.TB, p *Provider, watch *sectionLog) (error, gitla
 	defer stop()
 	runErr := p.Run(jobCtx, res, &executors.Build{Job: j, Runner: r.runner, Log: watch,
 		Logger: testLogger(t), Canceling: canceling, SystemID: "s_test"})
-	state := gitlab.JobSuccess
-	reason, code := job.Failure(runErr)
-	if runErr != nil {
-		state = gitlab.JobFailed
-		tr.Errorf("Job failed: %v", runErr)
-	}
-	// A final "failed" is answered with Job-Status: failed, which the client reads as an abort; the
-	// simulator's state below is what counts.
-	if err := tr.Finish(ctx, state, j.ReasonFor(reason), code); err != nil && !errors.Is(err, trace.ErrAborted) {
+	if err := testrig.FinishJob(ctx, tr, j, runErr); err != nil {
 		snap, _ := r.sim.Job(j.ID)
 		t.Fatalf("finish job %d (run error %v): %v; simulator: %s %s; trace:\n%s", j.ID, runErr, err, snap.Status, snap.FailureReason, snap.Trace)
 	}

@@ -3,7 +3,6 @@ package bench
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -191,17 +190,7 @@ func newAutoscalerRig(t *testing.T, maxInstances int) *autoscalerRig {
 	t.Helper()
 	testenv.RequireSSHD(t)
 	cli, image := testrig.Engine(t)
-	sim, err := gitlabsim.New(gitlabsim.Options{TraceUpdateInterval: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
-	_, token := sim.CreateRunner(gitlabsim.RunnerOptions{Description: "bench"})
-	gl, err := gitlab.NewClient(logging.Discard(), gitlab.ClientConfig{URL: sim.URL(),
-		Info: gitlab.NewVersionInfo(dockerautoscaler.Name, "sh", docker.Features())})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sim, gl, token := testrig.SimRunner(t, "bench", dockerautoscaler.Name, docker.Features())
 	dir := t.TempDir()
 	r := &autoscalerRig{sim: sim, gl: gl, image: image, dir: dir, runner: &config.RunnerConfig{
 		Name:              "bench",
@@ -316,14 +305,7 @@ func (r *autoscalerRig) run(ctx context.Context, p *dockerautoscaler.Provider) (
 	w.mu.Lock()
 	w.done = time.Now()
 	w.mu.Unlock()
-	state := gitlab.JobSuccess
-	reason, code := job.Failure(runErr)
-	if runErr != nil {
-		state = gitlab.JobFailed
-		tr.Errorf("Job failed: %v", runErr)
-	}
-	// A final "failed" is answered with Job-Status: failed, which the client reads as an abort.
-	if err := tr.Finish(ctx, state, j.ReasonFor(reason), code); err != nil && !errors.Is(err, trace.ErrAborted) {
+	if err := testrig.FinishJob(ctx, tr, j, runErr); err != nil {
 		return jobTimes{}, fmt.Errorf("finish job %d: %w", j.ID, err)
 	}
 	if runErr != nil {
