@@ -24,6 +24,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
 	"gitlab.com/fleetrunner/fleetrunner/executors/dockerautoscaler"
+	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/aws"
 	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/local"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
@@ -51,13 +52,63 @@ var stages = []struct{ section, stage string }{
 // warmJobStart runs jobs one after another on one warm instance, each through the provider (job
 // received → first script line over the pooled SSH tunnel), and the same container bare through an
 // already-open SSH connection, which no executor can beat: the ratio is what the executor's stages
-// before the script cost.
+// before the script cost. It does so on the local plugin and on the aws plugin against awssim, whose
+// connections need an EC2 Instance Connect key push each.
 func warmJobStart(t *testing.T, p Profile) []Row {
 	jobs := 10
 	if p.Short {
 		jobs = 2
 	}
-	r := newAutoscalerRig(t, 1)
+	var rows []Row
+	t.Run("local", func(t *testing.T) {
+		w := measureWarm(t, newAutoscalerRig(t, 1), jobs)
+		rows = append(rows, w.rows("local")...)
+		rows = append(rows, breakdown("acquire + connect", w.ms(w.before)))
+		for _, s := range stages {
+			// A stage the job did not run, or that took no measurable time, has no row.
+			if d := w.stages[s.section]; d > 0 {
+				rows = append(rows, breakdown(s.stage, w.ms(d)))
+			}
+		}
+		rows = append(rows, breakdown("container removal", w.ms(w.after)))
+	})
+	t.Run("aws", func(t *testing.T) {
+		r := newAutoscalerRig(t, 1)
+		onAWSSim(t, r)
+		rows = append(rows, measureWarm(t, r, jobs).rows("aws on awssim, Instance Connect")...)
+	})
+	return rows
+}
+
+// warmTimes are the sums over the warm jobs, and the fresh job's and its bare limit's times.
+type warmTimes struct {
+	jobs                         int
+	toFirst, bare, before, after time.Duration
+	stages                       map[string]time.Duration
+	fresh, freshBare             time.Duration
+}
+
+// ms is d per warm job in milliseconds.
+func (w warmTimes) ms(d time.Duration) float64 { return ms(d) / float64(w.jobs) }
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// rows are the warm and the fresh job's rows, for the plugin named by plugin.
+func (w warmTimes) rows(plugin string) []Row {
+	return []Row{{
+		Name: "warm job start, " + plugin + ": received → first script line", Value: w.ms(w.toFirst), Unit: "ms",
+		Limit: w.ms(w.bare), LimitName: "bare container over an open SSH connection", Goal: "≤ 1.3×",
+		Note: fmt.Sprintf("mean of %d jobs through the pooled SSH tunnel", w.jobs),
+	}, {
+		Name: "first job on a fresh instance, " + plugin + ": received → first script line", Value: ms(w.fresh), Unit: "ms",
+		Limit: ms(w.freshBare), LimitName: "ConnectInfo + SSH dial + bare container", Goal: "≤ 1.3×",
+		Note: "one job; the instance's SSH connection was dialled when it was readied",
+	}}
+}
+
+// measureWarm keeps one instance warm on r's fleet and runs a fresh job and then jobs warm jobs on it,
+// and their bare limits.
+func measureWarm(t *testing.T, r *autoscalerRig, jobs int) warmTimes {
 	r.runner.Autoscaler.Policy = []config.AutoscalerPolicyConfig{{IdleCount: 1, IdleTime: time.Hour}}
 	prov := r.start(t)
 	testrig.WaitFor(t, time.Minute, "a warm instance", func() bool { return len(readyInstances(prov)) == 1 })
@@ -67,24 +118,22 @@ func warmJobStart(t *testing.T, p Profile) []Row {
 	// the instance was readied, so the job finds the tunnel open but the instance's Docker cold.
 	r.sim.Enqueue(r.spec("fresh"))
 	fresh := r.mustRun(t, prov)
-	var toFirst time.Duration
-	total := map[string]time.Duration{}
-	var before, after time.Duration
+	w := warmTimes{jobs: jobs, stages: map[string]time.Duration{}, fresh: fresh.first.Sub(fresh.received)}
 	for i := range jobs {
 		r.sim.Enqueue(r.spec(fmt.Sprintf("warm-%d", i)))
-		w := r.mustRun(t, prov)
-		toFirst += w.first.Sub(w.received)
-		for _, s := range w.sections {
-			total[s.name] += s.end.Sub(s.start)
+		j := r.mustRun(t, prov)
+		w.toFirst += j.first.Sub(j.received)
+		for _, s := range j.sections {
+			w.stages[s.name] += s.end.Sub(s.start)
 		}
-		if len(w.sections) > 0 {
-			before += w.sections[0].start.Sub(w.received)
-			after += w.done.Sub(w.sections[len(w.sections)-1].end)
+		if len(j.sections) > 0 {
+			w.before += j.sections[0].start.Sub(j.received)
+			w.after += j.done.Sub(j.sections[len(j.sections)-1].end)
 		}
 	}
 
-	// The bare limit of the fresh job: connection details, a new SSH connection as the pool dials it,
-	// and the container through it.
+	// The bare limit of the fresh job: connection details (with a key push on AWS), a new SSH
+	// connection as the pool dials it, and the container through it.
 	dialStart := time.Now()
 	info, err := r.group.ConnectInfo(t.Context(), id)
 	if err != nil {
@@ -105,33 +154,15 @@ func warmJobStart(t *testing.T, p Profile) []Row {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var bare time.Duration
+	w.freshBare = dialled + firstBare
 	for range jobs {
 		d, err := bareContainer(t.Context(), cli, r.image, r.runner.Docker.NetworkMode)
 		if err != nil {
 			t.Fatal(err)
 		}
-		bare += d
+		w.bare += d
 	}
-
-	ms1 := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-	ms := func(d time.Duration) float64 { return ms1(d) / float64(jobs) }
-	rows := []Row{{
-		Name: "warm job start: received → first script line", Value: ms(toFirst), Unit: "ms",
-		Limit: ms(bare), LimitName: "bare container over an open SSH connection", Goal: "≤ 1.3×",
-		Note: fmt.Sprintf("mean of %d jobs, docker-autoscaler, local plugin, pooled SSH tunnel", jobs),
-	}, {
-		Name: "first job on a fresh instance: received → first script line", Value: ms1(fresh.first.Sub(fresh.received)), Unit: "ms",
-		Limit: ms1(dialled + firstBare), LimitName: "ConnectInfo + SSH dial + bare container", Goal: "≤ 1.3×",
-		Note: "one job; the instance's SSH connection was dialled when it was readied",
-	}, breakdown("acquire + connect", ms(before))}
-	for _, s := range stages {
-		// A stage the job did not run, or that took no measurable time, has no row.
-		if d := total[s.section]; d > 0 {
-			rows = append(rows, breakdown(s.stage, ms(d)))
-		}
-	}
-	return append(rows, breakdown("container removal", ms(after)))
+	return w
 }
 
 // breakdown is one stage of the warm job as a row without a limit.
@@ -182,7 +213,7 @@ type autoscalerRig struct {
 	runner *config.RunnerConfig
 	dir    string
 	// group is the plugin the provider made, for the instances' connection details.
-	group *local.InstanceGroup
+	group fleeting.InstanceGroup
 }
 
 // newAutoscalerRig makes the rig for up to maxInstances instances that boot at once.
@@ -232,10 +263,16 @@ func (r *autoscalerRig) spec(name string) gitlabsim.JobSpec {
 // start makes the provider as the manager would and shuts it down at the end of the test.
 func (r *autoscalerRig) start(t *testing.T) *dockerautoscaler.Provider {
 	t.Helper()
-	plugins := fleeting.Registry{"local": func() fleeting.InstanceGroup {
-		r.group = &local.InstanceGroup{}
-		return r.group
-	}}
+	plugins := fleeting.Registry{
+		"local": func() fleeting.InstanceGroup {
+			r.group = &local.InstanceGroup{}
+			return r.group
+		},
+		"aws": func() fleeting.InstanceGroup {
+			r.group = &aws.InstanceGroup{}
+			return r.group
+		},
+	}
 	made, err := dockerautoscaler.New(plugins)(r.runner, executors.Deps{Logger: logging.Discard(), ConfigDir: r.dir, SystemID: "s_bench"})
 	if err != nil {
 		t.Fatalf("new provider: %v", err)
