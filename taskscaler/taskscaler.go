@@ -183,8 +183,8 @@ type Taskscaler struct {
 	wake      chan struct{}
 	persistCh chan struct{}
 	saveMu    sync.Mutex
-	saveSeq   uint64
-	savedSeq  uint64
+	saveSeq   uint64 // save calls so far (under mu)
+	savedSeq  uint64 // the save calls the stored snapshot covers (under saveMu)
 
 	baseCtx    context.Context
 	cancelLoop context.CancelFunc
