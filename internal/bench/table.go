@@ -94,7 +94,8 @@ func Markdown(groups []Group, m Machine, date time.Time, took time.Duration) str
 	var b strings.Builder
 	b.WriteString("# Benchmarks\n\n")
 	b.WriteString("Written by `make bench` (internal/bench); do not edit by hand. Each row is a figure, the physical\n")
-	b.WriteString("limit measured in the same run, their ratio, and the goal of issue 13. A row without a limit has only a goal.\n\n")
+	b.WriteString("limit measured in the same run, their ratio, and the goal of issue 13. A row without a limit has only a goal.\n")
+	b.WriteString("`go test ./internal/bench/` runs the same rows in a short profile and checks their shape, never a figure.\n\n")
 	fmt.Fprintf(&b, "- Date: %s\n", date.UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "- CPU: %s, %d cores\n", m.CPU, m.Cores)
 	fmt.Fprintf(&b, "- Memory: %s\n", m.Memory)
