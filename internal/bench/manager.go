@@ -26,6 +26,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
 	"gitlab.com/fleetrunner/fleetrunner/manager"
 	"gitlab.com/fleetrunner/fleetrunner/metrics"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
@@ -83,7 +84,7 @@ shutdown_timeout = 30
 	log := logrus.New()
 	log.Out = testLog{t}
 	log.Level = logrus.WarnLevel
-	se := &streamExec{sc: sc, running: make(chan int, 1)}
+	se := &streamExec{sc: sc, running: make(chan int, 1), allRunning: make(chan struct{})}
 	obs := &countingObserver{Metrics: metrics.New(log)}
 	m := manager.New(log, manager.Options{
 		ConfigPath: cfgPath, SystemID: "s_bench0000000", Observer: obs,
@@ -113,7 +114,7 @@ shutdown_timeout = 30
 		}
 	})
 
-	// The steady state is the time every job runs: from the last start to the first end.
+	// The steady state is the time every job streams: from the last start to the first end.
 	deadline := time.After(2*sc.duration + time.Minute)
 	waitRunning := func(want func(int) bool) {
 		for {
@@ -231,8 +232,9 @@ type gitlabsimProc struct {
 }
 
 func startGitlabsim(t *testing.T) *gitlabsimProc {
+	gobin := testenv.RequireCommand(t, "go", "install Go to build cmd/gitlabsim")
 	bin := filepath.Join(t.TempDir(), "gitlabsim")
-	build := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "gitlab.com/fleetrunner/fleetrunner/cmd/gitlabsim")
+	build := exec.CommandContext(t.Context(), gobin, "build", "-o", bin, "gitlab.com/fleetrunner/fleetrunner/cmd/gitlabsim")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building gitlabsim: %v\n%s", err, out)
 	}
@@ -353,6 +355,9 @@ type streamExec struct {
 	runningN int
 	// running holds the number of running jobs after the latest change (older values are dropped).
 	running chan int
+	// allRunning closes when every job holds its slot: the jobs stream from then on, so that all of them
+	// run at once for the whole duration however long the ramp-up takes on a slow machine.
+	allRunning chan struct{}
 }
 
 func (e *streamExec) provider(t *testing.T) executors.Factory {
@@ -411,6 +416,11 @@ func (e *streamExec) Run(ctx context.Context, res executors.Reservation, b *exec
 	e.count(+1)
 	defer e.count(-1)
 	defer e.ts.Release(r.key)
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-e.allRunning:
+	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for range int(e.sc.duration / time.Second) {
@@ -435,6 +445,9 @@ func (e *streamExec) count(d int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.runningN += d
+	if e.runningN == e.sc.jobs {
+		close(e.allRunning)
+	}
 	select {
 	case <-e.running:
 	default:
