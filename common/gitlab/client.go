@@ -33,6 +33,9 @@ import (
 const (
 	responseHeaderTimeout = 10 * time.Minute
 	overallTimeout        = 60 * time.Minute
+	// maxIdleConns is how many keep-alive connections to GitLab a client keeps idle: enough that the
+	// trace patches of hundreds of concurrent jobs reuse connections instead of dialing each time.
+	maxIdleConns = 512
 	// maxRateLimitRetries bounds the 429 + RateLimit-ResetTime retries of one call.
 	maxRateLimitRetries = 5
 	// rateLimitFallback is the wait when RateLimit-ResetTime cannot be parsed.
@@ -88,6 +91,10 @@ func NewClient(log logrus.FieldLogger, cfg ClientConfig) (*Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tlsConf
 	tr.ResponseHeaderTimeout = responseHeaderTimeout
+	// Every running job patches its trace to the same host; Go's default of 2 idle connections per host
+	// made most patches dial anew (and leave sockets in TIME_WAIT) once a few hundred jobs ran at once.
+	tr.MaxIdleConns = maxIdleConns
+	tr.MaxIdleConnsPerHost = maxIdleConns
 	conns := newConnAges(cfg.ConnectionMaxAge)
 	tr.DialContext = conns.wrap(tr.DialContext)
 	sleep := cfg.Sleep
