@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting/connector"
+	"gitlab.com/fleetrunner/fleetrunner/common/fleeting/fleetingtest"
 	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 	"gitlab.com/fleetrunner/fleetrunner/executors/dockerautoscaler"
 	awsplugin "gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/aws"
@@ -112,7 +112,7 @@ func runAWSCalls(t *testing.T, p Profile) []Row {
 	for _, n := range calls {
 		all += n
 	}
-	events := int(s.plugin.increases.Load() + s.plugin.decreases.Load())
+	events := int(s.plugin.Increases.Load() + s.plugin.Decreases.Load())
 	if events == 0 {
 		t.Fatal("no scaling event")
 	}
@@ -121,7 +121,7 @@ func runAWSCalls(t *testing.T, p Profile) []Row {
 		byAction = append(byAction, fmt.Sprintf("%s %d", a, calls[a]))
 	}
 	t.Logf("%d jobs in %d waves in %s: %d scaling events, %d Update polls; calls: %s", jobs, waves, took.Round(time.Millisecond),
-		events, s.plugin.updates.Load(), strings.Join(byAction, ", "))
+		events, s.plugin.Updates.Load(), strings.Join(byAction, ", "))
 	setup := fmt.Sprintf("%d jobs in %d waves, capacity_per_instance %d, at most %d instances, update_interval 1s", jobs, waves, awsBenchCapacity, awsBenchMaxSize)
 	polls := calls["DescribeAutoScalingGroups"]
 	rows := []Row{{
@@ -267,44 +267,18 @@ func (rw *rateWatch) stop() (asg, ec2 float64) {
 	return asg, ec2
 }
 
-// countingGroup counts the taskscaler's scaling events (Increase and Decrease calls that asked for a
-// change) and its Update polls.
-type countingGroup struct {
-	fleeting.InstanceGroup
-	increases, decreases, updates atomic.Int64
-}
-
-func (g *countingGroup) Update(ctx context.Context, fn func(string, fleeting.State)) error {
-	g.updates.Add(1)
-	return g.InstanceGroup.Update(ctx, fn)
-}
-
-func (g *countingGroup) Increase(ctx context.Context, n int) (int, error) {
-	if n > 0 {
-		g.increases.Add(1)
-	}
-	return g.InstanceGroup.Increase(ctx, n)
-}
-
-func (g *countingGroup) Decrease(ctx context.Context, ids []string) ([]string, error) {
-	if len(ids) > 0 {
-		g.decreases.Add(1)
-	}
-	return g.InstanceGroup.Decrease(ctx, ids)
-}
-
 // awsScaler is the real taskscaler and aws plugin on the awssim group, with the connector's pool wired
 // as the docker-autoscaler executor wires it (as internal/e2e/aws does).
 type awsScaler struct {
 	w      *awsWorld
-	plugin *countingGroup
+	plugin *fleetingtest.CountingGroup
 	pool   *connector.Pool
 	ts     *taskscaler.Taskscaler
 }
 
 func (w *awsWorld) startScaler(t *testing.T) *awsScaler {
 	log := logging.Or(nil)
-	s := &awsScaler{w: w, plugin: &countingGroup{InstanceGroup: &awsplugin.InstanceGroup{Name: w.group, Region: w.sim.Region(),
+	s := &awsScaler{w: w, plugin: &fleetingtest.CountingGroup{InstanceGroup: &awsplugin.InstanceGroup{Name: w.group, Region: w.sim.Region(),
 		Profile: awsBenchProfile, ConfigFile: w.configFile, CredentialsFile: w.credentialsFile}}}
 	ctx := context.WithoutCancel(t.Context())
 	if _, err := s.plugin.Init(ctx, log, fleeting.Settings{ConnectorConfig: fleeting.ConnectorConfig{

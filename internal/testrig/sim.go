@@ -12,10 +12,9 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/trace"
 )
 
-// SimRunner starts a GitLab simulator that takes every trace update at once (closed at the end of the
-// test), registers one runner as description, and returns a client of it that announces executor with
-// features, and the runner's token.
-func SimRunner(t testing.TB, description, executor string, features map[string]bool) (*gitlabsim.Server, *gitlab.Client, string) {
+// Sim starts a GitLab simulator that takes every trace update at once (closed at the end of the test)
+// and registers one runner as description; it returns the simulator and the runner's token.
+func Sim(t testing.TB, description string) (*gitlabsim.Server, string) {
 	t.Helper()
 	sim, err := gitlabsim.New(gitlabsim.Options{TraceUpdateInterval: 1})
 	if err != nil {
@@ -23,6 +22,13 @@ func SimRunner(t testing.TB, description, executor string, features map[string]b
 	}
 	t.Cleanup(func() { _ = sim.Close() })
 	_, token := sim.CreateRunner(gitlabsim.RunnerOptions{Description: description})
+	return sim, token
+}
+
+// SimRunner is Sim with a client of the runner that announces executor with features.
+func SimRunner(t testing.TB, description, executor string, features map[string]bool) (*gitlabsim.Server, *gitlab.Client, string) {
+	t.Helper()
+	sim, token := Sim(t, description)
 	gl, err := gitlab.NewClient(logging.Discard(), gitlab.ClientConfig{URL: sim.URL(),
 		Info: gitlab.NewVersionInfo(executor, "sh", features)})
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,37 +12,12 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting/connector"
+	"gitlab.com/fleetrunner/fleetrunner/common/fleeting/fleetingtest"
 	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 	"gitlab.com/fleetrunner/fleetrunner/executors/dockerautoscaler"
 	awsplugin "gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/aws"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
 )
-
-// countingGroup counts the taskscaler's scaling events (Increase and Decrease calls that asked for a
-// change) and its Update polls.
-type countingGroup struct {
-	fleeting.InstanceGroup
-	increases, decreases, updates atomic.Int64
-}
-
-func (g *countingGroup) Update(ctx context.Context, fn func(string, fleeting.State)) error {
-	g.updates.Add(1)
-	return g.InstanceGroup.Update(ctx, fn)
-}
-
-func (g *countingGroup) Increase(ctx context.Context, n int) (int, error) {
-	if n > 0 {
-		g.increases.Add(1)
-	}
-	return g.InstanceGroup.Increase(ctx, n)
-}
-
-func (g *countingGroup) Decrease(ctx context.Context, ids []string) ([]string, error) {
-	if len(ids) > 0 {
-		g.decreases.Add(1)
-	}
-	return g.InstanceGroup.Decrease(ctx, ids)
-}
 
 // scalerFleet is the taskscaler's part of [runners.autoscaler] for a scaler.
 type scalerFleet struct {
@@ -58,7 +32,7 @@ type scalerFleet struct {
 // is a round trip on the pooled connection.
 type scaler struct {
 	w      *awsWorld
-	plugin *countingGroup
+	plugin *fleetingtest.CountingGroup
 	pool   *connector.Pool
 	ts     *taskscaler.Taskscaler
 }
@@ -67,7 +41,7 @@ type scaler struct {
 func (w *awsWorld) startScaler(tb testing.TB, f scalerFleet, log logrus.FieldLogger) *scaler {
 	tb.Helper()
 	log = logging.Or(log)
-	s := &scaler{w: w, plugin: &countingGroup{InstanceGroup: &awsplugin.InstanceGroup{Name: w.spec.Name, Region: w.sim.Region(),
+	s := &scaler{w: w, plugin: &fleetingtest.CountingGroup{InstanceGroup: &awsplugin.InstanceGroup{Name: w.spec.Name, Region: w.sim.Region(),
 		Profile: awsProfile, ConfigFile: w.configFile, CredentialsFile: w.credentialsFile}}}
 	ctx := context.WithoutCancel(tb.Context())
 	if _, err := s.plugin.Init(ctx, log, fleeting.Settings{ConnectorConfig: fleeting.ConnectorConfig{

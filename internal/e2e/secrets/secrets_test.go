@@ -68,12 +68,7 @@ func TestSecretsStayHidden(t *testing.T) {
 	cli, image := testrig.Engine(t)
 	bin := testrig.BuildFleetrunner(t)
 
-	gl, err := gitlabsim.New(gitlabsim.Options{TraceUpdateInterval: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = gl.Close() })
-	_, token := gl.CreateRunner(gitlabsim.RunnerOptions{Description: "secrets e2e"})
+	gl, token := testrig.Sim(t, "secrets e2e")
 	t.Cleanup(func() { testrig.RemoveJobLeftovers(t, cli, token, false) })
 	repo, err := gl.CreateRepo("group/secrets", map[string]string{"README.md": "secrets\n"})
 	if err != nil {

@@ -55,12 +55,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	cli, image := testrig.Engine(t)
 	bin := testrig.BuildFleetrunner(t)
 
-	gl, err := gitlabsim.New(gitlabsim.Options{TraceUpdateInterval: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = gl.Close() })
-	_, token := gl.CreateRunner(gitlabsim.RunnerOptions{Description: "status page e2e"})
+	gl, token := testrig.Sim(t, "status page e2e")
 	t.Cleanup(func() { testrig.RemoveJobLeftovers(t, cli, token, false) })
 	repo, err := gl.CreateRepo("group/statuspage", map[string]string{"README.md": "status page\n"})
 	if err != nil {
