@@ -490,31 +490,33 @@ func TestGitLabCancelReachesExecutorGracefully(t *testing.T) {
 	checkTrace(t, snap, out)
 }
 
-func TestJobTimeout(t *testing.T) {
-	r := newRig(t, gitlabsim.Options{})
-	r.writeConfig(runnerSettings{concurrent: 1})
-	id := r.sim.Enqueue(gitlabsim.JobSpec{Name: "slow", Script: []string{"echo start", "wait"}, Timeout: time.Second})
-	r.start(0)
-	snap := r.finished(id)
-	if snap.Status != gitlabsim.StatusFailed || snap.FailureReason != string(job.JobExecutionTimeout) {
-		t.Errorf("timed-out job: %s/%s; want failed/job_execution_timeout", snap.Status, snap.FailureReason)
-	}
-	if !strings.Contains(string(snap.Trace), "execution took longer than 1s") {
-		t.Errorf("timed-out job's log %q does not say so", snap.Trace)
-	}
-}
-
-func TestSystemFailureIsReported(t *testing.T) {
-	r := newRig(t, gitlabsim.Options{})
-	r.writeConfig(runnerSettings{concurrent: 1})
-	id := r.sim.Enqueue(gitlabsim.JobSpec{Name: "crash", Script: []string{"echo start", "crash"}})
-	r.start(0)
-	snap := r.finished(id)
-	if snap.Status != gitlabsim.StatusFailed || snap.FailureReason != string(job.RunnerSystemFailure) {
-		t.Errorf("crashed job: %s/%s; want failed/runner_system_failure", snap.Status, snap.FailureReason)
-	}
-	if !strings.Contains(string(snap.Trace), "Job failed (system failure): the test executor lost its environment") {
-		t.Errorf("crashed job's log %q does not say why", snap.Trace)
+// A job the manager ends for its timeout, and one whose executor lost its environment, reach GitLab
+// failed with the reason upstream reports and a log line that says why.
+func TestFailureReasonsAreReported(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		spec    gitlabsim.JobSpec
+		reason  job.FailureReason
+		logLine string
+	}{
+		{"timeout", gitlabsim.JobSpec{Name: "slow", Script: []string{"echo start", "wait"}, Timeout: time.Second},
+			job.JobExecutionTimeout, "execution took longer than 1s"},
+		{"system failure", gitlabsim.JobSpec{Name: "crash", Script: []string{"echo start", "crash"}},
+			job.RunnerSystemFailure, "Job failed (system failure): the test executor lost its environment"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig(t, gitlabsim.Options{})
+			r.writeConfig(runnerSettings{concurrent: 1})
+			id := r.sim.Enqueue(tt.spec)
+			r.start(0)
+			snap := r.finished(id)
+			if snap.Status != gitlabsim.StatusFailed || snap.FailureReason != string(tt.reason) {
+				t.Errorf("job %s: %s/%s; want failed/%s", tt.spec.Name, snap.Status, snap.FailureReason, tt.reason)
+			}
+			if !strings.Contains(string(snap.Trace), tt.logLine) {
+				t.Errorf("job %s's log %q does not say %q", tt.spec.Name, snap.Trace, tt.logLine)
+			}
+		})
 	}
 }
 
