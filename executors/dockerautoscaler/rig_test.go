@@ -1,6 +1,7 @@
 package dockerautoscaler
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -38,22 +39,55 @@ var testPlugins = fleeting.Registry{
 	"static": func() fleeting.InstanceGroup { return &static.InstanceGroup{} },
 }
 
-// testLogger sends the provider's log to the test log when -v is given, and nowhere otherwise.
+// testLogger sends the provider's log to the test log: as it comes with -v, otherwise its tail once the
+// test has failed, so that a failure in CI shows what the provider did.
 func testLogger(t testing.TB) *logrus.Logger {
-	if !testing.Verbose() {
-		return logging.Discard()
-	}
 	l := logrus.New()
-	l.SetOutput(tWriter{t})
 	l.SetLevel(logrus.DebugLevel)
+	if testing.Verbose() {
+		l.SetOutput(tWriter{t})
+		return l
+	}
+	buf := &lockedBuffer{}
+	l.SetOutput(buf)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("provider log (last %d bytes):\n%s", failedLogTail, buf.tail(failedLogTail))
+		}
+	})
 	return l
 }
+
+// failedLogTail is how much of a failed test's provider log is shown.
+const failedLogTail = 64 << 10
 
 type tWriter struct{ t testing.TB }
 
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// lockedBuffer collects a log that goroutines write concurrently.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) tail(n int) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.buf.Bytes()
+	if len(s) > n {
+		s = s[len(s)-n:]
+	}
+	return string(s)
 }
 
 // testBase picks a loopback /24 of its own per group, so that parallel tests and packages do not collide.
