@@ -6,9 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
+	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/local"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
 )
@@ -24,43 +25,65 @@ func readyInstances(p *Provider) []taskscaler.InstanceInfo {
 	return out
 }
 
-// TestInstanceKilledBeforeScript: the only ready instance dies while idle, before the taskscaler could
-// notice (long update_interval). The job acquires it, cannot reach it, marks it unhealthy and runs to
-// success on a fresh instance.
-func TestInstanceKilledBeforeScript(t *testing.T) {
+// TestInstanceUnusableBeforeScript: the only ready instance breaks while idle, before the taskscaler could
+// notice (long update_interval): the machine dies, or its Docker Engine does while sshd still answers.
+// The job acquires it, cannot use it, marks it unhealthy and runs to success on a fresh instance.
+func TestInstanceUnusableBeforeScript(t *testing.T) {
 	t.Parallel()
-	r := newRig(t)
-	ac := r.runner.Autoscaler
-	ac.UpdateInterval = time.Minute // no listing or health check notices the kill on its own
-	ac.Policy = []config.AutoscalerPolicyConfig{{IdleCount: 1, IdleTime: time.Minute}}
-	p := r.newProvider(t)
+	for _, tc := range []struct {
+		name  string
+		fault func(t *testing.T, p *Provider, pluginDir, id string) error
+	}{
+		{"killed", func(t *testing.T, p *Provider, _, id string) error { return p.local(t).Kill(id) }},
+		// The pooled SSH connection works; the Docker ping through it fails after the lease was taken.
+		{"docker stopped", func(t *testing.T, _ *Provider, pluginDir, id string) error {
+			testenv.RequireRoot(t, "hiding an instance's Docker socket")
+			if err := local.DockerGateAvailable(); err != nil {
+				t.Fatalf("the local plugin cannot stop an instance's Docker: %v", err)
+			}
+			s, err := instanceSSHD(pluginDir, id)
+			if err != nil {
+				return err
+			}
+			return s.StopDocker()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r, pluginDir := keptInstanceRig(t)
+			ac := r.runner.Autoscaler
+			ac.MaxInstances = 2
+			ac.UpdateInterval = time.Minute // no listing or health check notices the fault on its own
+			p := r.newProvider(t)
 
-	testrig.WaitFor(t, 30*time.Second, "one ready instance", func() bool { return len(readyInstances(p)) == 1 })
-	// Let the pass that saw it ready end, so the next listing is a minute away.
-	time.Sleep(500 * time.Millisecond)
-	victim := readyInstances(p)[0].ID
-	if err := p.local(t).Kill(victim); err != nil {
-		t.Fatal(err)
-	}
+			testrig.WaitFor(t, 30*time.Second, "one ready instance", func() bool { return len(readyInstances(p)) == 1 })
+			// Let the pass that saw it ready end, so the next listing is a minute away.
+			time.Sleep(500 * time.Millisecond)
+			victim := readyInstances(p)[0].ID
+			if err := tc.fault(t, p, pluginDir, victim); err != nil {
+				t.Fatal(err)
+			}
 
-	r.sim.Enqueue(gitlabsim.JobSpec{Name: "moves", Image: r.image, Script: []string{"echo job ran fine"}})
-	err, snap := r.runOne(t, p, nil)
-	if err != nil || snap.Status != gitlabsim.StatusSuccess {
-		t.Fatalf("job: err %v, status %s; trace:\n%s", err, snap.Status, snap.Trace)
-	}
-	out := string(snap.Trace)
-	if !strings.Contains(out, "Instance "+victim+" cannot be used") || !strings.Contains(out, "moving the job to another instance") {
-		t.Errorf("the job log does not say the job moved off %s:\n%s", victim, out)
-	}
-	ids := connectedTo(snap.Trace)
-	if len(ids) != 1 || ids[0] == victim {
-		t.Errorf("job connected to %v; want exactly one instance other than the killed %s", ids, victim)
-	}
-	if n := p.Stats().Counters.MarkedUnhealthy; n != 1 {
-		t.Errorf("MarkedUnhealthy = %d, want 1", n)
-	}
-	if slices.ContainsFunc(readyInstances(p), func(in taskscaler.InstanceInfo) bool { return in.ID == victim }) {
-		t.Errorf("killed instance %s still serves slots", victim)
+			r.sim.Enqueue(gitlabsim.JobSpec{Name: "moves", Image: r.image, Script: []string{"echo job ran fine"}})
+			err, snap := r.runOne(t, p, nil)
+			if err != nil || snap.Status != gitlabsim.StatusSuccess {
+				t.Fatalf("job: err %v, status %s; trace:\n%s", err, snap.Status, snap.Trace)
+			}
+			out := string(snap.Trace)
+			if !strings.Contains(out, "Instance "+victim+" cannot be used") || !strings.Contains(out, "moving the job to another instance") {
+				t.Errorf("the job log does not say the job moved off %s:\n%s", victim, out)
+			}
+			ids := connectedTo(snap.Trace)
+			if len(ids) != 1 || ids[0] == victim {
+				t.Errorf("job connected to %v; want exactly one instance other than the broken %s", ids, victim)
+			}
+			if n := p.Stats().Counters.MarkedUnhealthy; n != 1 {
+				t.Errorf("MarkedUnhealthy = %d, want 1", n)
+			}
+			if slices.ContainsFunc(readyInstances(p), func(in taskscaler.InstanceInfo) bool { return in.ID == victim }) {
+				t.Errorf("broken instance %s still serves slots", victim)
+			}
+		})
 	}
 }
 

@@ -139,10 +139,12 @@ func (p *Provider) connect(ctx, runCtx context.Context, cancel context.CancelCau
 	if err != nil {
 		return nil, nil, nil, p.beforeScript(ctx, runCtx, id, fmt.Errorf("connect: %w", err))
 	}
+	// held, not the named result: a failed ping below returns a nil lease while this still watches.
+	held := lease
 	go func() {
 		select {
-		case <-lease.Done():
-			cancel(fmt.Errorf("instance %s: %w: %w", id, taskscaler.ErrInstanceLost, lease.Client().Err()))
+		case <-held.Done():
+			cancel(fmt.Errorf("instance %s: %w: %w", id, taskscaler.ErrInstanceLost, held.Client().Err()))
 		case <-runCtx.Done():
 		}
 	}()

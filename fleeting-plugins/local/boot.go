@@ -90,13 +90,34 @@ func dockerGateCommand(dir, socket string, sshdArgs []string) (*exec.Cmd, string
 	if err != nil {
 		return nil, "", fmt.Errorf("docker socket %s: %w", socket, err)
 	}
-	cover := filepath.Join(dir, "docker-not-ready")
+	cover := dockerCover(dir)
 	if err := os.WriteFile(cover, nil, 0o600); err != nil {
 		return nil, "", fmt.Errorf("docker gate: %w", err)
 	}
 	args := append([]string{"--mount", "--propagation", "private", "--", "/bin/sh", "-c",
 		`mount --bind "$1" "$2" && shift 2 && exec "$@"`, "sh", cover, real, SSHDPath}, sshdArgs...)
 	return exec.Command("unshare", args...), real, nil
+}
+
+// dockerCover is the empty file bound over an instance's Docker socket while its Docker is not up.
+func dockerCover(dir string) string { return filepath.Join(dir, "docker-not-ready") }
+
+// StopDocker covers the instance's Docker socket again, as when dockerd dies on a running machine: sshd
+// answers and Docker refuses, for new connections and forwards. It needs the socket to have been hidden
+// at start (DockerGateAvailable); it does nothing when Docker is stopped already.
+func (s *SSHD) StopDocker() error {
+	if s.dockerSocket == "" {
+		return fmt.Errorf("sshd %s was started without a Docker gate (needs root and util-linux), so its Docker cannot be stopped", s.Addr())
+	}
+	covered, err := mountedIn(s.Pid, s.dockerSocket)
+	if err != nil || covered {
+		return err
+	}
+	out, err := exec.Command("nsenter", "-t", strconv.Itoa(s.Pid), "-m", "--", "mount", "--bind", dockerCover(s.Dir), s.dockerSocket).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("stop docker on %s: mount over %s: %w: %s", s.Addr(), s.dockerSocket, err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }
 
 // StartDocker ends the instance's Docker stage: its socket becomes reachable for every session and
