@@ -83,8 +83,12 @@ func runScaling(t *testing.T, p Profile) []Row {
 			Name:  "scaling " + name + ": p95 wait",
 			Value: res.WaitP95.Seconds(),
 			Unit:  "s",
-			Goal:  fmt.Sprintf("≤ boot delay (%s)", cfg.BootDelay),
-			Note:  fmt.Sprintf("p50 %s, p99 %s, max %s; peak %d instances", res.WaitP50.Round(100*time.Millisecond), res.WaitP99.Round(100*time.Millisecond), res.WaitMax.Round(100*time.Millisecond), res.PeakInstances),
+			Limit: cfg.BootDelay.Seconds(),
+			// Not a floor of the p95 (a job that finds a free slot waits nothing) but of a cold start:
+			// above 1× more than 5% of the jobs waited for a boot and the scaler's reaction.
+			LimitName: "boot delay: the least a job that finds no free slot waits",
+			Goal:      "figure (issue 14 tunes it)",
+			Note:      fmt.Sprintf("p50 %s, p99 %s, max %s; peak %d instances", res.WaitP50.Round(100*time.Millisecond), res.WaitP99.Round(100*time.Millisecond), res.WaitMax.Round(100*time.Millisecond), res.PeakInstances),
 		})
 	}
 	return rows

@@ -12,6 +12,7 @@ import (
 
 	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/aws/awssim"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testrig/awsrig"
 )
 
 // The taskscaler and the connector on a cloud having a bad day: instances that boot as EC2's do and
@@ -26,8 +27,8 @@ func TestScalerReachesCapacityOnABadDay(t *testing.T) {
 	t.Parallel()
 	const capacity, maxSize = 2, 4
 	w := newAWSWorld(t, groupSpec("fleetrunner-scaler-capacity", maxSize), awssim.Options{ListingDelay: 3 * time.Second, LaunchRetryDelay: 300 * time.Millisecond})
-	w.sim.SetFaults(awssim.Faults{InsufficientCapacityRate: 1})
-	s := w.startScaler(t, scalerFleet{capacity: capacity, maxInstances: maxSize, idleTime: time.Second}, nil)
+	w.Sim.SetFaults(awssim.Faults{InsufficientCapacityRate: 1})
+	s := w.StartScaler(t, awsrig.Fleet{Capacity: capacity, MaxInstances: maxSize, IdleTime: time.Second}, nil)
 	start := time.Now()
 
 	// Every job holds its slot until all have one: only a full fleet lets them through.
@@ -41,7 +42,7 @@ func TestScalerReachesCapacityOnABadDay(t *testing.T) {
 	var g errgroup.Group
 	for i := range jobs {
 		g.Go(func() error {
-			_, err := s.job(ctx, fmt.Sprintf("job-%d", i), func() {
+			_, err := s.Job(ctx, fmt.Sprintf("job-%d", i), func() {
 				held.Done()
 				select {
 				case <-all:
@@ -52,21 +53,21 @@ func TestScalerReachesCapacityOnABadDay(t *testing.T) {
 		})
 	}
 	testrig.WaitFor(t, time.Minute, "a launch to fail for lack of capacity", func() bool { return w.failedLaunches() > 0 })
-	w.sim.SetFaults(awssim.Faults{InsufficientCapacityRate: 0.5})
+	w.Sim.SetFaults(awssim.Faults{InsufficientCapacityRate: 0.5})
 	if err := g.Wait(); err != nil {
-		t.Fatalf("%v; taskscaler %+v", err, s.ts.Stats())
+		t.Fatalf("%v; taskscaler %+v", err, s.TS.Stats())
 	}
 	t.Logf("all %d slots held %s after the first job asked; %d launches failed for lack of capacity, %d succeeded",
-		jobs, time.Since(start).Round(time.Millisecond), w.failedLaunches(), w.launched())
-	testrig.WaitFor(t, time.Minute, "the fleet to scale in to nothing", func() bool { return s.settled(0) })
+		jobs, time.Since(start).Round(time.Millisecond), w.failedLaunches(), w.Launched())
+	testrig.WaitFor(t, time.Minute, "the fleet to scale in to nothing", func() bool { return s.Settled(0) })
 
-	c := s.ts.Stats().Counters
-	t.Logf("taskscaler counters %+v; AWS calls %v", c, w.sim.Calls())
+	c := s.TS.Stats().Counters
+	t.Logf("taskscaler counters %+v; AWS calls %v", c, w.Sim.Calls())
 	if c.UnexpectedRemovals != 0 || c.ReadyFailures != 0 {
 		t.Errorf("instances lost or failed: taskscaler counters %+v", c)
 	}
-	if int(c.InstancesCreated) != w.launched() {
-		t.Errorf("the taskscaler counted %d new instances; the group launched %d", c.InstancesCreated, w.launched())
+	if int(c.InstancesCreated) != w.Launched() {
+		t.Errorf("the taskscaler counted %d new instances; the group launched %d", c.InstancesCreated, w.Launched())
 	}
 }
 
@@ -79,30 +80,30 @@ func TestScalerSeesGroupReplacements(t *testing.T) {
 	spec := groupSpec("fleetrunner-scaler-replace", 4)
 	spec.SuspendAZRebalance, spec.AZs = false, []string{"us-east-1a", "us-east-1b"}
 	w := newAWSWorld(t, spec, awssim.Options{})
-	s := w.startScaler(t, scalerFleet{capacity: 1, maxInstances: 4, idleCount: 2, idleTime: 2 * time.Second}, nil)
-	testrig.WaitFor(t, time.Minute, "two ready instances", func() bool { return s.settled(2) })
-	old := s.known()
-	if err := w.sim.ReplaceInstance(old[0], awssim.ReplaceUnhealthy); err != nil {
+	s := w.StartScaler(t, awsrig.Fleet{Capacity: 1, MaxInstances: 4, IdleCount: 2, IdleTime: 2 * time.Second}, nil)
+	testrig.WaitFor(t, time.Minute, "two ready instances", func() bool { return s.Settled(2) })
+	old := s.Known()
+	if err := w.Sim.ReplaceInstance(old[0], awssim.ReplaceUnhealthy); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.sim.ReplaceInstance(old[1], awssim.ReplaceAZRebalance); err != nil {
+	if err := w.Sim.ReplaceInstance(old[1], awssim.ReplaceAZRebalance); err != nil {
 		t.Fatal(err)
 	}
 	testrig.WaitFor(t, time.Minute, "the fleet to settle on replacements", func() bool {
-		return s.settled(2) && !slices.Contains(s.known(), old[0]) && !slices.Contains(s.known(), old[1])
+		return s.Settled(2) && !slices.Contains(s.Known(), old[0]) && !slices.Contains(s.Known(), old[1])
 	})
 	for i := range 2 {
-		if _, err := s.job(t.Context(), fmt.Sprintf("after-%d", i), func() {}); err != nil {
+		if _, err := s.Job(t.Context(), fmt.Sprintf("after-%d", i), func() {}); err != nil {
 			t.Errorf("job after the replacements: %v", err)
 		}
 	}
-	c := s.ts.Stats().Counters
-	t.Logf("replaced %v; now %v; taskscaler counters %+v; the group launched %d", old, s.known(), c, w.launched())
+	c := s.TS.Stats().Counters
+	t.Logf("replaced %v; now %v; taskscaler counters %+v; the group launched %d", old, s.Known(), c, w.Launched())
 	if c.UnexpectedRemovals != 2 {
 		t.Errorf("the taskscaler saw %d instances go without asking; want the 2 the group replaced", c.UnexpectedRemovals)
 	}
-	if int(c.InstancesCreated) != w.launched() {
-		t.Errorf("the taskscaler counted %d new instances; the group launched %d", c.InstancesCreated, w.launched())
+	if int(c.InstancesCreated) != w.Launched() {
+		t.Errorf("the taskscaler counted %d new instances; the group launched %d", c.InstancesCreated, w.Launched())
 	}
 }
 
@@ -113,22 +114,22 @@ func TestScalerReconnectsWithFreshKey(t *testing.T) {
 	t.Parallel()
 	w := newAWSWorld(t, groupSpec("fleetrunner-scaler-keys", 1), awssim.Options{KeyTTL: time.Second, TerminateDelay: time.Second})
 	logins := w.watchLogins(t)
-	s := w.startScaler(t, scalerFleet{capacity: 1, maxInstances: 1, idleCount: 1, idleTime: time.Minute}, nil)
-	testrig.WaitFor(t, time.Minute, "a ready instance", func() bool { return s.settled(1) })
-	id := s.known()[0]
-	if _, err := s.job(t.Context(), "first", func() {}); err != nil {
+	s := w.StartScaler(t, awsrig.Fleet{Capacity: 1, MaxInstances: 1, IdleCount: 1, IdleTime: time.Minute}, nil)
+	testrig.WaitFor(t, time.Minute, "a ready instance", func() bool { return s.Settled(1) })
+	id := s.Known()[0]
+	if _, err := s.Job(t.Context(), "first", func() {}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(1500 * time.Millisecond) // past the key's lifetime
-	if _, err := s.job(t.Context(), "on-the-old-connection", func() {}); err != nil {
+	if _, err := s.Job(t.Context(), "on-the-old-connection", func() {}); err != nil {
 		t.Fatalf("the pooled connection did not outlive its key: %v", err)
 	}
-	s.pool.Evict(id) // the connection is lost
-	if _, err := s.job(t.Context(), "reconnected", func() {}); err != nil {
+	s.Pool.Evict(id) // the connection is lost
+	if _, err := s.Job(t.Context(), "reconnected", func() {}); err != nil {
 		t.Fatalf("reconnecting after the key expired: %v", err)
 	}
 	var accepted int
-	for _, p := range w.sim.KeyPushes() {
+	for _, p := range w.Sim.KeyPushes() {
 		if p.InstanceID == id && p.Err == "" {
 			accepted++
 		}

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +20,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/builtin"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testrig/awsrig"
 )
 
 // TestMain keeps this machine's environment from redirecting the SDK: every test points the plugin at
@@ -39,105 +39,22 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// awsProfile is the shared-config profile each test writes for its awssim.
-const awsProfile = "awssim"
-
-// awsWorld is one awssim with one Auto Scaling group, and the shared config and credentials files that
-// point the SDK at it.
-type awsWorld struct {
-	sim             *awssim.Server
-	spec            awssim.GroupSpec
-	simDir          string
-	configFile      string
-	credentialsFile string
-}
+// awsWorld is the shared awssim rig with this package's own watches.
+type awsWorld struct{ *awsrig.World }
 
 // watchedSim is awssim's set-up for tests that count logins: a terminated instance's directory, with
 // its sshd log, stays a second, long enough for the login watch to read it.
 var watchedSim = awssim.Options{TerminateDelay: time.Second}
 
-// newAWSWorld starts awssim with opts (its Dir is set here) and creates the group.
+// newAWSWorld starts awssim with opts and creates the group.
 func newAWSWorld(t testing.TB, spec awssim.GroupSpec, opts awssim.Options) *awsWorld {
-	t.Helper()
-	testenv.RequireSSHD(t)
-	dir := t.TempDir()
-	w := &awsWorld{
-		spec:            spec,
-		simDir:          filepath.Join(dir, "awssim"),
-		configFile:      filepath.Join(dir, "aws-config"),
-		credentialsFile: filepath.Join(dir, "aws-credentials"),
-	}
-	opts.Dir = w.simDir
-	// The socket the jobs use is the one an instance hides until its Docker boot stage has passed.
-	opts.DockerSocket = testenv.DockerSocket()
-	sim, err := awssim.New(opts)
-	if err != nil {
-		t.Fatalf("awssim: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := sim.Close(); err != nil {
-			t.Errorf("awssim close: %v", err)
-		}
-	})
-	w.sim = sim
-	if err := sim.CreateGroup(spec); err != nil {
-		t.Fatal(err)
-	}
-	files := map[string]string{
-		w.configFile: fmt.Sprintf("[profile %s]\nregion = %s\nendpoint_url = %s\n", awsProfile, sim.Region(), sim.URL()),
-		w.credentialsFile: fmt.Sprintf("[%s]\naws_access_key_id = AKIAFLEETRUNNERE2E\naws_secret_access_key = fleetrunner-e2e-secret\n",
-			awsProfile),
-	}
-	for path, text := range files {
-		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return w
-}
-
-// pluginConfigTOML is [runners.autoscaler.plugin_config] as an operator writes it for this group.
-func (w *awsWorld) pluginConfigTOML() string {
-	return fmt.Sprintf("name = %q\n    region = %q\n    profile = %q\n    config_file = %q\n    credentials_file = %q",
-		w.spec.Name, w.sim.Region(), awsProfile, w.configFile, w.credentialsFile)
-}
-
-// inService counts the group's InService instances.
-func (w *awsWorld) inService() int {
-	n := 0
-	for _, in := range w.sim.Instances(w.spec.Name) {
-		if in.LifecycleState == "InService" {
-			n++
-		}
-	}
-	return n
-}
-
-// groupIDs lists the group's instances that have not left it, sorted.
-func (w *awsWorld) groupIDs() []string {
-	var ids []string
-	for _, in := range w.sim.Instances(w.spec.Name) {
-		ids = append(ids, in.ID)
-	}
-	slices.Sort(ids)
-	return ids
-}
-
-// launched counts the instances the group launched (a launch EC2 refused makes none).
-func (w *awsWorld) launched() int {
-	n := 0
-	for _, a := range w.sim.Activities(w.spec.Name) {
-		if strings.HasPrefix(a.Description, "Launching a new EC2 instance: i-") {
-			n++
-		}
-	}
-	return n
+	return &awsWorld{awsrig.NewWorld(t, spec, opts)}
 }
 
 // failedLaunches counts the group's launches that EC2 refused for lack of capacity.
 func (w *awsWorld) failedLaunches() int {
 	n := 0
-	for _, a := range w.sim.Activities(w.spec.Name) {
+	for _, a := range w.Sim.Activities(w.Spec.Name) {
 		if a.Status == "Failed" && strings.Contains(a.StatusMessage, "do not have sufficient") {
 			n++
 		}
@@ -159,7 +76,7 @@ type loginWatch struct {
 }
 
 func (w *awsWorld) watchLogins(t testing.TB) *loginWatch {
-	lw := &loginWatch{dir: filepath.Join(w.simDir, "instances"), seen: map[string]int{}, stop: make(chan struct{}), done: make(chan struct{})}
+	lw := &loginWatch{dir: filepath.Join(w.SimDir, "instances"), seen: map[string]int{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(lw.done)
 		tick := time.NewTicker(50 * time.Millisecond)
@@ -220,9 +137,9 @@ func (lw *loginWatch) logins() map[string]int {
 func checkKeyPushes(t *testing.T, w *awsWorld, lw *loginWatch, oneEach bool) {
 	t.Helper()
 	accepted := map[string]int{}
-	for _, p := range w.sim.KeyPushes() {
-		if p.Group != w.spec.Name {
-			t.Errorf("SendSSHPublicKey for instance %s of group %q; want only instances of %s", p.InstanceID, p.Group, w.spec.Name)
+	for _, p := range w.Sim.KeyPushes() {
+		if p.Group != w.Spec.Name {
+			t.Errorf("SendSSHPublicKey for instance %s of group %q; want only instances of %s", p.InstanceID, p.Group, w.Spec.Name)
 		}
 		if p.User != "root" {
 			t.Errorf("SendSSHPublicKey for user %q on %s; connector_config username is root", p.User, p.InstanceID)
@@ -328,7 +245,7 @@ shutdown_timeout = 30
       idle_time = %[12]q
       preemptive_mode = false
 `, f.capacity*f.maxInstances, r.gl.URL(), r.token, r.image, "unix://"+testenv.DockerSocket(),
-		f.capacity, f.maxInstances, w.pluginConfigTOML(), w.sim.SSHPort(), filepath.Join(r.dir, "state"),
+		f.capacity, f.maxInstances, w.PluginConfigTOML(), w.Sim.SSHPort(), filepath.Join(r.dir, "state"),
 		f.idleCount, f.idleTime.String())
 	path := filepath.Join(r.dir, "config.toml")
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {

@@ -39,7 +39,7 @@ type groupWatch struct {
 func (w *awsWorld) watchGroup(t *testing.T) *groupWatch {
 	gw := &groupWatch{stop: make(chan struct{}), done: make(chan struct{})}
 	sample := func() {
-		d, n := w.sim.DesiredCapacity(w.spec.Name), w.inService()
+		d, n := w.Sim.DesiredCapacity(w.Spec.Name), w.InService()
 		gw.mu.Lock()
 		defer gw.mu.Unlock()
 		if len(gw.desired) == 0 || gw.desired[len(gw.desired)-1] != d {
@@ -115,7 +115,7 @@ func runJobs(t *testing.T, r *jobRig, p *dockerautoscaler.Provider, n int, name 
 // nothing else is starting or leaving.
 func settledAt(w *awsWorld, p *dockerautoscaler.Provider, n int) bool {
 	s := p.Stats()
-	return w.sim.DesiredCapacity(w.spec.Name) == n && len(w.sim.Instances(w.spec.Name)) == n && w.inService() == n &&
+	return w.Sim.DesiredCapacity(w.Spec.Name) == n && len(w.Sim.Instances(w.Spec.Name)) == n && w.InService() == n &&
 		s.Instances.Ready == n && s.Instances.Requested+s.Instances.Creating+s.Instances.Readying+s.Instances.Removing == 0
 }
 
@@ -142,7 +142,7 @@ func TestRunScalesFromZeroAndBack(t *testing.T) {
 	desired, maxInService := gw.snapshot()
 	s := p.Stats()
 	t.Logf("desired capacity over time %v; at most %d instances in service; jobs per instance %v", desired, maxInService, perInstance)
-	t.Logf("taskscaler: %d instances created, %d removed; AWS calls %v", s.Counters.InstancesCreated, s.Counters.InstancesRemoved, w.sim.Calls())
+	t.Logf("taskscaler: %d instances created, %d removed; AWS calls %v", s.Counters.InstancesCreated, s.Counters.InstancesRemoved, w.Sim.Calls())
 	if desired[0] != 0 {
 		t.Errorf("the group started at desired capacity %d, want 0", desired[0])
 	}
@@ -169,7 +169,7 @@ func TestRunUnderThrottling(t *testing.T) {
 	const jobs = 8
 	r := newJobRig(t)
 	w := newAWSWorld(t, groupSpec("fleetrunner-e2e-throttled", 4), watchedSim)
-	w.sim.SetFaults(awssim.Faults{ThrottleRate: 0.3})
+	w.Sim.SetFaults(awssim.Faults{ThrottleRate: 0.3})
 	logins := w.watchLogins(t)
 	path := r.writeConfig(t, w, fleet{capacity: 2, maxInstances: 4, idleCount: 1, idleTime: 2 * time.Second})
 	p, stop := r.startManager(t, path)
@@ -177,7 +177,7 @@ func TestRunUnderThrottling(t *testing.T) {
 	perInstance := runJobs(t, r, p, jobs, "throttled", "echo job $CI_JOB_NAME")
 	stop()
 	s := p.Stats()
-	t.Logf("jobs per instance %v; AWS calls (throttled ones included) %v; taskscaler counters %+v", perInstance, w.sim.Calls(), s.Counters)
+	t.Logf("jobs per instance %v; AWS calls (throttled ones included) %v; taskscaler counters %+v", perInstance, w.Sim.Calls(), s.Counters)
 	if s.Counters.ReadyFailures+s.Counters.UnhealthyRemoved+s.Counters.MarkedUnhealthy != 0 {
 		t.Errorf("throttling cost instances: taskscaler counters %+v", s.Counters)
 	}
@@ -216,7 +216,7 @@ func TestInstanceTerminatedFromOutside(t *testing.T) {
 		t.Fatalf("the job log names instances %v, want one", on)
 	}
 	victim := on[0]
-	if err := w.sim.TerminateFromOutside(victim); err != nil {
+	if err := w.Sim.TerminateFromOutside(victim); err != nil {
 		t.Fatal(err)
 	}
 	killedAt := time.Now()
@@ -234,7 +234,7 @@ func TestInstanceTerminatedFromOutside(t *testing.T) {
 	}
 
 	testrig.WaitFor(t, time.Minute, "a replacement instance", func() bool {
-		return settledAt(w, p, 1) && !slices.ContainsFunc(w.sim.Instances(w.spec.Name), func(in awssim.InstanceInfo) bool { return in.ID == victim })
+		return settledAt(w, p, 1) && !slices.ContainsFunc(w.Sim.Instances(w.Spec.Name), func(in awssim.InstanceInfo) bool { return in.ID == victim })
 	})
 	perInstance := runJobs(t, r, p, 2, "after", "echo job $CI_JOB_NAME")
 	if _, ok := perInstance[victim]; ok {
@@ -259,7 +259,7 @@ func TestRunOnABadDay(t *testing.T) {
 	opts := watchedSim
 	opts.LaunchRetryDelay = 500 * time.Millisecond
 	w := newAWSWorld(t, groupSpec("fleetrunner-e2e-bad-day", maxSize), opts)
-	w.sim.SetFaults(awssim.Faults{InsufficientCapacityRate: 1})
+	w.Sim.SetFaults(awssim.Faults{InsufficientCapacityRate: 1})
 	logins := w.watchLogins(t)
 	gw := w.watchGroup(t)
 	path := r.writeConfig(t, w, fleet{capacity: capacity, maxInstances: maxSize, idleCount: 1, idleTime: 2 * time.Second})
@@ -276,7 +276,7 @@ func TestRunOnABadDay(t *testing.T) {
 			case <-time.After(50 * time.Millisecond):
 			}
 		}
-		w.sim.SetFaults(awssim.Faults{InsufficientCapacityRate: 0.5})
+		w.Sim.SetFaults(awssim.Faults{InsufficientCapacityRate: 0.5})
 	}()
 	perInstance := runJobs(t, r, p, jobs, "bad-day", "echo job $CI_JOB_NAME", "sleep 1")
 	<-capacityBack
@@ -287,17 +287,17 @@ func TestRunOnABadDay(t *testing.T) {
 	asked := p.Stats().Counters.InstancesRequested
 	_, maxInService := gw.snapshot()
 	t.Logf("jobs per instance %v; at most %d instances in service; %d launches failed for lack of capacity, %d instances launched for %d asked",
-		perInstance, maxInService, w.failedLaunches(), w.launched(), asked)
-	if w.launched() != int(asked) {
-		t.Errorf("the runner asked for %d instances and the group launched %d; want every one it asked for, and no more", asked, w.launched())
+		perInstance, maxInService, w.failedLaunches(), w.Launched(), asked)
+	if w.Launched() != int(asked) {
+		t.Errorf("the runner asked for %d instances and the group launched %d; want every one it asked for, and no more", asked, w.Launched())
 	}
 
-	victim := w.groupIDs()[0]
-	if err := w.sim.ReplaceInstance(victim, awssim.ReplaceUnhealthy); err != nil {
+	victim := w.GroupIDs()[0]
+	if err := w.Sim.ReplaceInstance(victim, awssim.ReplaceUnhealthy); err != nil {
 		t.Fatal(err)
 	}
 	testrig.WaitFor(t, time.Minute, "the runner to settle on the replacement", func() bool {
-		return settledAt(w, p, 1) && !slices.Contains(w.groupIDs(), victim)
+		return settledAt(w, p, 1) && !slices.Contains(w.GroupIDs(), victim)
 	})
 	after := runJobs(t, r, p, 2, "after-replacement", "echo job $CI_JOB_NAME")
 	if _, ok := after[victim]; ok {
@@ -310,12 +310,12 @@ func TestRunOnABadDay(t *testing.T) {
 	desired, _ := gw.snapshot()
 	c := p.Stats().Counters
 	t.Logf("desired capacity over time %v; jobs after the replacement ran on %v; taskscaler counters %+v; the group launched %d; AWS calls %v",
-		desired, after, c, w.launched(), w.sim.Calls())
+		desired, after, c, w.Launched(), w.Sim.Calls())
 	if c.UnexpectedRemovals != 1 || c.ReadyFailures != 0 {
 		t.Errorf("taskscaler counters %+v: want exactly one instance lost (the replaced one) and no failed ready", c)
 	}
-	if int(c.InstancesCreated) != w.launched() {
-		t.Errorf("the runner counted %d new instances; the group launched %d", c.InstancesCreated, w.launched())
+	if int(c.InstancesCreated) != w.Launched() {
+		t.Errorf("the runner counted %d new instances; the group launched %d", c.InstancesCreated, w.Launched())
 	}
 	checkKeyPushes(t, w, logins, true)
 }
