@@ -244,7 +244,9 @@ func newAutoscalerRig(t *testing.T, maxInstances int) *autoscalerRig {
 				"base_address":  fmt.Sprintf("127.%d.%d.1", 150+rand.IntN(50), rand.IntN(256)),
 				"docker_socket": testenv.DockerSocket(),
 			},
-			ConnectorConfig: config.ConnectorConfig{Keepalive: time.Second, Timeout: 10 * time.Second},
+			// No row measures how fast a dead instance is noticed; a keepalive as short as the tests' (1 s)
+			// takes a busy machine's late answers for dead instances in a burst.
+			ConnectorConfig: config.ConnectorConfig{Keepalive: 10 * time.Second, Timeout: 10 * time.Second},
 			StateStorage:    config.StateStorage{Dir: filepath.Join(dir, "state")},
 		},
 	}}
