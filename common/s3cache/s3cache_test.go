@@ -2,6 +2,7 @@ package s3cache
 
 import (
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -149,5 +150,28 @@ func TestForReusesTheSigner(t *testing.T) {
 	c, _ := For(t.Context(), &other)
 	if a != b || a == c {
 		t.Fatalf("For: same settings gave a new signer (%v) or other settings the same one (%v)", a != b, a == c)
+	}
+}
+
+// AuthenticationType iam signs with the SDK's default chain, here its environment step, as the
+// manager's instance profile or IRSA would provide on AWS.
+func TestIAMSignsWithTheDefaultChain(t *testing.T) {
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIAFROMTHECHAIN")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "chain-secret")
+	t.Setenv("AWS_SESSION_TOKEN", "")
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	sg, err := New(t.Context(), &config.CacheS3{ServerAddress: "127.0.0.1:9000", BucketName: "b", AuthenticationType: "iam"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := sg.GetURL(t.Context(), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(u, "X-Amz-Credential=AKIAFROMTHECHAIN%2F") {
+		t.Fatalf("URL %s is not signed with the chain's key", u)
 	}
 }
