@@ -143,6 +143,10 @@ func (c *CacheConfig) lint(p string) []Warning {
 		warn(".Type", "the %s cache is not supported yet (fleetrunner supports s3); jobs keep their cache in the local cache volume of the instance", c.Type)
 	case c.Type == CacheTypeS3 && c.GetS3().BucketName == "":
 		warn(".s3.BucketName", "missing, so the s3 cache is disabled; jobs keep their cache in the local cache volume of the instance")
+	case c.Type == CacheTypeS3:
+		if s := c.GetS3(); s.GetAuthenticationType() == S3AuthAccessKey && (s.AccessKey == "" || s.SecretKey == "") {
+			warn(".s3.AuthenticationType", "access-key without AccessKey and SecretKey: jobs will warn that the cache is unavailable; set both, or use iam")
+		}
 	}
 	for _, k := range c.legacyS3Keys() {
 		if c.S3 != nil && !reflect.ValueOf(*c.S3).FieldByName(k).IsZero() {

@@ -180,7 +180,11 @@ func TestS3CacheProblems(t *testing.T) {
 			t.Errorf("%s: err = %v", c.line, err)
 		}
 	}
-	_, warns, err := Load(writeConfig(t, replace(`  [runners.docker]`, "  [runners.cache]\n    Type = \"s3\"\n    [runners.cache.s3]\n      BucketName = \"b\"\n      RoleARN = \"arn:aws:iam::1:role/x\"\n  [runners.docker]")))
+	_, warns, err := Load(writeConfig(t, replace(`  [runners.docker]`, "  [runners.cache]\n    Type = \"s3\"\n    [runners.cache.s3]\n      BucketName = \"b\"\n      AuthenticationType = \"access-key\"\n  [runners.docker]")))
+	if err != nil || !warnsAbout(warns, "runners[0].cache.s3.AuthenticationType", "without AccessKey and SecretKey") {
+		t.Errorf("access-key without keys: err %v, warnings %v", err, warns)
+	}
+	_, warns, err = Load(writeConfig(t, replace(`  [runners.docker]`, "  [runners.cache]\n    Type = \"s3\"\n    [runners.cache.s3]\n      BucketName = \"b\"\n      RoleARN = \"arn:aws:iam::1:role/x\"\n  [runners.docker]")))
 	if err != nil || !warnsAbout(warns, "runners[0].cache.s3.RoleARN", "not supported yet") {
 		t.Errorf("RoleARN: err %v, warnings %v", err, warns)
 	}
