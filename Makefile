@@ -43,6 +43,7 @@ FUZZ_TARGETS := \
 	./common/config:FuzzParse \
 	./common/job:FuzzDecode \
 	./common/trace:FuzzMasking \
+	./common/s3cache:FuzzObjectName \
 	./common/gitlab:FuzzRangeEnd \
 	./common/gitlab/gitlabsim:FuzzPatchTraceContentRange \
 	./fleeting-plugins/builtin:FuzzConfigure \

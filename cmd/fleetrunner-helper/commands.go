@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"strconv"
@@ -64,36 +65,95 @@ func runGetSources(ctx context.Context, args []string, out io.Writer) error {
 	return gitsource.Get(ctx, o)
 }
 
-func runCacheExtract(_ context.Context, args []string, out io.Writer) error {
+func runCacheExtract(ctx context.Context, args []string, out io.Writer) error {
 	fs := newFlags("cache-extract")
-	var dir string
+	var dir, urls, tmpDir string
 	var files stringList
 	fs.StringVar(&dir, "dir", "", "project directory")
 	fs.Var(&files, "file", "cache archive; the first that exists is used (repeatable)")
+	fs.StringVar(&urls, "urls", "", "\"-\" reads presigned download URLs from stdin, one a line; the first that exists is used")
+	fs.StringVar(&tmpDir, "tmp-dir", "", "directory for the downloaded archive (with --urls)")
 	if err := parse(fs, args, map[string]*string{"dir": &dir}); err != nil {
 		return err
 	}
+	if urls != "" {
+		list, err := secretLines(urls, tmpDir)
+		if err != nil {
+			return err
+		}
+		_, err = (&cache.Remote{TmpDir: tmpDir, Out: out}).Download(ctx, list, dir)
+		return err
+	}
 	if len(files) == 0 {
-		return errors.New("missing --file")
+		return errors.New("missing --file or --urls")
 	}
 	_, err := cache.Extract(dir, files, out)
 	return err
 }
 
-func runCacheArchive(_ context.Context, args []string, out io.Writer) error {
+func runCacheArchive(ctx context.Context, args []string, out io.Writer) error {
 	fs := newFlags("cache-archive")
-	var dir, file string
+	var dir, file, upload, tmpDir string
 	var sel archive.Selection
-	var paths stringList
+	var paths, headers stringList
+	var maxSize int64
 	fs.StringVar(&dir, "dir", "", "project directory")
 	fs.StringVar(&file, "file", "", "cache archive to write")
+	fs.StringVar(&upload, "url", "", "\"-\" reads a presigned upload URL from stdin; the archive is uploaded there instead of --file")
+	fs.Var(&headers, "header", "\"Name: value\" header signed with --url (repeatable)")
+	fs.Int64Var(&maxSize, "max-size", 0, "largest archive uploaded to --url, in bytes; 0 is no limit")
+	fs.StringVar(&tmpDir, "tmp-dir", "", "directory for the archive before its upload (with --url)")
 	fs.Var(&paths, "path", "path or glob relative to the project directory (repeatable)")
 	fs.BoolVar(&sel.Untracked, "untracked", false, "add files git does not track")
-	if err := parse(fs, args, map[string]*string{"dir": &dir, "file": &file}); err != nil {
+	if err := parse(fs, args, map[string]*string{"dir": &dir}); err != nil {
 		return err
 	}
 	sel.Paths = paths
-	return cache.Archive(dir, file, sel, out)
+	if upload == "" {
+		if file == "" {
+			return errors.New("missing --file or --url")
+		}
+		return cache.Archive(dir, file, sel, out)
+	}
+	list, err := secretLines(upload, tmpDir)
+	if err != nil {
+		return err
+	}
+	h := http.Header{}
+	for _, kv := range headers {
+		k, v, ok := strings.Cut(kv, ":")
+		if !ok {
+			return fmt.Errorf("--header %q is not \"Name: value\"", kv)
+		}
+		h.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+	}
+	return (&cache.Remote{TmpDir: tmpDir, Out: out}).Upload(ctx, list[0], h, dir, sel, maxSize)
+}
+
+// secretLines reads the presigned URLs a "-" flag stands for from stdin, one a line, and checks that
+// tmpDir, where the archive goes, was given. The URLs carry signatures, so they never go on the
+// command line.
+func secretLines(v, tmpDir string) ([]string, error) {
+	if v != "-" {
+		return nil, errors.New("presigned URLs are read from stdin only; pass \"-\"")
+	}
+	if tmpDir == "" {
+		return nil, errors.New("missing --tmp-dir")
+	}
+	b, err := io.ReadAll(io.LimitReader(secretInput, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read the presigned URLs from stdin: %w", err)
+	}
+	var out []string
+	for line := range strings.Lines(string(b)) {
+		if line = strings.TrimSpace(line); line != "" {
+			out = append(out, line)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no presigned URL on stdin")
+	}
+	return out, nil
 }
 
 // jobFlags are the flags both artifacts commands share.

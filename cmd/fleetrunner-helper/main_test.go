@@ -159,3 +159,44 @@ func TestUmaskEnv(t *testing.T) {
 		t.Errorf("directory made under FLEETRUNNER_HELPER_UMASK=0000 has mode %04o, want 0777", got)
 	}
 }
+
+// The cache commands take presigned URLs on stdin only: a signature on the command line could be read
+// by anyone who may inspect the helper container. The URLs are tried in order and never printed whole.
+func TestCacheURLsFromStdin(t *testing.T) {
+	var mu sync.Mutex
+	var paths []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		paths = append(paths, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+		w.WriteHeader(http.StatusNotFound)
+	}))
+	defer srv.Close()
+	project, tmp := t.TempDir(), t.TempDir()
+	const sig = "?X-Amz-Signature=sig0123"
+	secretInput = strings.NewReader(srv.URL + "/b/key" + sig + "\n\n" + srv.URL + "/b/fallback" + sig + "\n")
+	var stdout, stderr bytes.Buffer
+	if code := run(t.Context(), []string{"cache-extract", "--dir", project, "--urls", "-", "--tmp-dir", tmp}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, stderr.String())
+	}
+	mu.Lock()
+	got := strings.Join(paths, ",")
+	mu.Unlock()
+	if got != "GET /b/key,GET /b/fallback" {
+		t.Errorf("requests %s, want the two URLs in order", got)
+	}
+	if out := stdout.String(); !strings.Contains(out, "No cache found") || strings.Contains(out, "sig0123") {
+		t.Errorf("output %q: want a miss, without the signature", out)
+	}
+	for _, args := range [][]string{
+		{"cache-extract", "--dir", project, "--urls", srv.URL + "/b/key" + sig, "--tmp-dir", tmp},
+		{"cache-archive", "--dir", project, "--url", "-", "--path", "x"},
+	} {
+		secretInput = strings.NewReader(srv.URL + "/b/key" + sig + "\n")
+		stderr.Reset()
+		if code := run(t.Context(), args, io.Discard, &stderr); code == 0 || strings.Contains(stderr.String(), "sig0123") {
+			t.Errorf("%v: exit %d, stderr %q; want a refusal that does not repeat the URL", args, code, stderr.String())
+		}
+	}
+	secretInput = strings.NewReader("")
+}

@@ -66,6 +66,9 @@ var notInExample = map[string]bool{
 	"sentry_dsn": true, "user": true, "session_server": true,
 	"runners.pre_clone_script": true, "runners.post_clone_script": true,
 	"runners.cache.gcs": true, "runners.cache.azure": true,
+	// Upstream's older flat layout of the S3 keys; read with a warning to move them.
+	"runners.cache.ServerAddress": true, "runners.cache.AccessKey": true, "runners.cache.SecretKey": true,
+	"runners.cache.BucketName": true, "runners.cache.BucketLocation": true, "runners.cache.Insecure": true,
 	"runners.docker.isolation": true,
 	// fleetrunner builds its own helper image; these load with a warning.
 	"runners.docker.helper_image": true, "runners.docker.helper_image_flavor": true,

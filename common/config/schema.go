@@ -325,12 +325,6 @@ var upstreamRunnerKeys = map[string]bool{
 	"graceful_kill_timeout": true, "force_kill_timeout": true, "step_runner_image": true,
 }
 
-// legacyCacheKeys lived directly under [runners.cache] before upstream moved them to [runners.cache.s3].
-var legacyCacheKeys = map[string]bool{
-	"ServerAddress": true, "AccessKey": true, "SecretKey": true, "BucketName": true,
-	"BucketLocation": true, "Insecure": true,
-}
-
 func unknownKeyMessage(segs []string, suggest string) string {
 	const ignored = "; ignored"
 	if len(segs) >= 2 && segs[0] == "runners" {
@@ -346,9 +340,6 @@ func unknownKeyMessage(segs []string, suggest string) string {
 		}
 		if len(segs) == 2 && upstreamRunnerKeys[segs[1]] {
 			return "upstream gitlab-runner setting that fleetrunner does not implement" + ignored
-		}
-		if len(segs) == 3 && segs[1] == "cache" && legacyCacheKeys[segs[2]] {
-			return "legacy location of an S3 cache setting; move it into [runners.cache.s3]" + ignored
 		}
 	}
 	if segs[0] == "experimental" {

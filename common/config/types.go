@@ -93,6 +93,15 @@ type CacheConfig struct {
 	S3                     *CacheS3       `toml:"s3,omitempty" json:"s3"`
 	GCS                    map[string]any `toml:"gcs,omitempty" json:"gcs"`
 	Azure                  map[string]any `toml:"azure,omitempty" json:"azure"`
+
+	// Upstream's older flat layout kept these S3 keys directly under [runners.cache]. They are read
+	// (GetS3 merges them under [runners.cache.s3]) and warned about.
+	LegacyServerAddress  string `toml:"ServerAddress,omitempty" json:"-"`
+	LegacyAccessKey      string `toml:"AccessKey,omitempty" json:"-"`
+	LegacySecretKey      string `toml:"SecretKey,omitempty" json:"-"`
+	LegacyBucketName     string `toml:"BucketName,omitempty" json:"-"`
+	LegacyBucketLocation string `toml:"BucketLocation,omitempty" json:"-"`
+	LegacyInsecure       bool   `toml:"Insecure,omitempty" json:"-"`
 }
 
 // CacheS3 is [runners.cache.s3].

@@ -215,6 +215,9 @@ func (c *CacheConfig) problems(p string) []error {
 		default:
 			errs = append(errs, fieldErr(p+".s3.AuthenticationType", "unsupported AuthenticationType %q (want iam or access-key)", c.S3.AuthenticationType))
 		}
+		if c.S3.ServerSideEncryption != "" && c.S3.GetServerSideEncryption() == "" {
+			errs = append(errs, fieldErr(p+".s3.ServerSideEncryption", "unsupported ServerSideEncryption %q (want S3, KMS or DSSE-KMS)", c.S3.ServerSideEncryption))
+		}
 	}
 	return errs
 }
@@ -454,12 +457,7 @@ func (c *Config) lint() []Warning {
 			}
 		}
 		if r.Cache != nil {
-			switch {
-			case r.Cache.Type == "gcs" || r.Cache.Type == "azure":
-				warn(p+".cache.Type", "fleetrunner supports only the s3 cache; the %s cache is disabled", r.Cache.Type)
-			case r.Cache.Type == "s3" && (r.Cache.S3 == nil || r.Cache.S3.BucketName == ""):
-				warn(p+".cache.s3.BucketName", "missing, so the s3 cache is disabled")
-			}
+			w = append(w, r.Cache.lint(p+".cache")...)
 		}
 		if d := r.Docker; d != nil {
 			const why = "fleetrunner builds its own helper image on each engine (upstream's helper images speak another command line); ignored"

@@ -33,6 +33,17 @@ func helperEnvAllowed(v job.Variable) bool {
 // token is handed over on stdin ("--token -"): a container's command line and environment can be read
 // by anyone allowed to inspect containers on the engine.
 func (r *run) helper(ctx context.Context, stage string, args []string, token string) error {
+	stdin := ""
+	if token != "" {
+		args = append(args, "--token", "-")
+		stdin = token + "\n"
+	}
+	return r.helperStdin(ctx, stage, args, stdin)
+}
+
+// helperStdin runs a helper subcommand with stdin written to it: secrets (a token, presigned URLs)
+// travel this way, never on the command line or in the environment.
+func (r *run) helperStdin(ctx context.Context, stage string, args []string, stdin string) error {
 	var env []string
 	if r.umask {
 		env = append(env, workdir.UmaskEnv+"=0000")
@@ -54,11 +65,7 @@ func (r *run) helper(ctx context.Context, stage string, args []string, token str
 		ExtraHosts:  r.dc.ExtraHosts,
 		LogConfig:   logConfig(r.dc.LogOptions),
 	}
-	spec := containerSpec{role: "helper", stage: stage, host: hc, output: r.log}
-	if token != "" {
-		args = append(args, "--token", "-")
-		spec.stdin = token + "\n"
-	}
+	spec := containerSpec{role: "helper", stage: stage, host: hc, output: r.log, stdin: stdin}
 	spec.config = &container.Config{Image: r.helperImage, Cmd: args, Env: env}
 	code, err := r.runContainer(ctx, spec)
 	if err != nil {
@@ -179,117 +186,6 @@ func (r *run) getSources(ctx context.Context) error {
 		}
 		if len(post) > 0 {
 			return r.shellStage(ctx, "post-get-sources", scriptOptions{dir: r.projectDir, commands: post, trace: true})
-		}
-		return nil
-	})
-}
-
-// cacheFile is where a cache key's archive lives in the cache volume; "" for a key that would escape it.
-func (r *run) cacheFile(key string) string {
-	key = r.vars.Expand(key)
-	if key == "" {
-		key = "default"
-	}
-	clean := path.Clean(key)
-	if path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") || clean == "." {
-		return ""
-	}
-	return path.Join(r.cacheDir, clean, "cache.zip")
-}
-
-func cacheWhen(c job.Cache, succeeded bool) bool {
-	switch c.When {
-	case job.WhenAlways:
-		return true
-	case job.WhenOnFailure:
-		return !succeeded
-	}
-	return succeeded
-}
-
-func (r *run) restoreCache(ctx context.Context) error {
-	var selected []job.Cache
-	for _, c := range r.j.Cache {
-		if c.Policy != job.CachePolicyPush {
-			selected = append(selected, c)
-		}
-	}
-	if len(selected) == 0 {
-		return nil
-	}
-	return r.section("restore_cache", "Restoring cache", func() error {
-		if r.cacheBind == "" {
-			r.log.Warnf("Cache is disabled for this runner (disable_cache); not restoring")
-			return nil
-		}
-		for _, c := range selected {
-			args := []string{"cache-extract", "--dir", r.projectDir}
-			keys := append(append([]string{c.Key}, c.FallbackKeys...), r.vars.Get("CACHE_FALLBACK_KEY"))
-			for _, k := range keys {
-				if k == "" && len(args) > 3 {
-					continue
-				}
-				if f := r.cacheFile(k); f != "" {
-					args = append(args, "--file", f)
-				} else {
-					r.log.Warnf("Cache key %q is not a valid path; skipping it", k)
-				}
-			}
-			if len(args) == 3 {
-				continue
-			}
-			r.log.Infof("Checking cache for %s...", r.vars.Expand(c.Key))
-			if err := r.helper(ctx, "cache-extract", args, ""); err != nil {
-				// A cache that cannot be restored is not a job failure, as upstream.
-				if ctx.Err() != nil {
-					return err
-				}
-				r.log.Warnf("Failed to extract cache: %v", err)
-			}
-		}
-		return nil
-	})
-}
-
-func (r *run) archiveCache(ctx context.Context, succeeded bool) error {
-	var selected []job.Cache
-	for _, c := range r.j.Cache {
-		if c.Policy != job.CachePolicyPull && cacheWhen(c, succeeded) {
-			selected = append(selected, c)
-		}
-	}
-	if len(selected) == 0 {
-		return nil
-	}
-	name, header := "archive_cache", "Saving cache for successful job"
-	if !succeeded {
-		name, header = "archive_cache_on_failure", "Saving cache for failed job"
-	}
-	return r.section(name, header, func() error {
-		if r.cacheBind == "" {
-			r.log.Warnf("Cache is disabled for this runner (disable_cache); not saving")
-			return nil
-		}
-		for _, c := range selected {
-			f := r.cacheFile(c.Key)
-			if f == "" {
-				r.log.Warnf("Cache key %q is not a valid path; not saving", c.Key)
-				continue
-			}
-			args := []string{"cache-archive", "--dir", r.projectDir, "--file", f}
-			for _, p := range c.Paths {
-				args = append(args, "--path", r.vars.Expand(p))
-			}
-			if c.Untracked {
-				args = append(args, "--untracked")
-			}
-			r.log.Infof("Creating cache %s...", r.vars.Expand(c.Key))
-			if err := r.helper(ctx, "cache-archive", args, ""); err != nil {
-				if ctx.Err() != nil {
-					return err
-				}
-				r.log.Warnf("Failed to create cache: %v", err)
-			}
 		}
 		return nil
 	})

@@ -61,8 +61,9 @@ type run struct {
 	hostTmpl *container.HostConfig
 
 	buildVolume string
-	buildBinds  []string // [runners.docker] volumes as binds, plus the build volume
-	cacheBind   string   // source:/cache for helper containers; "" when caching is disabled
+	buildBinds  []string     // [runners.docker] volumes as binds, plus the build volume
+	cacheBind   string       // source:/cache for helper containers; "" when caching is disabled
+	remote      *remoteCache // the S3 cache; nil keeps the cache in the local cache volume
 	volumes     []volumeSpec
 	network     string // per-build network name, when one is used
 	links       []string
@@ -154,6 +155,7 @@ func newRun(cli client.APIClient, b *executors.Build, opts Options) (*run, error
 		return nil, fmt.Errorf("[runners.docker] of runner %q: %w", r.rc.Name, err)
 	}
 	r.hostTmpl.Privileged = r.dc.Privileged && imageAllowed(r.image.name, r.dc.AllowedPrivilegedImages)
+	r.remote = newRemoteCache(r.rc)
 	r.planVolumes()
 	if err := r.checkArtifactPaths(); err != nil {
 		return nil, err
@@ -241,7 +243,7 @@ func (r *run) planVolumes() {
 	case cacheConfigured:
 	case r.dc.CacheDir != "":
 		r.cacheBind = fmt.Sprintf("%s/%s/project-%d:%s", strings.TrimRight(r.dc.CacheDir, "/"), r.short, r.j.JobInfo.ProjectID, r.cacheDir)
-	case !r.dc.DisableCache && len(r.j.Cache) > 0:
+	case !r.dc.DisableCache && len(r.j.Cache) > 0 && r.remote == nil:
 		r.cacheBind = persistent("") + ":" + r.cacheDir
 	}
 }

@@ -83,6 +83,8 @@ var Rules = []Rule{
 
 	{From: "common/...", Allow: []string{"common/..."},
 		Why: "common holds the shared leaves: never the executors, the manager, metrics, the taskscaler or a plugin"},
+	{From: "common/s3cache", Allow: []string{"common/config"},
+		Why: "the S3 cache signer holds cloud credentials in the manager and hands out presigned URLs; it reads the config and nothing else of ours"},
 	{From: "common/fleeting/...", Allow: []string{"common/fleeting/...", "common/logging"},
 		Why: "the fleeting contract and its SSH connector are imported by the taskscaler and the plugins, so they must not bring config or jobs with them"},
 	{From: "common/fleeting", Allow: []string{"common/logging"},

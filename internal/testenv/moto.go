@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,8 +17,13 @@ import (
 // Moto is a running moto_server, a third-party AWS emulator (see shared/spec/aws-moto.md).
 type Moto struct {
 	// URL is its endpoint, http://127.0.0.1:PORT.
-	URL string
+	URL  string
+	stop func()
 }
+
+// Stop kills moto_server and waits for it to end, as an outage of AWS would look to a client: new
+// connections are refused. It also runs at cleanup.
+func (m *Moto) Stop() { m.stop() }
 
 // StartMoto starts moto_server on a free loopback port for this test and stops it afterwards; it skips
 // (or fails in CI) where moto_server is missing. The caller points its SDK at URL itself.
@@ -53,12 +59,16 @@ func StartMoto(t testing.TB) *Moto {
 		_ = cmd.Wait()
 		close(exited)
 	}()
-	t.Cleanup(func() {
-		// moto_server is a Python wrapper; its process group holds the server.
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-exited
-	})
-	m := &Moto{URL: "http://127.0.0.1:" + strconv.Itoa(port)}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			// moto_server is a Python wrapper; its process group holds the server.
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-exited
+		})
+	}
+	t.Cleanup(stop)
+	m := &Moto{URL: "http://127.0.0.1:" + strconv.Itoa(port), stop: stop}
 	// Python start-up is slow on a loaded machine; this is a wait for readiness, not a speed check.
 	const readyWithin = 2 * time.Minute
 	deadline := time.Now().Add(readyWithin)
