@@ -175,12 +175,17 @@ func (g *InstanceGroup) Update(ctx context.Context, fn func(instance string, sta
 	}
 	g.mu.Lock()
 	pending := maps.Clone(g.pendingSince)
-	departed := slices.Sorted(maps.Keys(g.departed))
-	clear(g.departed)
+	var departed []string
 	now := time.Now()
-	for _, id := range departed {
-		g.reportedGone[id] = now
+	for _, id := range slices.Sorted(maps.Keys(g.departed)) {
+		// A lagging listing can show a departed instance once more, and the next one leave it out
+		// again: it was reported deleted already.
+		if _, reported := g.reportedGone[id]; !reported {
+			departed = append(departed, id)
+			g.reportedGone[id] = now
+		}
 	}
+	clear(g.departed)
 	gone := maps.Clone(g.reportedGone)
 	maps.DeleteFunc(g.reportedGone, func(_ string, at time.Time) bool { return now.Sub(at) > listingLagGrace })
 	g.mu.Unlock()

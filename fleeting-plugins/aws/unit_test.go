@@ -440,6 +440,28 @@ func TestDepartureNoticedOutsideUpdate(t *testing.T) {
 	}
 }
 
+// An instance reported deleted stays deleted while lagging listings flicker: shown again (as last
+// seen, Terminating) and then left out again, it is not reported a second time.
+func TestDepartedInstanceReportedOnce(t *testing.T) {
+	terminating := awsclient.Member{ID: "i-old", LifecycleState: "Terminating", HealthStatus: "Unhealthy"}
+	f := &fakeClient{grp: awsclient.Group{Name: "jobs", MaxSize: 2, DesiredCapacity: 1, Members: []awsclient.Member{terminating}}}
+	g := newFakeGroup(t, f)
+	reports := 0
+	for i, members := range [][]awsclient.Member{nil, {terminating}, nil, {terminating}, nil} {
+		f.set(members)
+		got := updateOnce(t, g)
+		if st, ok := got["i-old"]; ok {
+			reports++
+			if st != fleeting.StateDeleted || i != 0 {
+				t.Errorf("listing %d: Update reported i-old %q; want it deleted on the first listing without it, then never again", i, st)
+			}
+		}
+	}
+	if reports != 1 {
+		t.Errorf("i-old reported %d times; want once", reports)
+	}
+}
+
 // ConnectInfo asks EC2 again while it does not show an instance the group lists yet.
 func TestConnectInfoWaitsForEC2(t *testing.T) {
 	f := &fakeClient{
