@@ -11,6 +11,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/capacity"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/clock"
+	"gitlab.com/fleetrunner/fleetrunner/taskscaler/forecast"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/state"
 )
 
@@ -104,6 +105,11 @@ type Options struct {
 	// the taskscaler. Nil: nobody is told.
 	Observe func(m Measure, d time.Duration)
 
+	// Forecast, when set, replaces the active policy's idle count with one learnt from the job
+	// arrivals of past hours like the coming one (see package forecast); the policy's other limits
+	// still apply. Nil: the policies alone decide.
+	Forecast *forecast.Options
+
 	// Clock is the wall clock when nil.
 	Clock clock.Clock
 	// State persists instances and in-flight jobs; nil keeps nothing (and then every instance found in
@@ -146,6 +152,17 @@ func (o *Options) check() ([]Policy, error) {
 	if o.ScaleThrottleLimit != ScaleThrottleUnlimited {
 		atLeast("scale throttle limit (-1: unlimited)", o.ScaleThrottleLimit, 1)
 		atLeast("scale throttle burst", o.ScaleThrottleBurst, 1)
+	}
+	if f := o.Forecast; f != nil {
+		if f.History < 24*time.Hour {
+			errs = append(errs, fmt.Errorf("forecast history must be at least 24h, got %s", f.History))
+		}
+		if !(f.Quantile > 0 && f.Quantile <= 1) {
+			errs = append(errs, fmt.Errorf("forecast quantile must be above 0 and at most 1, got %v", f.Quantile))
+		}
+		if f.Lead < 0 {
+			errs = append(errs, fmt.Errorf("forecast lead must not be negative, got %s", f.Lead))
+		}
 	}
 	policies, err := capacity.NewPolicies(o.Policies)
 	return policies, errors.Join(append(errs, err)...)

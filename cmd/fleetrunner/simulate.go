@@ -31,6 +31,7 @@ type simulateFlags struct {
 	idleTime                                                    time.Duration
 	scaleFactor                                                 float64
 	preemptive                                                  bool
+	forecast                                                    bool
 }
 
 // policyFlags replace a config file's policy list with one all-day policy.
@@ -79,6 +80,7 @@ func (a *app) simulateCommand() *cobra.Command {
 	fl.Float64Var(&f.scaleFactor, "scale-factor", 0, "extra idle slots as a multiple of the slots in use (policy scale_factor)")
 	fl.IntVar(&f.scaleFactorLimit, "scale-factor-limit", 0, "cap on what scale-factor adds, 0 = none (policy scale_factor_limit)")
 	fl.BoolVar(&f.preemptive, "preemptive", false, "preemptive_mode: take a job only when an idle slot is ready (default: idle-count > 0)")
+	fl.BoolVar(&f.forecast, "forecast", false, "follow the online forecast ([runners.autoscaler.forecast] enabled): the idle count learnt from the trace's earlier days")
 	_ = cmd.MarkFlagRequired("trace")
 	return cmd
 }
@@ -250,6 +252,12 @@ func applySimFlags(cmd *cobra.Command, f *simulateFlags, ac *config.AutoscalerCo
 			p.PreemptiveMode = &f.preemptive
 		}
 		ac.Policy = []config.AutoscalerPolicyConfig{p}
+	}
+	if cmd.Flags().Changed("forecast") {
+		if ac.Forecast == nil {
+			ac.Forecast = &config.AutoscalerForecastConfig{}
+		}
+		ac.Forecast.Enabled = f.forecast
 	}
 	for _, n := range []string{"capacity-per-instance", "max-instances", "max-use-count"} {
 		if v, _ := cmd.Flags().GetInt(n); v < 0 {
