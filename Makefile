@@ -42,6 +42,7 @@ FUZZMINIMIZETIME ?= 5s
 FUZZ_TARGETS := \
 	./common/config:FuzzParse \
 	./common/job:FuzzDecode \
+	./taskscaler/sim:FuzzReadTrace \
 	./common/trace:FuzzMasking \
 	./common/gitlab:FuzzRangeEnd \
 	./common/gitlab/gitlabsim:FuzzPatchTraceContentRange \
