@@ -11,6 +11,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/capacity"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/clock"
+	"gitlab.com/fleetrunner/fleetrunner/taskscaler/forecast"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/state"
 )
 
@@ -103,6 +104,11 @@ type Options struct {
 	// histograms. It is called with the taskscaler's lock held, so it must be quick and must not call
 	// the taskscaler. Nil: nobody is told.
 	Observe func(m Measure, d time.Duration)
+
+	// Forecast, when set, replaces the active policy's idle count with one learnt from the job
+	// arrivals of past hours like the coming one (see package forecast); the policy's other limits
+	// still apply. Nil: the policies alone decide.
+	Forecast *forecast.Options
 
 	// Clock is the wall clock when nil.
 	Clock clock.Clock

@@ -177,3 +177,45 @@ func (p *AutoscalerPolicyConfig) GetPreemptiveMode() bool {
 	}
 	return p.IdleCount > 0
 }
+
+// Defaults and bounds of [runners.autoscaler.forecast], fleetrunner's own.
+const (
+	// DefaultForecastHistory is two weeks: two samples of each hour of the week.
+	DefaultForecastHistory = 14 * 24 * time.Hour
+	// DefaultForecastQuantile holds idle what the demand of nine in ten past hours like the coming one needed.
+	DefaultForecastQuantile = 0.9
+	// MinForecastHistory is one day: the forecast needs at least the same hour of an earlier day.
+	MinForecastHistory = 24 * time.Hour
+	// MaxForecastHistory bounds the history kept in the state file (one record per hour).
+	MaxForecastHistory = 8 * 7 * 24 * time.Hour
+)
+
+// ForecastEnabled is true when [runners.autoscaler.forecast] has enabled = true.
+func (a *AutoscalerConfig) ForecastEnabled() bool {
+	return a.Forecast != nil && a.Forecast.Enabled
+}
+
+// GetHistory is how far back job arrivals are learnt from.
+func (f *AutoscalerForecastConfig) GetHistory() time.Duration {
+	if f == nil {
+		return DefaultForecastHistory
+	}
+	return durationOr(f.History, DefaultForecastHistory)
+}
+
+// GetQuantile is the quantile, over past hours like the coming one, of the demand held idle.
+func (f *AutoscalerForecastConfig) GetQuantile() float64 {
+	if f == nil || f.Quantile == 0 {
+		return DefaultForecastQuantile
+	}
+	return f.Quantile
+}
+
+// GetLead is how far ahead of demand instances are started; 0 means the boot delay the taskscaler
+// observes (a moving median of instance creation to ready).
+func (f *AutoscalerForecastConfig) GetLead() time.Duration {
+	if f == nil {
+		return 0
+	}
+	return f.Lead
+}

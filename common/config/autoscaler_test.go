@@ -3,6 +3,7 @@ package config
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestPreemptiveMode(t *testing.T) {
@@ -41,6 +42,33 @@ func TestScaleThrottle(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if l, b := tt.a.GetScaleThrottleLimit(), tt.a.GetScaleThrottleBurst(); l != tt.wantLimit || b != tt.wantBurst {
 				t.Fatalf("limit, burst = %d, %d; want %d, %d", l, b, tt.wantLimit, tt.wantBurst)
+			}
+		})
+	}
+}
+
+func TestForecastGetters(t *testing.T) {
+	tests := []struct {
+		name         string
+		a            AutoscalerConfig
+		wantEnabled  bool
+		wantHistory  time.Duration
+		wantQuantile float64
+		wantLead     time.Duration
+	}{
+		{name: "no table", a: AutoscalerConfig{}, wantHistory: DefaultForecastHistory, wantQuantile: DefaultForecastQuantile},
+		{name: "enabled, defaults", a: AutoscalerConfig{Forecast: &AutoscalerForecastConfig{Enabled: true}},
+			wantEnabled: true, wantHistory: 14 * 24 * time.Hour, wantQuantile: 0.9},
+		{name: "set", a: AutoscalerConfig{Forecast: &AutoscalerForecastConfig{Enabled: true, History: 48 * time.Hour, Quantile: 0.5, Lead: time.Minute}},
+			wantEnabled: true, wantHistory: 48 * time.Hour, wantQuantile: 0.5, wantLead: time.Minute},
+		{name: "table without enabled", a: AutoscalerConfig{Forecast: &AutoscalerForecastConfig{Quantile: 0.5}},
+			wantHistory: DefaultForecastHistory, wantQuantile: 0.5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := tt.a.Forecast
+			if e, h, q, l := tt.a.ForecastEnabled(), f.GetHistory(), f.GetQuantile(), f.GetLead(); e != tt.wantEnabled || h != tt.wantHistory || q != tt.wantQuantile || l != tt.wantLead {
+				t.Fatalf("enabled, history, quantile, lead = %v, %s, %v, %s; want %v, %s, %v, %s", e, h, q, l, tt.wantEnabled, tt.wantHistory, tt.wantQuantile, tt.wantLead)
 			}
 		})
 	}

@@ -257,6 +257,9 @@ type AutoscalerConfig struct {
 	StateStorage                 StateStorage             `toml:"state_storage,omitempty" json:"state_storage"`
 	ScaleThrottle                ScaleThrottle            `toml:"scale_throttle,omitempty" json:"scale_throttle"`
 	VMIsolation                  map[string]any           `toml:"vm_isolation,omitempty" json:"vm_isolation"`
+
+	// Forecast is fleetrunner's own.
+	Forecast *AutoscalerForecastConfig `toml:"forecast,omitempty" json:"forecast"`
 }
 
 // PluginConfig is the free-form [runners.autoscaler.plugin_config] table. It is passed to the plugin
@@ -295,6 +298,15 @@ type StateStorage struct {
 	Enabled                      *bool  `toml:"enabled,omitempty" json:"enabled"`
 	Dir                          string `toml:"dir,omitempty" json:"dir"`
 	KeepInstanceWithAcquisitions bool   `toml:"keep_instance_with_acquisitions,omitempty" json:"keep_instance_with_acquisitions"`
+}
+
+// AutoscalerForecastConfig is [runners.autoscaler.forecast], fleetrunner's own: the idle count follows
+// the demand learnt from the runner's own job arrivals by hour of week instead of the policy's idle_count.
+type AutoscalerForecastConfig struct {
+	Enabled  bool          `toml:"enabled,omitempty" json:"enabled"`
+	History  time.Duration `toml:"history,omitempty,omitzero" json:"history"`
+	Quantile float64       `toml:"quantile,omitempty,omitzero" json:"quantile"`
+	Lead     time.Duration `toml:"lead,omitempty,omitzero" json:"lead"`
 }
 
 // ScaleThrottle is [runners.autoscaler.scale_throttle]: a token bucket on instance creation.

@@ -354,6 +354,19 @@ func (a *AutoscalerConfig) problems(p string) []error {
 		add("scale_throttle.burst", "must not be negative")
 	}
 
+	if f := a.Forecast; f != nil {
+		if f.History != 0 && (f.History < MinForecastHistory || f.History > MaxForecastHistory) {
+			add("forecast.history", "must be between %s and %s (0 for the default %s), got %s",
+				MinForecastHistory, MaxForecastHistory, DefaultForecastHistory, f.History)
+		}
+		if math.IsNaN(f.Quantile) || f.Quantile < 0 || f.Quantile > 1 {
+			add("forecast.quantile", "must be above 0 and at most 1 (0 for the default %v), got %v", DefaultForecastQuantile, f.Quantile)
+		}
+		if f.Lead < 0 {
+			add("forecast.lead", "must not be negative (0: the boot delay the taskscaler observes)")
+		}
+	}
+
 	cc := a.ConnectorConfig
 	switch cc.Protocol {
 	case "", "ssh":

@@ -6,6 +6,7 @@ import (
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
+	"gitlab.com/fleetrunner/fleetrunner/taskscaler/forecast"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/state"
 )
 
@@ -46,7 +47,17 @@ func TaskscalerOptions(ac *config.AutoscalerConfig, maxSize int) (taskscaler.Opt
 		ShutdownDeletionInterval:     ac.GetShutdownDeletionInterval(),
 		ShutdownDeletionRetries:      ac.GetShutdownDeletionRetries(),
 		KeepInstanceWithAcquisitions: ac.StateStorage.KeepInstanceWithAcquisitions,
+		Forecast:                     forecastOptions(ac),
 	}, nil
+}
+
+// forecastOptions maps [runners.autoscaler.forecast]; nil when it is not enabled.
+func forecastOptions(ac *config.AutoscalerConfig) *forecast.Options {
+	if !ac.ForecastEnabled() {
+		return nil
+	}
+	f := ac.Forecast
+	return &forecast.Options{History: f.GetHistory(), Quantile: f.GetQuantile(), Lead: f.GetLead()}
 }
 
 // Buckets are the bounds of the instance lifecycle histograms, in seconds.

@@ -11,6 +11,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
+	"gitlab.com/fleetrunner/fleetrunner/taskscaler/forecast"
 )
 
 func TestTaskscalerOptions(t *testing.T) {
@@ -62,6 +63,32 @@ func TestTaskscalerOptionsResolved(t *testing.T) {
 	}
 	if !reflect.DeepEqual(o, want) {
 		t.Fatalf("TaskscalerOptions of an empty table =\n%+v\nwant\n%+v", o, want)
+	}
+}
+
+// TestTaskscalerOptionsForecast: [runners.autoscaler.forecast] reaches the taskscaler resolved, and
+// only when enabled.
+func TestTaskscalerOptionsForecast(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		f    *config.AutoscalerForecastConfig
+		want *forecast.Options
+	}{
+		{name: "no table", f: nil, want: nil},
+		{name: "not enabled", f: &config.AutoscalerForecastConfig{Quantile: 0.5}, want: nil},
+		{name: "defaults", f: &config.AutoscalerForecastConfig{Enabled: true}, want: &forecast.Options{History: 14 * 24 * time.Hour, Quantile: 0.9}},
+		{name: "set", f: &config.AutoscalerForecastConfig{Enabled: true, History: 48 * time.Hour, Quantile: 0.5, Lead: time.Minute},
+			want: &forecast.Options{History: 48 * time.Hour, Quantile: 0.5, Lead: time.Minute}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := TaskscalerOptions(&config.AutoscalerConfig{Forecast: tt.f}, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(o.Forecast, tt.want) {
+				t.Fatalf("Forecast = %+v, want %+v", o.Forecast, tt.want)
+			}
+		})
 	}
 }
 
