@@ -36,7 +36,7 @@ type simulateFlags struct {
 	idleCount, scaleFactorLimit                                 int
 	idleTime                                                    time.Duration
 	scaleFactor                                                 float64
-	preemptive                                                  bool
+	preemptive, forecast                                        bool
 }
 
 // policyFlags replace a config file's policy list with one all-day policy.
@@ -44,7 +44,7 @@ var policyFlags = []string{"idle-count", "idle-time", "scale-factor", "scale-fac
 
 // fleetFlags describe the fleet and the simulated cloud; with policyFlags they are what --sweep varies.
 var fleetFlags = []string{"boot-delay", "delete-delay", "check-interval", "limit", "capacity-per-instance", "max-instances",
-	"max-use-count", "update-interval", "update-interval-when-expecting", "instance-acquire-timeout"}
+	"max-use-count", "update-interval", "update-interval-when-expecting", "instance-acquire-timeout", "forecast"}
 
 func (a *app) simulateCommand() *cobra.Command {
 	var f simulateFlags
@@ -108,6 +108,7 @@ func addFleetFlags(fl *pflag.FlagSet, f *simulateFlags) {
 	fl.DurationVar(&f.updateInterval, "update-interval", config.DefaultUpdateInterval, "update_interval")
 	fl.DurationVar(&f.updateIntervalWhenExpecting, "update-interval-when-expecting", config.DefaultUpdateIntervalWhenExpecting, "update_interval_when_expecting")
 	fl.DurationVar(&f.acquireTimeout, "instance-acquire-timeout", config.DefaultInstanceAcquireTimeout, "instance_acquire_timeout: a job waiting longer for a slot fails")
+	fl.BoolVar(&f.forecast, "forecast", false, "[runners.autoscaler.forecast] enabled: the idle count follows the demand learnt from the trace so far (fleetrunner's own)")
 }
 
 // addPolicyFlags describe one all-day policy (policyFlags).
@@ -441,6 +442,14 @@ func applySimFlags(cmd *cobra.Command, f *simulateFlags, ac *config.AutoscalerCo
 	}
 	if set("instance-acquire-timeout") {
 		ac.InstanceAcquireTimeout = f.acquireTimeout
+	}
+	if set("forecast") {
+		fc := config.AutoscalerForecastConfig{}
+		if ac.Forecast != nil {
+			fc = *ac.Forecast
+		}
+		fc.Enabled = f.forecast
+		ac.Forecast = &fc
 	}
 	if fromFlags || slices.ContainsFunc(policyFlags, cmd.Flags().Changed) {
 		p := config.AutoscalerPolicyConfig{Timezone: "UTC", IdleCount: f.idleCount, IdleTime: f.idleTime, ScaleFactor: f.scaleFactor, ScaleFactorLimit: f.scaleFactorLimit}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/executors/dockerautoscaler/tune"
+	"gitlab.com/fleetrunner/fleetrunner/taskscaler/sim"
 )
 
 type tuneFlags struct {
@@ -35,8 +37,11 @@ func (a *app) tuneCommand() *cobra.Command {
 			"file), and a table on the held-out days: the tuned policy, the config's current policy (with -c)\n" +
 			"and upstream-style single policies (idle_count 0, 2, 5, 10; idle_time 20m).\n\n" +
 			"The fleet (capacity, max_instances, ...) comes from the config's runner or the fleet flags, as in\n" +
-			"simulate. A trace shorter than 2 days is refused. When no policy meets the target on the fitted\n" +
-			"days, tune says so, prints the closest and exits non-zero.",
+			"simulate; --forecast (or the config's [runners.autoscaler.forecast]) adds a row for the forecast\n" +
+			"mode (on the config's policy, else idle_count 10 and idle_time 20m), which the search leaves out;\n" +
+			"it learns online, so it runs on the whole trace and is measured on the held-out days. A trace\n" +
+			"shorter than 2 days is refused. When no policy meets the target on the fitted days, tune says so,\n" +
+			"prints the closest and exits non-zero.",
 		Example: "  fleetrunner tune --trace job-history-runner-7.csv --target-p95 10s -c /etc/fleetrunner/config.toml --out policy.toml",
 		Args:    noArgs,
 		RunE:    func(cmd *cobra.Command, _ []string) error { return a.tune(cmd, &f) },
@@ -46,7 +51,7 @@ func (a *app) tuneCommand() *cobra.Command {
 	addFleetFlags(fl, &f.simulateFlags)
 	fl.DurationVar(&f.target, "target-p95", 0, "highest 95th percentile of queue wait the policy may have (required)")
 	fl.StringVar(&f.out, "out", "", "also write the policy blocks to this file")
-	fl.DurationVar(&f.budget, "budget", 40*time.Second, "wall time the search may spend; it stops refining when spent")
+	fl.DurationVar(&f.budget, "budget", tune.DefaultBudget, "wall time the search may spend; it stops refining when spent")
 	_ = cmd.MarkFlagRequired("trace")
 	_ = cmd.MarkFlagRequired("target-p95")
 	return cmd
@@ -81,12 +86,16 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 		return err
 	}
 
+	// The search is over upstream's keys; the forecast mode is a row of its own.
+	searchFleet := fleet
+	searchFleet.Autoscaler.Forecast = nil
+
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "trace %s: %d jobs; fitting on %s to %s (%d jobs), holding out %s to %s (%d jobs); target p95 wait ≤ %s\n",
 		f.trace, len(jobs), start.Format(time.DateTime), heldStart.Format(time.DateTime), len(fit),
 		heldStart.Format(time.DateTime), heldStart.Add(held[len(held)-1].Arrival).Format(time.DateTime), len(held), f.target)
 	began := time.Now()
-	res, err := tune.Search(cmd.Context(), tune.Input{Jobs: fit, Start: start, Fleet: fleet, Target: f.target, Budget: f.budget, Log: a.log})
+	res, err := tune.Search(cmd.Context(), tune.Input{Jobs: fit, Start: start, Fleet: searchFleet, Target: f.target, Budget: f.budget, Log: a.log})
 	if err != nil {
 		return err
 	}
@@ -106,19 +115,23 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 		fmt.Fprintf(out, "# written to %s\n", f.out)
 	}
 
-	runs := []simRun{{name: "tuned"}}
-	cfgs := [][]config.AutoscalerPolicyConfig{policies}
+	type row struct {
+		name     string
+		fleet    tune.Fleet
+		policies []config.AutoscalerPolicyConfig
+	}
+	table := []row{{"tuned", searchFleet, policies}}
 	if fromFile {
-		runs = append(runs, simRun{name: "current " + name})
-		cfgs = append(cfgs, fleet.Autoscaler.Policy)
+		table = append(table, row{"current " + name, fleet, fleet.Autoscaler.Policy})
 	}
 	for _, n := range tune.UpstreamIdleCounts {
-		runs = append(runs, simRun{name: fmt.Sprintf("idle_count=%d idle_time=%s", n, tune.UpstreamIdleTime)})
-		cfgs = append(cfgs, tune.Upstream(n, tune.UpstreamIdleTime))
+		table = append(table, row{fmt.Sprintf("idle_count=%d idle_time=%s", n, tune.UpstreamIdleTime), searchFleet, tune.Upstream(n, tune.UpstreamIdleTime)})
 	}
-	for i := range runs {
-		if runs[i].cfg, err = fleet.Config(cfgs[i], heldStart); err != nil {
-			return fmt.Errorf("%s: %w", runs[i].name, err)
+	runs := make([]simRun, len(table))
+	for i, r := range table {
+		runs[i].name = r.name
+		if runs[i].cfg, err = r.fleet.Config(r.policies, heldStart); err != nil {
+			return fmt.Errorf("%s: %w", r.name, err)
 		}
 	}
 	rows, _, err := a.runSims(cmd.Context(), held, runs)
@@ -130,10 +143,36 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 		return err
 	}
 	fmt.Fprintln(out, verdict(rows, f.target))
+	if fc := fleet.Autoscaler.Forecast; fc != nil && fc.Enabled {
+		if err := a.tuneForecast(cmd, fleet, fromFile, jobs, start, heldStart, rows[0].LowerBoundMinutes); err != nil {
+			return err
+		}
+	}
 	if !res.Met {
 		return fmt.Errorf("no policy tried keeps the p95 wait at or under %s on the fitted days (closest: %s); raise --target-p95, or raise max_instances or lower the boot delay if they bind",
 			f.target, fmtWait(res.Fit.WaitP95))
 	}
+	return nil
+}
+
+// tuneForecast prints the forecast mode on the held-out days: it learns online, so it runs on the whole
+// trace (on the config's policy, else the largest upstream-style one) and is measured from heldStart on.
+func (a *app) tuneForecast(cmd *cobra.Command, fleet tune.Fleet, fromFile bool, jobs []sim.Job, start, heldStart time.Time, lowerBound float64) error {
+	base := fleet.Autoscaler.Policy
+	if !fromFile {
+		base = tune.Upstream(slices.Max(tune.UpstreamIdleCounts), tune.UpstreamIdleTime)
+	}
+	cfg, err := fleet.Config(base, start)
+	if err != nil {
+		return fmt.Errorf("forecast: %w", err)
+	}
+	res, err := sim.Run(cmd.Context(), jobs, cfg)
+	if err != nil {
+		return fmt.Errorf("simulating the forecast mode: %w", err)
+	}
+	p := tune.Measure(jobs, res, heldStart.Sub(start))
+	fmt.Fprintf(cmd.OutOrStdout(), "forecast mode (run on the whole trace, measured on the held-out days): %.1f instance-minutes (%.2f× the lower bound), p95 wait %s, p99 %s\n",
+		p.InstanceMinutes, p.InstanceMinutes/lowerBound, fmtWait(p.P95), fmtWait(p.P99))
 	return nil
 }
 

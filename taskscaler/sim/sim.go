@@ -98,6 +98,9 @@ type Result struct {
 	PeakInstances int
 	// Queue wait per job (arrival to slot acquired), by nearest rank.
 	WaitP50, WaitP95, WaitP99, WaitMax, WaitMean time.Duration
+	// Waits is each job's queue wait, in the order of the jobs given to Run, so that a part of the
+	// trace (held-out days) can be measured on its own.
+	Waits []time.Duration
 	// Reconciles counts the taskscaler's listings of the group; Steps the simulator's events.
 	Reconciles int
 	Steps      int
@@ -682,6 +685,7 @@ func (r *run) result() *Result {
 			res.Failed++
 		}
 	}
+	res.Waits = slices.Clone(waits)
 	slices.Sort(waits)
 	rank := func(p float64) time.Duration {
 		i := int(math.Ceil(p*float64(len(waits)))) - 1
