@@ -10,11 +10,13 @@
 //     be idle already for none of them to wait), and its 95th percentile over the jobs of that hour;
 //  2. a family of plans scaling that demand (idle_count per hour = ⌈m × demand / capacity⌉), searched
 //     for the smallest m that meets the target, then the idle_time that is cheapest at about that m;
-//  3. coordinate descent: lower each run of equal hours and keep what still meets the target;
-//  4. part of the idle_count traded for scale_factor, and preemptive_mode off instead of upstream's
-//     default.
+//  3. part of the idle_count traded for scale_factor, and upstream's default preemptive_mode instead
+//     of off;
+//  4. coordinate descent: lower each run of equal hours and keep what still meets the target.
 //
-// The search stops refining when its time budget is spent; the bisection of step 2 always finishes.
+// The search stops refining when its time budget is spent; the scale probes of step 2 always finish.
+// Every candidate must also meet the target on the fitted days thinned to one pipeline in eight, so
+// that a plan that only works at full traffic is not chosen for quieter days.
 //
 // Hours with the same idle_count share one policy block, so a plan has as many blocks as distinct
 // values.
@@ -102,8 +104,8 @@ func Upstream(idleCount int, idleTime time.Duration) []config.AutoscalerPolicyCo
 	return []config.AutoscalerPolicyConfig{{Timezone: "UTC", IdleCount: idleCount, IdleTime: idleTime}}
 }
 
-// Split holds out the newest whole days of a trace that starts at start: the last 2 days of a trace of
-// 6 days or more, else the last day. fit keeps its times; held is counted from heldStart. A trace
+// Split holds out the newest days of a trace that starts at start: the last 2 days of a trace of 6 days
+// or more, else the last day (and whatever comes after it). fit keeps its times; held is counted from heldStart. A trace
 // shorter than MinSpan is refused.
 func Split(jobs []sim.Job, start time.Time) (fit, held []sim.Job, heldStart time.Time, err error) {
 	if len(jobs) == 0 {
@@ -113,15 +115,14 @@ func Split(jobs []sim.Job, start time.Time) (fit, held []sim.Job, heldStart time
 	if span < MinSpan {
 		return nil, nil, time.Time{}, fmt.Errorf("the trace covers %s; tune needs at least 2 days: it fits the policy on the older days and reports it on the newest day, which the fit never sees", span.Round(time.Minute))
 	}
-	days := int(span / (24 * time.Hour))
+	// Whole days, rounded: a last job just before midnight ends the last day, a few jobs just after it
+	// do not make a day of their own.
+	days := max(int(math.Round(float64(span)/float64(24*time.Hour))), 2)
 	heldDays := 1
 	if days >= 6 {
 		heldDays = 2
 	}
-	cut := time.Duration(days-heldDays+1) * 24 * time.Hour
-	if cut > span {
-		cut = time.Duration(days-heldDays) * 24 * time.Hour
-	}
+	cut := time.Duration(days-heldDays) * 24 * time.Hour
 	i, _ := slices.BinarySearchFunc(jobs, cut, func(j sim.Job, t time.Duration) int { return cmp.Compare(j.Arrival, t) })
 	fit = jobs[:i]
 	for _, j := range jobs[i:] {
@@ -303,8 +304,12 @@ func Search(ctx context.Context, in Input) (Outcome, error) {
 	s := &searcher{in: in, quiet: Thin(in.Jobs, thinning), deadline: time.Now().Add(in.Budget)}
 	demand := Demand(in.Jobs, in.Start, in.Fleet.BootDelay+2*cmp.Or(in.Fleet.CheckInterval, sim.DefaultCheckInterval))
 	capacity := max(in.Fleet.Autoscaler.GetCapacityPerInstance(), 1)
+	off := false
 	scaled := func(k int, idleTime time.Duration) Plan {
-		p := Plan{IdleTime: idleTime}
+		// preemptive_mode off: a job takes a slot on a booting instance at once instead of waiting in
+		// GitLab's queue for an idle one, which a burst larger than the idle slots needs (step 3 tries
+		// upstream's default too).
+		p := Plan{IdleTime: idleTime, Preemptive: &off}
 		for h, d := range demand {
 			p.Idle[h] = int(math.Ceil(scales[k] * d / float64(capacity)))
 		}
@@ -348,8 +353,7 @@ func Search(ctx context.Context, in Input) (Outcome, error) {
 		return Outcome{}, err
 	}
 
-	// Step 3: part of the idle_count as scale_factor; preemptive_mode off lets a job take a slot on a
-	// booting instance instead of waiting in GitLab's queue for an idle one.
+	// Step 3: part of the idle_count as scale_factor, and upstream's default preemptive_mode.
 	if s.best != nil {
 		var plans []Plan
 		for _, sf := range scaleFactors {
@@ -360,15 +364,9 @@ func Search(ctx context.Context, in Input) (Outcome, error) {
 			p.ScaleFactor = sf.factor
 			plans = append(plans, p)
 		}
-		if err := s.evalInBudget(ctx, plans); err != nil {
-			return Outcome{}, err
-		}
-	}
-	if s.best != nil {
 		p := s.best.plan
-		off := false
-		p.Preemptive = &off
-		if err := s.evalInBudget(ctx, []Plan{p}); err != nil {
+		p.Preemptive = nil
+		if err := s.evalInBudget(ctx, append(plans, p)); err != nil {
 			return Outcome{}, err
 		}
 	}

@@ -102,18 +102,33 @@ func TestPoliciesMergeHours(t *testing.T) {
 	}
 }
 
+// mornings and nights is a job at 09:30 and one at 23:30 on each of days.
+func morningsAndNights(days int) []sim.Job {
+	var jobs []sim.Job
+	for d := range days {
+		day := time.Duration(d) * 24 * time.Hour
+		jobs = append(jobs, sim.Job{Arrival: day + 9*time.Hour + 30*time.Minute, Duration: time.Minute}, sim.Job{Arrival: day + 23*time.Hour + 30*time.Minute, Duration: time.Minute})
+	}
+	return jobs
+}
+
 func TestSplit(t *testing.T) {
-	week := bursts(7, 2)
-	fit, held, heldStart, err := tune.Split(week, monday)
+	fit, held, heldStart, err := tune.Split(morningsAndNights(7), monday)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(fit) != 10 || len(held) != 4 || !heldStart.Equal(monday.AddDate(0, 0, 5)) || held[0].Arrival != 9*time.Hour+30*time.Minute {
 		t.Errorf("week: fit %d, held %d from %s (first at %s), want 10 and the last 2 days", len(fit), len(held), heldStart, held[0].Arrival)
 	}
-	fit, held, _, err = tune.Split(bursts(3, 2), monday)
+	fit, held, _, err = tune.Split(morningsAndNights(3), monday)
 	if err != nil || len(fit) != 4 || len(held) != 2 {
 		t.Errorf("3 days: fit %d, held %d, %v; want the last day held out", len(fit), len(held), err)
+	}
+	// Two days and a few jobs after midnight: the stragglers go with the last day.
+	straggler := append(morningsAndNights(2), sim.Job{Arrival: 48*time.Hour + 10*time.Minute, Duration: time.Minute})
+	fit, held, _, err = tune.Split(straggler, monday)
+	if err != nil || len(fit) != 2 || len(held) != 3 {
+		t.Errorf("2 days and a straggler: fit %d, held %d, %v; want day 2 and the straggler held out", len(fit), len(held), err)
 	}
 	if _, _, _, err := tune.Split(bursts(2, 2), monday); err == nil || !strings.Contains(err.Error(), "at least 2 days") {
 		t.Errorf("a trace of 1 day and a bit: %v, want a refusal with the reason", err)
