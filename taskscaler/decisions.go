@@ -48,7 +48,7 @@ func (ts *Taskscaler) ActivePolicy() (int, Policy) {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
 	now := ts.clock.Now()
-	return capacity.ActiveIndex(ts.policies, now), capacity.Active(ts.policies, now)
+	return capacity.ActiveIndex(ts.policies, now), ts.activeLocked(now)
 }
 
 // recordLocked appends d to the history, dropping the oldest beyond decisionsKept.

@@ -153,6 +153,17 @@ func (o *Options) check() ([]Policy, error) {
 		atLeast("scale throttle limit (-1: unlimited)", o.ScaleThrottleLimit, 1)
 		atLeast("scale throttle burst", o.ScaleThrottleBurst, 1)
 	}
+	if f := o.Forecast; f != nil {
+		if f.History < 24*time.Hour {
+			errs = append(errs, fmt.Errorf("forecast history must be at least 24h, got %s", f.History))
+		}
+		if !(f.Quantile > 0 && f.Quantile <= 1) {
+			errs = append(errs, fmt.Errorf("forecast quantile must be above 0 and at most 1, got %v", f.Quantile))
+		}
+		if f.Lead < 0 {
+			errs = append(errs, fmt.Errorf("forecast lead must not be negative, got %s", f.Lead))
+		}
+	}
 	policies, err := capacity.NewPolicies(o.Policies)
 	return policies, errors.Join(append(errs, err)...)
 }

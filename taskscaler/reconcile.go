@@ -102,6 +102,7 @@ func (ts *Taskscaler) applyLocked(seen map[string]fleeting.State, now time.Time)
 			} else {
 				if asked, ok := ts.consumeRequestLocked(); ok {
 					ts.observe(MeasureCreation, now.Sub(asked))
+					in.askedAt = asked
 				}
 				ts.counters.InstancesCreated++
 				ts.log.WithFields(logrus.Fields{"instance": id, "state": st}).Info("new instance")
@@ -264,7 +265,7 @@ func (ts *Taskscaler) fleet() capacity.Fleet {
 
 // planLocked picks instances to remove (marking them) and how many to create.
 func (ts *Taskscaler) planLocked(now time.Time) (create int, remove []string) {
-	p := capacity.Active(ts.policies, now)
+	p := ts.activeLocked(now)
 	actual := ts.liveLocked()
 	var views []capacity.InstanceView
 	for _, in := range ts.instances {
@@ -410,6 +411,9 @@ func (ts *Taskscaler) startReadyUp(id string) {
 		in.readyAt, in.idleSince = now, now
 		ts.counters.ReadyDuration += now.Sub(in.createdAt)
 		ts.counters.InstancesReady++
+		if ts.forecast != nil && !in.askedAt.IsZero() {
+			ts.forecast.Booted(now.Sub(in.askedAt))
+		}
 		ts.log.WithFields(logrus.Fields{"instance": id, "after": now.Sub(in.createdAt)}).Info("instance ready")
 		ts.assignLocked()
 		ts.markDirty()

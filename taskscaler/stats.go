@@ -290,5 +290,8 @@ func (ts *Taskscaler) snapshotLocked() *state.Snapshot {
 		}
 		snap.Jobs = append(snap.Jobs, sj)
 	}
+	if ts.forecast != nil {
+		snap.Forecast = ts.forecast.Snapshot()
+	}
 	return snap
 }

@@ -22,6 +22,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/logging"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/capacity"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/clock"
+	"gitlab.com/fleetrunner/fleetrunner/taskscaler/forecast"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/state"
 )
 
@@ -72,6 +73,7 @@ type instance struct {
 	slots          []bool
 	acq            map[string]*Acquisition
 	createdAt      time.Time
+	askedAt        time.Time // the Increase that brought it, when this process asked for it
 	runningAt      time.Time // when the plugin first reported it running, for the readiness time
 	readyAt        time.Time
 	idleSince      time.Time
@@ -159,6 +161,8 @@ type Taskscaler struct {
 
 	mu          sync.Mutex
 	policies    []Policy
+	forecast    *forecast.Forecaster // nil: off
+	forecastN   int                  // the idle count it last gave, -1 for none, for the log
 	instances   map[string]*instance
 	requests    []request
 	reserved    map[string]time.Time
@@ -230,7 +234,9 @@ func New(group fleeting.InstanceGroup, opts Options) (*Taskscaler, error) {
 		persistEnd:  make(chan struct{}),
 		restored:    map[string]state.Instance{},
 		restoredRan: map[string]int{},
+		forecastN:   -1,
 	}
+	var saved *state.Forecast
 	if opts.State != nil {
 		snap, err := opts.State.Load()
 		if err != nil {
@@ -238,7 +244,11 @@ func New(group fleeting.InstanceGroup, opts Options) (*Taskscaler, error) {
 		}
 		if snap != nil {
 			ts.restore(snap)
+			saved = snap.Forecast
 		}
+	}
+	if opts.Forecast != nil {
+		ts.forecast = forecast.New(*opts.Forecast, saved)
 	}
 	ts.baseCtx, ts.cancelLoop = context.WithCancel(context.Background())
 	return ts, nil
@@ -309,7 +319,7 @@ func (ts *Taskscaler) Reserve(key string) error {
 		return fmt.Errorf("taskscaler: key %q already holds a slot", key)
 	}
 	now := ts.clock.Now()
-	p := capacity.Active(ts.policies, now)
+	p := ts.activeLocked(now)
 	if p.Preemptive {
 		free := ts.freeSlotsLocked() - len(ts.reserved) - len(ts.waiters)
 		if free <= 0 {
@@ -370,6 +380,9 @@ func (ts *Taskscaler) Acquire(ctx context.Context, key string) (*Acquisition, er
 	delete(ts.reserved, key)
 	w := &waiter{key: key, done: make(chan struct{})}
 	ts.waiters = append(ts.waiters, w)
+	if ts.forecast != nil {
+		ts.forecast.Arrive(ts.clock.Now())
+	}
 	ts.assignLocked()
 	ts.mu.Unlock()
 

@@ -108,7 +108,7 @@ func addFleetFlags(fl *pflag.FlagSet, f *simulateFlags) {
 	fl.DurationVar(&f.updateInterval, "update-interval", config.DefaultUpdateInterval, "update_interval")
 	fl.DurationVar(&f.updateIntervalWhenExpecting, "update-interval-when-expecting", config.DefaultUpdateIntervalWhenExpecting, "update_interval_when_expecting")
 	fl.DurationVar(&f.acquireTimeout, "instance-acquire-timeout", config.DefaultInstanceAcquireTimeout, "instance_acquire_timeout: a job waiting longer for a slot fails")
-	fl.BoolVar(&f.forecast, "forecast", false, "[runners.autoscaler.forecast] enabled: the idle count follows the demand learnt from the trace so far (fleetrunner's own)")
+	fl.BoolVar(&f.forecast, "forecast", false, "follow the online forecast ([runners.autoscaler.forecast] enabled): the idle count learnt from the trace's earlier days")
 }
 
 // addPolicyFlags describe one all-day policy (policyFlags).
@@ -443,20 +443,18 @@ func applySimFlags(cmd *cobra.Command, f *simulateFlags, ac *config.AutoscalerCo
 	if set("instance-acquire-timeout") {
 		ac.InstanceAcquireTimeout = f.acquireTimeout
 	}
-	if set("forecast") {
-		fc := config.AutoscalerForecastConfig{}
-		if ac.Forecast != nil {
-			fc = *ac.Forecast
-		}
-		fc.Enabled = f.forecast
-		ac.Forecast = &fc
-	}
 	if fromFlags || slices.ContainsFunc(policyFlags, cmd.Flags().Changed) {
 		p := config.AutoscalerPolicyConfig{Timezone: "UTC", IdleCount: f.idleCount, IdleTime: f.idleTime, ScaleFactor: f.scaleFactor, ScaleFactorLimit: f.scaleFactorLimit}
 		if cmd.Flags().Changed("preemptive") {
 			p.PreemptiveMode = &f.preemptive
 		}
 		ac.Policy = []config.AutoscalerPolicyConfig{p}
+	}
+	if cmd.Flags().Changed("forecast") {
+		if ac.Forecast == nil {
+			ac.Forecast = &config.AutoscalerForecastConfig{}
+		}
+		ac.Forecast.Enabled = f.forecast
 	}
 	for _, n := range []string{"capacity-per-instance", "max-instances", "max-use-count"} {
 		if v, _ := cmd.Flags().GetInt(n); v < 0 {

@@ -166,13 +166,13 @@ func (a *app) tuneForecast(cmd *cobra.Command, fleet tune.Fleet, fromFile bool, 
 	if err != nil {
 		return fmt.Errorf("forecast: %w", err)
 	}
-	res, err := sim.Run(cmd.Context(), jobs, cfg)
+	cfg.MeasureFrom = heldStart.Sub(start)
+	p, err := sim.Run(cmd.Context(), jobs, cfg)
 	if err != nil {
 		return fmt.Errorf("simulating the forecast mode: %w", err)
 	}
-	p := tune.Measure(jobs, res, heldStart.Sub(start))
 	fmt.Fprintf(cmd.OutOrStdout(), "forecast mode (run on the whole trace, measured on the held-out days): %.1f instance-minutes (%.2f× the lower bound), p95 wait %s, p99 %s\n",
-		p.InstanceMinutes, p.InstanceMinutes/lowerBound, fmtWait(p.P95), fmtWait(p.P99))
+		p.InstanceMinutes, p.InstanceMinutes/lowerBound, fmtWait(p.WaitP95), fmtWait(p.WaitP99))
 	return nil
 }
 

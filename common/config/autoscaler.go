@@ -203,7 +203,7 @@ func (f *AutoscalerForecastConfig) GetHistory() time.Duration {
 	return durationOr(f.History, DefaultForecastHistory)
 }
 
-// GetQuantile is the quantile, over past hours like the coming one, of the demand held idle.
+// GetQuantile is the share of a past hour's jobs the forecast idle count would have let start at once.
 func (f *AutoscalerForecastConfig) GetQuantile() float64 {
 	if f == nil || f.Quantile == 0 {
 		return DefaultForecastQuantile
@@ -211,8 +211,9 @@ func (f *AutoscalerForecastConfig) GetQuantile() float64 {
 	return f.Quantile
 }
 
-// GetLead is how far ahead of demand instances are started; 0 means the boot delay the taskscaler
-// observes (a moving median of instance creation to ready).
+// GetLead is how far ahead of demand instances are started (and how long an idle instance beyond the
+// forecast stays); 0 means the boot delay the taskscaler observes (a moving median of instance creation
+// to ready).
 func (f *AutoscalerForecastConfig) GetLead() time.Duration {
 	if f == nil {
 		return 0

@@ -139,9 +139,9 @@ func (c *cloud) nextDeletion(now time.Time) (time.Time, bool) {
 	return next, !next.IsZero()
 }
 
-// usage is what the fleet cost up to end: instance time from creation to the end of deletion (or to
-// end for instances still there), booting included.
-func (c *cloud) usage(end time.Time) (total time.Duration, created, peak int) {
+// usage is what the fleet cost from from to end: instance time from creation to the end of deletion
+// (or to end for instances still there), booting included, and the instances created in that time.
+func (c *cloud) usage(from, end time.Time) (total time.Duration, created, peak int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, in := range c.all {
@@ -149,9 +149,21 @@ func (c *cloud) usage(end time.Time) (total time.Duration, created, peak int) {
 		if !in.gone.IsZero() && in.gone.Before(end) {
 			stop = in.gone
 		}
-		total += stop.Sub(in.created)
+		if begin := maxTime(in.created, from); stop.After(begin) {
+			total += stop.Sub(begin)
+		}
+		if !in.created.Before(from) {
+			created++
+		}
 	}
-	return total, len(c.all), c.peak
+	return total, created, c.peak
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // alive counts the instances that exist at now, booting and deleting ones included.

@@ -66,6 +66,10 @@ type Config struct {
 	CheckInterval time.Duration
 	// Limit caps the jobs the runner holds at once (the runner's limit, or concurrent); 0 means none.
 	Limit int
+	// MeasureFrom is the point of the trace from which the figures count: the waits of the jobs that
+	// arrive from then, instance time from then, the instances created and the peak from then. The
+	// time before it only warms the fleet (and the forecast, with Options.Forecast). 0: the whole run.
+	MeasureFrom time.Duration
 	// Tail is how long to keep simulating after the last job ends, so that idle instances are removed
 	// and counted; 0 means the longest idle_time + 2 × update_interval + DeleteDelay. The run ends
 	// earlier once no instance is left.
@@ -98,9 +102,6 @@ type Result struct {
 	PeakInstances int
 	// Queue wait per job (arrival to slot acquired), by nearest rank.
 	WaitP50, WaitP95, WaitP99, WaitMax, WaitMean time.Duration
-	// Waits is each job's queue wait, in the order of the jobs given to Run, so that a part of the
-	// trace (held-out days) can be measured on its own.
-	Waits []time.Duration
 	// Reconciles counts the taskscaler's listings of the group; Steps the simulator's events.
 	Reconciles int
 	Steps      int
@@ -663,7 +664,11 @@ func (r *run) sample() {
 
 func (r *run) result() *Result {
 	end := r.now()
-	total, created, peak := r.cloud.usage(end)
+	from := r.start.Add(r.cfg.MeasureFrom)
+	total, created, peak := r.cloud.usage(from, end)
+	if r.cfg.MeasureFrom > 0 {
+		peak = peakFrom(r.timeline, r.cfg.MeasureFrom)
+	}
 	res := &Result{
 		Jobs:            len(r.jobs),
 		Span:            end.Sub(r.start),
@@ -676,16 +681,22 @@ func (r *run) result() *Result {
 	r.cloud.mu.Lock()
 	res.Reconciles = r.cloud.updates
 	r.cloud.mu.Unlock()
-	waits := make([]time.Duration, len(r.jobs))
+	waits := make([]time.Duration, 0, len(r.jobs))
 	var sum time.Duration
-	for i, j := range r.jobs {
-		waits[i] = j.wait
+	for _, j := range r.jobs {
+		if j.Arrival < r.cfg.MeasureFrom {
+			continue
+		}
+		waits = append(waits, j.wait)
 		sum += j.wait
 		if j.failed {
 			res.Failed++
 		}
 	}
-	res.Waits = slices.Clone(waits)
+	res.Jobs = len(waits)
+	if len(waits) == 0 {
+		return res
+	}
 	slices.Sort(waits)
 	rank := func(p float64) time.Duration {
 		i := int(math.Ceil(p*float64(len(waits)))) - 1
@@ -695,6 +706,18 @@ func (r *run) result() *Result {
 	res.WaitMean = sum / time.Duration(len(waits))
 	res.WaitMinutes = sum.Minutes()
 	return res
+}
+
+// peakFrom is the most instances at once from the trace's point from on: the samples after it and the
+// one in force at it.
+func peakFrom(timeline []Sample, from time.Duration) int {
+	peak := 0
+	for i, s := range timeline {
+		if s.At >= from || i+1 == len(timeline) || timeline[i+1].At > from {
+			peak = max(peak, s.Instances)
+		}
+	}
+	return peak
 }
 
 type endEvent struct {

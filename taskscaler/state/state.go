@@ -54,6 +54,22 @@ type Snapshot struct {
 	SavedAt   time.Time  `json:"saved_at"`
 	Instances []Instance `json:"instances"`
 	Jobs      []Job      `json:"jobs"`
+	// Forecast is the online forecast's history; nil when forecasting is off or has seen nothing.
+	Forecast *Forecast `json:"forecast,omitempty"`
+}
+
+// Forecast is what taskscaler/forecast learnt: one record per watched hour (at most the history, 1344
+// hours) and the last boot delays.
+type Forecast struct {
+	Hours      []ForecastHour  `json:"hours"`
+	BootDelays []time.Duration `json:"boot_delays,omitempty"`
+}
+
+// ForecastHour is one watched hour: Hour counts hours since the Unix epoch, Peak is the most jobs that
+// arrived within one boot delay of each other in it.
+type ForecastHour struct {
+	Hour int64 `json:"hour"`
+	Peak int   `json:"peak"`
 }
 
 // Store loads and saves snapshots.

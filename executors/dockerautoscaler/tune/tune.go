@@ -494,45 +494,6 @@ func RunAll(ctx context.Context, jobs []sim.Job, cfgs []sim.Config, parallel int
 	return results, g.Wait()
 }
 
-// Part is a run measured on a part of its trace.
-type Part struct {
-	Jobs            int
-	P50, P95, P99   time.Duration
-	InstanceMinutes float64
-}
-
-// Measure is a run of jobs measured from cut on: the waits of the jobs that arrive then, and the
-// instance time from cut to the end of the run, so that a mode that learns online (the forecast) is
-// judged on held-out days after it saw the earlier ones.
-func Measure(jobs []sim.Job, res *sim.Result, cut time.Duration) Part {
-	var waits []time.Duration
-	for i, j := range jobs {
-		if j.Arrival >= cut {
-			waits = append(waits, res.Waits[i])
-		}
-	}
-	slices.Sort(waits)
-	rank := func(p float64) time.Duration {
-		if len(waits) == 0 {
-			return 0
-		}
-		i := int(math.Ceil(p*float64(len(waits)))) - 1
-		return waits[min(max(i, 0), len(waits)-1)]
-	}
-	part := Part{Jobs: len(waits), P50: rank(0.50), P95: rank(0.95), P99: rank(0.99)}
-	tl := res.Timeline
-	for i, smp := range tl {
-		end := res.Span
-		if i+1 < len(tl) {
-			end = tl[i+1].At
-		}
-		if from := max(smp.At, cut); end > from {
-			part.InstanceMinutes += float64(smp.Instances) * (end - from).Minutes()
-		}
-	}
-	return part
-}
-
 // LowerBoundMinutes is the jobs' own run time over the capacity per instance: the instance-minutes no
 // policy can go under.
 func LowerBoundMinutes(jobs []sim.Job, capacity int) float64 {

@@ -142,25 +142,3 @@ func TestDemand(t *testing.T) {
 		t.Errorf("demand %v, want 2 at 9 (two jobs within a minute), 1 at 14", d)
 	}
 }
-
-// TestMeasure: measured from 0 a run is the whole run; measured from the last day it has that day's
-// jobs and the instance time after the cut only.
-func TestMeasure(t *testing.T) {
-	jobs := bursts(3, 4)
-	cfg, err := fleet(0).Config(tune.Upstream(0, 2*time.Minute), monday)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := sim.Run(t.Context(), jobs, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	all := tune.Measure(jobs, res, 0)
-	if all.Jobs != 12 || all.P95 != res.WaitP95 || all.P99 != res.WaitP99 || all.InstanceMinutes < res.InstanceMinutes-1e-6 || all.InstanceMinutes > res.InstanceMinutes+1e-6 {
-		t.Errorf("whole run measured %+v, want the run's figures (p95 %s, %.3f instance-minutes)", all, res.WaitP95, res.InstanceMinutes)
-	}
-	last := tune.Measure(jobs, res, 48*time.Hour)
-	if last.Jobs != 4 || last.InstanceMinutes <= 0 || last.InstanceMinutes > res.InstanceMinutes/2 {
-		t.Errorf("last day measured %+v of %.3f instance-minutes in all; want its 4 jobs and a third of the time", last, res.InstanceMinutes)
-	}
-}

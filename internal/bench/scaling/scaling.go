@@ -119,14 +119,15 @@ func runTrace(ctx context.Context, file string, s Setup) (Trace, error) {
 			if cfgs[i], err = r.fleet.Config(r.policies, start); err != nil {
 				return fmt.Errorf("%s: %w", r.name, err)
 			}
+			cfgs[i].MeasureFrom = cut
 		}
 		results, err := tune.RunAll(ctx, jobs, cfgs, 0)
 		if err != nil {
 			return err
 		}
 		for i, r := range runs {
-			m := tune.Measure(jobs, results[i], cut)
-			t.Rows = append(t.Rows, Row{Trace: name, Policy: r.name, Kind: r.kind, InstanceHours: m.InstanceMinutes / 60, LowerBoundHours: lower, P95: m.P95, P99: m.P99, Jobs: len(held)})
+			m := results[i]
+			t.Rows = append(t.Rows, Row{Trace: name, Policy: r.name, Kind: r.kind, InstanceHours: m.InstanceMinutes / 60, LowerBoundHours: lower, P95: m.WaitP95, P99: m.WaitP99, Jobs: m.Jobs})
 		}
 		return nil
 	}
@@ -154,7 +155,7 @@ func runTrace(ctx context.Context, file string, s Setup) (Trace, error) {
 	fc.Autoscaler.Forecast = &config.AutoscalerForecastConfig{Enabled: true}
 	err = measure([]run{
 		{"tuned (" + summary(found) + ")", Tuned, fleet, found.Plan.Policies()},
-		{fmt.Sprintf("forecast (idle_count ≤ %d, idle_time %s)", forecastCap, tune.UpstreamIdleTime), Forecast, fc, tune.Upstream(forecastCap, tune.UpstreamIdleTime)},
+		{fmt.Sprintf("forecast (on idle_count %d, idle_time %s, preemptive_mode false)", forecastCap, tune.UpstreamIdleTime), Forecast, fc, forecastPolicy()},
 	})
 	if err != nil {
 		return Trace{}, err
@@ -171,8 +172,18 @@ type run struct {
 	policies []config.AutoscalerPolicyConfig
 }
 
-// forecastCap is the idle_count of the forecast row's policy, the bound of what the forecast holds.
+// forecastCap is the idle_count of the forecast row's policy, which the forecast replaces.
 const forecastCap = 10
+
+// forecastPolicy is the policy the forecast row runs on: the largest upstream-style one, with
+// preemptive_mode off as the tuned plans have it, so that a burst above the forecast takes slots on
+// booting instances instead of waiting in GitLab's queue.
+func forecastPolicy() []config.AutoscalerPolicyConfig {
+	p := tune.Upstream(forecastCap, tune.UpstreamIdleTime)
+	off := false
+	p[0].PreemptiveMode = &off
+	return p
+}
 
 func summary(o tune.Outcome) string {
 	n := len(o.Plan.Policies())
