@@ -1,8 +1,11 @@
 package manager_test
 
 import (
+	"encoding/csv"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,7 +14,6 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
 	"gitlab.com/fleetrunner/fleetrunner/common/history"
 	"gitlab.com/fleetrunner/fleetrunner/manager"
-	"gitlab.com/fleetrunner/fleetrunner/taskscaler/sim"
 )
 
 // TestJobHistory: every job the manager ran is in the runner's job history, which the simulator reads
@@ -31,15 +33,13 @@ func TestJobHistory(t *testing.T) {
 		r.finished(id)
 	}
 	path := filepath.Join(filepath.Dir(r.cfgPath), ".taskscaler", history.FileName(0, manager.ShortToken(r.token)))
-	var jobs []sim.Job
+	// The simulator reads this file as a trace (taskscaler/sim's TestReadTraceHistory); here its
+	// columns are read as they are written.
+	var jobs []historyJob
 	deadline := time.Now().Add(testTimeout)
 	for {
-		var err error
-		jobs, err = sim.LoadTrace(path)
-		if err == nil && len(jobs) == 4 || time.Now().After(deadline) {
-			if err != nil {
-				t.Fatal(err)
-			}
+		jobs = readHistory(t, path)
+		if len(jobs) == 4 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -48,20 +48,21 @@ func TestJobHistory(t *testing.T) {
 	if len(jobs) != 4 {
 		t.Fatalf("history has %d jobs, want 4", len(jobs))
 	}
-	// Ordered by arrival: the job queued 3 h first, the one not queued (or failing early) last.
+	slices.SortFunc(jobs, func(a, b historyJob) int { return a.created.Compare(b.created) })
+	// Ordered by arrival: the job queued 3 h first, then the one queued 1 h.
 	for i, q := range []time.Duration{3 * time.Hour, time.Hour} {
 		// The file keeps milliseconds.
-		created := time.Unix(0, int64(jobs[i].Arrival))
+		created := jobs[i].created
 		if created.Before(before.Add(-q-time.Millisecond)) || created.After(after.Add(-q)) {
 			t.Errorf("job %d arrived at %s, want within [%s, %s] (queued %s)", i, created, before.Add(-q), after.Add(-q), q)
 		}
-		if jobs[i].Duration < 200*time.Millisecond || jobs[i].Duration > 10*time.Second {
-			t.Errorf("job %d ran %s, want the 200 ms it slept from its first stage", i, jobs[i].Duration)
+		if jobs[i].duration < 200*time.Millisecond || jobs[i].duration > 10*time.Second {
+			t.Errorf("job %d ran %s, want the 200 ms it slept from its first stage", i, jobs[i].duration)
 		}
 	}
 	var zero int
 	for _, j := range jobs {
-		if j.Duration == 0 {
+		if j.duration == 0 {
 			zero++
 		}
 	}
@@ -75,6 +76,35 @@ func TestJobHistory(t *testing.T) {
 	if !strings.HasPrefix(string(data), history.Header+"\n") || !strings.Contains(string(data), ",test-runner,") {
 		t.Errorf("history file lacks the header or the runner name:\n%s", data)
 	}
+}
+
+type historyJob struct {
+	created  time.Time
+	duration time.Duration
+}
+
+// readHistory reads arrival_s and duration_s of a job history file; a file not written yet is empty.
+func readHistory(t *testing.T, path string) []historyJob {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	recs, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	var out []historyJob
+	for _, rec := range recs[1:] {
+		arrival, err1 := strconv.ParseFloat(rec[0], 64)
+		dur, err2 := strconv.ParseFloat(rec[1], 64)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("%s: line %q", path, rec)
+		}
+		out = append(out, historyJob{created: time.UnixMilli(int64(math.Round(arrival * 1000))), duration: time.Duration(dur * float64(time.Second))})
+	}
+	return out
 }
 
 // TestJobHistoryUnwritable: a state directory that cannot be written is a warning; the job succeeds.
