@@ -430,6 +430,9 @@ func (ts *Taskscaler) Release(key string) {
 	delete(ts.reserved, key)
 	if a, ok := ts.acquired[key]; ok {
 		ts.detachLocked(a, true)
+		if ts.forecast != nil {
+			ts.forecast.Freed(ts.clock.Now())
+		}
 		ts.assignLocked()
 	}
 	ts.markDirty()

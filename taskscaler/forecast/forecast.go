@@ -21,15 +21,16 @@ const (
 
 // Forecaster keeps, for every hour it watched, the idle slots that would have let a share Quantile of
 // that hour's jobs start at once: for each job it counts the jobs that arrived within one lead (boot
-// delay) before it, itself included, which an idle pool must absorb on its own while replacements boot,
-// and keeps the hour's Quantile of those counts. It is not safe for concurrent use; the taskscaler calls
+// delay) before it, itself included, less the jobs that ended in that time (their slots are idle, kept
+// for the hold), which is what an idle pool must absorb on its own while replacements boot; and keeps
+// the hour's Quantile of those counts. It is not safe for concurrent use; the taskscaler calls
 // it under its lock.
 type Forecaster struct {
 	opts Options
 	// peaks maps a Unix hour to its figure; an hour present was watched, with or without arrivals.
 	peaks map[int64]int
-	// recent are the arrivals within the last lead, oldest first.
-	recent []time.Time
+	// recent are the arrivals within the last lead, freed the job ends, oldest first.
+	recent, freed []time.Time
 	// cur counts, for the hour curH, the jobs by how many arrivals (their own included) lay within one
 	// lead before them.
 	cur  map[int]int
@@ -73,18 +74,28 @@ func (f *Forecaster) Watch(now time.Time) {
 
 // Arrive records a job asking for a slot at at (calls come in time order).
 func (f *Forecaster) Arrive(at time.Time) {
-	lead := f.Lead()
-	i := 0
-	for i < len(f.recent) && at.Sub(f.recent[i]) >= lead {
-		i++
-	}
-	f.recent = append(f.recent[i:], at)
+	f.recent = within(append(f.recent, at), at, f.Lead())
+	f.freed = within(f.freed, at, f.Lead())
 	h := unixHour(at)
 	if h != f.curH || f.cur == nil {
 		f.cur, f.curH = map[int]int{}, h
 	}
-	f.cur[len(f.recent)]++
+	f.cur[max(len(f.recent)-len(f.freed), 0)]++
 	f.peaks[h] = histQuantile(f.cur, f.opts.Quantile)
+}
+
+// Freed records a job ending at at: its slot is idle for the next job.
+func (f *Forecaster) Freed(at time.Time) {
+	f.freed = within(append(f.freed, at), at, f.Lead())
+}
+
+// within drops the times in ts (oldest first) one lead or more before now.
+func within(ts []time.Time, now time.Time, lead time.Duration) []time.Time {
+	i := 0
+	for i < len(ts) && now.Sub(ts[i]) >= lead {
+		i++
+	}
+	return ts[i:]
 }
 
 // histQuantile is the nearest-rank q-quantile of the values counted in hist.

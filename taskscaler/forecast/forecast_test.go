@@ -52,6 +52,27 @@ func TestPeak(t *testing.T) {
 	}
 }
 
+// TestFreedSlotsCount: a job that ended within one lead before an arrival left an idle slot for it,
+// so that arrival needs one idle slot fewer.
+func TestFreedSlotsCount(t *testing.T) {
+	f := New(opts(), nil)
+	base := at(0, 9, 0)
+	f.Freed(base)
+	f.Freed(base.Add(5 * time.Second))
+	for _, s := range []int{10, 20, 30} {
+		f.Arrive(base.Add(time.Duration(s) * time.Second))
+	}
+	f.Freed(base.Add(time.Duration(40) * time.Second))
+	f.Arrive(base.Add(85 * time.Second)) // 30 s and 85 s arrived, and 40 s ended, within a minute of it
+	if got := f.peaks[unixHour(base)]; got != 1 {
+		t.Fatalf("figure = %d, want 1 (counts 0 0 1 1: arrivals within a minute less the ends within it)", got)
+	}
+	f.Arrive(base.Add(86 * time.Second))
+	if got := f.peaks[unixHour(base)]; got != 2 {
+		t.Fatalf("figure = %d, want 2 after a third arrival within the minute", got)
+	}
+}
+
 // TestIdle: which past hours the idle count comes from, and that without any it falls back.
 func TestIdle(t *testing.T) {
 	// peak puts n arrivals at once at 9:00 of the given day: that hour's figure is n.
