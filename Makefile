@@ -5,7 +5,7 @@ LDFLAGS   := -s -w -X gitlab.com/fleetrunner/fleetrunner/common/version.Version=
 BIN       := bin
 TEST_TIMEOUT ?= 15m
 
-.PHONY: build test lint bench demo soak clean fuzz
+.PHONY: build test lint bench bench-scaling demo soak clean fuzz
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/fleetrunner ./cmd/fleetrunner
@@ -42,6 +42,7 @@ FUZZMINIMIZETIME ?= 5s
 FUZZ_TARGETS := \
 	./common/config:FuzzParse \
 	./common/job:FuzzDecode \
+	./taskscaler/sim:FuzzReadTrace \
 	./common/trace:FuzzMasking \
 	./common/s3cache:FuzzObjectName \
 	./common/gitlab:FuzzRangeEnd \
@@ -69,6 +70,14 @@ bench:
 	@mkdir -p $(BIN)
 	@{ FLEETRUNNER_BENCH=full FLEETRUNNER_BENCH_OUT=$(CURDIR)/docs/benchmarks.md $(GO) test -count=1 -timeout 12m -run '^TestBenchTable$$' -v ./internal/bench/ 2>&1; echo $$? >$(BIN)/bench.rc; } | tee $(BIN)/bench.log
 	@echo; sed -n '/^== bench table/,/^== end of bench table/p' $(BIN)/bench.log; exit $$(cat $(BIN)/bench.rc)
+
+# The scaling table of issue 14 (internal/bench/scaling): for each trace of testdata/traces, upstream-style
+# single policies, the policy `fleetrunner tune` finds and the forecast mode, on the held-out days, and
+# whether the goal is met. The log goes to bin/bench-scaling.log and the table is printed again at the end.
+bench-scaling:
+	@mkdir -p $(BIN)
+	@{ FLEETRUNNER_BENCH=full $(GO) test -count=1 -timeout 30m -run '^TestScalingTable$$' -v ./internal/bench/scaling/ 2>&1; echo $$? >$(BIN)/bench-scaling.rc; } > $(BIN)/bench-scaling.log
+	@sed -n '/^== scaling table/,/^== end of scaling table/p' $(BIN)/bench-scaling.log; exit $$(cat $(BIN)/bench-scaling.rc)
 
 clean:
 	rm -rf $(BIN)

@@ -24,6 +24,7 @@ import (
 //	gate        wait until the test calls openGate (or a cancel or an abort)
 //	exit N      fail with script_failure and exit code N
 //	crash       fail with a plain error (a runner_system_failure)
+//	section N   open the job log section N, as an executor opens a stage
 //
 // Variables ($NAME) are expanded first. after_script lines run after the script, also after a failure
 // or a graceful cancel, but not after an abort. capacity > 0 makes Reserve answer ErrNoCapacity when
@@ -257,6 +258,8 @@ func (e *scriptExec) runLines(ctx context.Context, canceling <-chan struct{}, va
 			return &job.BuildError{Reason: job.ScriptFailure, ExitCode: n, Err: fmt.Errorf("exit code %d", n)}
 		case "crash":
 			return errors.New("the test executor lost its environment")
+		case "section":
+			w.log.SectionStart(arg, "Stage "+arg)
 		default:
 			return fmt.Errorf("unknown test command %q", cmd)
 		}

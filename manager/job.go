@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab"
+	"gitlab.com/fleetrunner/fleetrunner/common/history"
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
 	"gitlab.com/fleetrunner/fleetrunner/common/trace"
 	"gitlab.com/fleetrunner/fleetrunner/common/version"
@@ -35,11 +38,13 @@ func (w *worker) runJob(client *gitlab.Client, res executors.Reservation, j *job
 	tr.Start()
 	tr.Infof("Running with fleetrunner %s (%s)", version.Version, version.Rev())
 	tr.Infof("  on %s %s, system ID: %s", rc.Name, ShortToken(rc.Token), w.m.opts.SystemID)
+	received := time.Now()
 	queued := time.Duration(j.JobInfo.TimeInQueueSecs * float64(time.Second))
-	obs := w.m.opts.Observer.JobStarted(JobInfo{
+	obs := &stageClock{JobObserver: w.m.opts.Observer.JobStarted(JobInfo{
 		Runner: w.m.runnerInfo(rc), ID: j.ID, Name: j.JobInfo.Name, Project: j.JobInfo.ProjectFullPath, URL: jobURL(j),
-		QueueDuration: queued, QueuingExceeded: queuingExceeded(rc, j, queued, time.Now()),
-	})
+		QueueDuration: queued, QueuingExceeded: queuingExceeded(rc, j, queued, received),
+	})}
+	defer w.recordHistory(log, rc, j, received.Add(-queued), obs)
 
 	if decodeErr != nil {
 		res.Unreserve()
@@ -94,6 +99,33 @@ func (w *worker) runJob(client *gitlab.Client, res executors.Reservation, j *job
 		log.WithError(err).WithField("exit_code", exitCode).Info("job failed")
 	}
 	w.reported(b, w.finish(log, tr, obs, gitlab.JobFailed, j.ReasonFor(reason), exitCode))
+}
+
+// stageClock notes when the executor opened the job's first stage: the job held its slot from then on,
+// so the job history's duration leaves out the wait for an instance.
+type stageClock struct {
+	JobObserver
+	first atomic.Int64 // Unix nanoseconds, 0 before the first stage
+}
+
+func (s *stageClock) Stage(name string) {
+	s.first.CompareAndSwap(0, time.Now().UnixNano())
+	s.JobObserver.Stage(name)
+}
+
+// recordHistory appends the job to the runner's job history (common/history). A job that never
+// reached a stage is kept with duration 0: it still arrived. The history is a convenience: a failure
+// to write it is a warning, never the job's failure.
+func (w *worker) recordHistory(log logrus.FieldLogger, rc *config.RunnerConfig, j *job.Job, created time.Time, sc *stageClock) {
+	var ran time.Duration
+	if first := sc.first.Load(); first != 0 {
+		ran = time.Since(time.Unix(0, first))
+	}
+	path := filepath.Join(rc.StateDir(filepath.Dir(w.m.opts.ConfigPath)), history.FileName(rc.ID, ShortToken(rc.Token)))
+	rec := history.Record{Created: created, Duration: ran, Pipeline: j.Variables.Get("CI_PIPELINE_ID"), Runner: rc.Name, JobID: j.ID}
+	if err := w.m.history.Append(path, rec); err != nil {
+		log.WithError(err).Warn("could not add the job to the job history; simulate and tune will miss it")
+	}
 }
 
 // reported tells a provider that keeps each job on record until GitLab has its final state (so that a

@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
+	"gitlab.com/fleetrunner/fleetrunner/common/history"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 )
 
@@ -90,6 +91,9 @@ type Manager struct {
 
 	// saveMu serialises the read-modify-write cycles of config.toml after token rotations.
 	saveMu sync.Mutex
+
+	// history appends each job run to its runner's job history in the state directory.
+	history *history.Writer
 }
 
 // providerEntry is a runner's provider; it outlives reloads and is shut down when its runner
@@ -118,6 +122,7 @@ func New(log logrus.FieldLogger, opts Options) *Manager {
 		workers:   map[string]*worker{},
 		providers: map[string]*providerEntry{},
 		rotated:   map[string]config.RunnerCredentials{},
+		history:   history.NewWriter(history.MaxBytes),
 	}
 	base := context.Background()
 	m.pollCtx, m.stopPolling = context.WithCancel(base)

@@ -58,7 +58,7 @@ func newRootCommand(registry executors.Registry) *cobra.Command {
 	pf.StringVarP(&a.configPath, "config", "c", "", "config file (env CONFIG_FILE; default "+config.DefaultPath()+")")
 	pf.StringVarP(&a.logLevel, "log-level", "l", "", "log level: debug, info, warn, error, fatal, panic (env LOG_LEVEL)")
 	pf.StringVar(&a.logFormat, "log-format", "", "log format: text or json (env LOG_FORMAT)")
-	root.AddCommand(a.runCommand(), a.registerCommand(), a.verifyCommand(), a.checkCommand(), a.unregisterCommand(), a.resetTokenCommand(), a.listCommand(), a.simulateCommand(),
+	root.AddCommand(a.runCommand(), a.registerCommand(), a.verifyCommand(), a.checkCommand(), a.unregisterCommand(), a.resetTokenCommand(), a.listCommand(), a.simulateCommand(), a.tuneCommand(),
 		a.installCommand(), a.uninstallCommand(), a.startCommand(), a.stopCommand(), a.restartCommand(), a.statusCommand())
 	return root
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -127,6 +128,11 @@ func TestSimulateErrors(t *testing.T) {
 		{"no autoscaler", []string{"--trace", good, "-c", noScaler}, "no [[runners]] entry with [runners.autoscaler]"},
 		{"runner without config", []string{"--trace", good, "--runner", "fleet"}, "pass -c/--config too"},
 		{"negative", []string{"--trace", good, "--max-instances", "-1"}, "--max-instances must not be negative"},
+		{"bad format", []string{"--trace", good, "--format", "xml"}, `--format "xml"`},
+		{"sweep of no flag", []string{"--trace", good, "--sweep", "colour=red"}, `"colour" is not a policy or fleet flag`},
+		{"sweep without values", []string{"--trace", good, "--sweep", "idle-count"}, "want KEY=V1,V2"},
+		{"sweep bad value", []string{"--trace", good, "--sweep", "idle-count=1,many"}, "--sweep idle-count=many"},
+		{"negative price", []string{"--trace", good, "--price-per-hour", "-1"}, "--price-per-hour must not be negative"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := simulateCLI(t, tc.args...)
@@ -134,5 +140,43 @@ func TestSimulateErrors(t *testing.T) {
 				t.Fatalf("simulate %q = %v, want an error containing %q", tc.args, res.err, tc.want)
 			}
 		})
+	}
+}
+
+// TestSimulateJSONSweep: --sweep runs once per value, --format json prints one object per run with the
+// documented keys, and --price-per-hour prices the instance-minutes.
+func TestSimulateJSONSweep(t *testing.T) {
+	trace := writeFile(t, t.TempDir(), "four.csv", "arrival_s,duration_s,pipeline\n0,100,1\n1000,100,2\n2000,100,3\n3000,100,4\n")
+	res := simulateCLI(t, "--trace", trace, "--boot-delay", "10s", "--idle-time", "1m", "--sweep", "idle-count=0,2", "--price-per-hour", "0.6", "--format", "json")
+	if res.err != nil {
+		t.Fatalf("simulate: %v\nstderr: %s", res.err, res.stderr)
+	}
+	var rows []map[string]any
+	if err := json.Unmarshal([]byte(res.stdout.String()), &rows); err != nil {
+		t.Fatalf("not a JSON array: %v\n%s", err, res.stdout)
+	}
+	if len(rows) != 2 {
+		t.Fatalf("%d rows, want one per swept value\n%s", len(rows), res.stdout)
+	}
+	for _, k := range []string{"run", "jobs", "failed", "instance_minutes", "lower_bound_minutes", "p50_wait_s", "p95_wait_s", "p99_wait_s", "max_wait_s", "peak_instances", "launches", "cost"} {
+		if _, ok := rows[0][k]; !ok {
+			t.Errorf("row lacks %q: %v", k, rows[0])
+		}
+	}
+	// idle-count 0: each job waits for its own instance (10.1 s) and four instances cost 8.8 minutes.
+	first := rows[0]
+	if first["run"] != "flags idle-count=0" || first["p95_wait_s"].(float64) < 10 || first["launches"].(float64) != 4 {
+		t.Errorf("idle-count=0 row = %v", first)
+	}
+	if lb := first["lower_bound_minutes"].(float64); lb < 6.66 || lb > 6.67 {
+		t.Errorf("lower bound %v minutes, want 400 s", lb)
+	}
+	if cost, im := first["cost"].(float64), first["instance_minutes"].(float64); cost < im/60*0.6-1e-9 || cost > im/60*0.6+1e-9 {
+		t.Errorf("cost %v for %v instance-minutes at 0.6/h", cost, im)
+	}
+	// idle-count 2 keeps slots warm: only the first job waits (for the first boot), at a higher cost.
+	second := rows[1]
+	if second["run"] != "flags idle-count=2" || second["p50_wait_s"].(float64) != 0 || second["instance_minutes"].(float64) <= first["instance_minutes"].(float64) {
+		t.Errorf("idle-count=2 row = %v, want no wait for most jobs at a higher cost than %v", second, first)
 	}
 }

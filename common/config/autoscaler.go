@@ -120,6 +120,16 @@ func (a *AutoscalerConfig) StateStorageDir(configDir string) string {
 	return filepath.Join(configDir, a.StateStorage.Dir)
 }
 
+// StateDir is where the manager keeps this runner's files (the taskscaler state, the job history): its
+// [runners.autoscaler.state_storage] directory, or <configDir>/.taskscaler for a runner without
+// [runners.autoscaler].
+func (c *RunnerConfig) StateDir(configDir string) string {
+	if c.Autoscaler == nil {
+		return filepath.Join(configDir, StateStorageDirName)
+	}
+	return c.Autoscaler.StateStorageDir(configDir)
+}
+
 func intOr(v, def int) int {
 	if v == 0 {
 		return def

@@ -40,8 +40,9 @@ func LoadTrace(path string) ([]Job, error) {
 }
 
 // ReadTrace parses a trace in CSV: the header arrival_s,duration_s,pipeline, then one job per line
-// with non-negative seconds (decimals allowed). Jobs come back ordered by arrival, ties in file order.
-// A malformed line is an error naming its line number.
+// with non-negative seconds (decimals allowed). The header may name more columns after these three (the
+// manager's job history adds created_at,runner,job_id); their values are ignored. Jobs come back
+// ordered by arrival, ties in file order. A malformed line is an error naming its line number.
 func ReadTrace(r io.Reader) ([]Job, error) {
 	cr := csv.NewReader(r)
 	cr.FieldsPerRecord = -1 // checked here, to name the line and what it should hold
@@ -53,9 +54,10 @@ func ReadTrace(r io.Reader) ([]Job, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the header: %w", err)
 	}
-	if !slices.Equal(trimAll(header), traceHeader) {
-		return nil, fmt.Errorf("line 1: header is %q, want %q", strings.Join(header, ","), strings.Join(traceHeader, ","))
+	if len(header) < len(traceHeader) || !slices.Equal(trimAll(header[:len(traceHeader)]), traceHeader) {
+		return nil, fmt.Errorf("line 1: header is %q, want it to start with %q", strings.Join(header, ","), strings.Join(traceHeader, ","))
 	}
+	fields := len(header)
 	var jobs []Job
 	for {
 		rec, err := cr.Read()
@@ -67,8 +69,8 @@ func ReadTrace(r io.Reader) ([]Job, error) {
 			return nil, fmt.Errorf("malformed CSV: %w", err)
 		}
 		line, _ := cr.FieldPos(0)
-		if len(rec) != 3 {
-			return nil, fmt.Errorf("line %d: %d fields, want 3 (arrival_s,duration_s,pipeline)", line, len(rec))
+		if len(rec) != fields {
+			return nil, fmt.Errorf("line %d: %d fields, want %d as in the header (arrival_s,duration_s,pipeline first)", line, len(rec), fields)
 		}
 		arrival, err := seconds(rec[0])
 		if err != nil {
@@ -85,6 +87,29 @@ func ReadTrace(r io.Reader) ([]Job, error) {
 	}
 	slices.SortStableFunc(jobs, func(a, b Job) int { return cmp.Compare(a.Arrival, b.Arrival) })
 	return jobs, nil
+}
+
+// unixEpochArrival tells an arrival in Unix seconds (September 2001 or later) from one counted from
+// the trace's start: no trace spans 31 years.
+const unixEpochArrival = 1_000_000_000 * time.Second
+
+// Rebase returns a trace whose arrivals are Unix seconds (as in the manager's job history) counted from
+// the Monday 00:00 UTC before its first job instead, with that Monday, so that policy periods meet the
+// jobs at their real hours and weekdays. Any other trace comes back as it is, with ok false.
+func Rebase(jobs []Job) (rebased []Job, start time.Time, ok bool) {
+	if len(jobs) == 0 || jobs[0].Arrival < unixEpochArrival {
+		return jobs, time.Time{}, false
+	}
+	first := time.Unix(0, int64(jobs[0].Arrival)).UTC()
+	day := time.Date(first.Year(), first.Month(), first.Day(), 0, 0, 0, 0, time.UTC)
+	start = day.AddDate(0, 0, -((int(day.Weekday()) + 6) % 7))
+	origin := time.Duration(start.UnixNano())
+	rebased = make([]Job, len(jobs))
+	for i, j := range jobs {
+		j.Arrival -= origin
+		rebased[i] = j
+	}
+	return rebased, start, true
 }
 
 // seconds parses a non-negative, finite number of seconds, kept to the nanosecond.
