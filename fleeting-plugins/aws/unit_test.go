@@ -109,6 +109,11 @@ func (f *fakeClient) SendSSHPublicKey(context.Context, string, string, string, s
 	return nil
 }
 
+// SpotRequests: the fake's instances are on-demand, so none has a spot request.
+func (f *fakeClient) SpotRequests(context.Context, []string) ([]awsclient.SpotRequest, error) {
+	return nil, nil
+}
+
 func (f *fakeClient) lastSet() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
