@@ -3,6 +3,8 @@ package e2eaws_test
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"net"
 	"slices"
 	"testing"
 	"time"
@@ -98,4 +100,63 @@ func TestSpotInterruption(t *testing.T) {
 	if got := p.Stats().Counters.DrainRequested; got != 2 {
 		t.Errorf("DrainRequested = %d, want 2 (one per notice)", got)
 	}
+}
+
+// TestSpotNoticeMovesJobBeforeScript: a job holding a noticed instance whose script has not started
+// (its service is still coming up) moves to another instance at once and succeeds there; the job log
+// says why it moved.
+func TestSpotNoticeMovesJobBeforeScript(t *testing.T) {
+	t.Parallel()
+	r := newJobRig(t)
+	w := newAWSWorld(t, groupSpec("fleetrunner-e2e-spot-move", 2), watchedSim)
+	path := r.writeConfig(t, w, fleet{capacity: 1, maxInstances: 2, idleCount: 2, idleTime: time.Minute,
+		interruptionCheck: 500 * time.Millisecond})
+	p, stop := r.startManager(t, path)
+	defer stop()
+	testrig.WaitFor(t, time.Minute, "two ready instances", func() bool { return settledAt(w, p, 2) })
+
+	// The service listens only after 6 s, and the script waits for it (wait_for_services_timeout), so
+	// the job holds its instance for seconds before its script starts.
+	port := freePort(t)
+	id := r.gl.Enqueue(gitlabsim.JobSpec{Name: "moved", Image: r.image, Script: []string{"echo moved-ok"},
+		Services: []job.Image{{Name: r.image, Command: []string{"sh", "-c", fmt.Sprintf("sleep 6; exec httpd -f -p %d", port)},
+			Ports: []job.Port{{Number: port}}}}})
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	snap, err := r.gl.WaitJob(ctx, id, func(j gitlabsim.JobSnapshot) bool { return j.Finished() || len(ranOn(j.Trace)) > 0 })
+	if err != nil || snap.Finished() {
+		t.Fatalf("the job never connected to an instance: %v; %s; trace:\n%s", err, snap.Status, snap.Trace)
+	}
+	first := ranOn(snap.Trace)[0]
+	if err := w.Sim.InterruptSpot(first, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	noticed := time.Now()
+	testrig.WaitFor(t, 15*time.Second, "the noticed instance holding no job", func() bool {
+		_, jobs, gone := instanceState(p, first)
+		return gone || jobs == 0
+	})
+	t.Logf("job before its script: %.1f s from notice to the instance holding no job", time.Since(noticed).Seconds())
+	snap, err = r.gl.WaitFinished(ctx, id)
+	if err != nil {
+		t.Fatalf("the moved job never finished: %v", err)
+	}
+	on := ranOn(snap.Trace)
+	if snap.Status != gitlabsim.StatusSuccess || len(on) != 2 || on[1] == first {
+		t.Errorf("moved job: %s on %v (noticed %s), want success on another instance; trace:\n%s", snap.Status, on, first, snap.Trace)
+	}
+	if !bytes.Contains(snap.Trace, []byte("is being reclaimed by the cloud (spot interruption notice (marked-for-termination)); moving the job to another instance")) {
+		t.Errorf("the job log does not say why the job moved:\n%s", snap.Trace)
+	}
+}
+
+// freePort is a loopback TCP port nothing listens on now.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
