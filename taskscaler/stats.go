@@ -28,6 +28,7 @@ type Counters struct {
 	HealthCheckFailures uint64 // failed health checks
 	UnhealthyRemoved    uint64 // instances replaced after failure_threshold failed health checks
 	MarkedUnhealthy     uint64 // instances removed through MarkUnhealthy
+	DrainRequested      uint64 // instances drained through Drain (e.g. a spot interruption notice)
 	// ReadyDuration sums creation-to-ready time over InstancesReady instances.
 	ReadyDuration time.Duration
 	// InstanceTime sums the time instances spent in each state: what the fleet costs, and how much of
@@ -41,7 +42,7 @@ type InstanceTime struct {
 	Booting  time.Duration // listed, not ready yet (creating, or running its ready command)
 	Idle     time.Duration // ready, no job on it
 	Busy     time.Duration // ready, at least one job on it
-	Draining time.Duration // reached max_use_count, its last jobs running
+	Draining time.Duration // reached max_use_count or drained on request, its last jobs running
 	Removing time.Duration // being removed
 }
 
@@ -105,7 +106,7 @@ type InstanceCounts struct {
 	Creating  int
 	Readying  int // running its ready command
 	Ready     int
-	Draining  int // reached max_use_count, jobs still running
+	Draining  int // reached max_use_count or drained on request, jobs still running
 	Removing  int
 }
 

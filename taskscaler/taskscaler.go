@@ -47,7 +47,7 @@ const (
 	stCreating instState = iota // listed by the plugin, not running yet
 	stReadying                  // running; ReadyUp in progress
 	stReady                     // serving slots
-	stDraining                  // reached max_use_count; its jobs finish, no new ones
+	stDraining                  // reached max_use_count or Drain; its jobs finish, no new ones
 	stRemove                    // to be removed at the next pass
 	stRemoving                  // Decrease issued
 )
@@ -84,6 +84,9 @@ type instance struct {
 	removeReason string
 	connectInfo  *fleeting.ConnectInfo
 	data         map[string][]byte
+
+	// drainReason, once set by Drain, keeps the instance draining whatever its use count.
+	drainReason string
 }
 
 // Acquisition is a slot on a ready instance held for one job.
@@ -761,13 +764,13 @@ func (ts *Taskscaler) detachLocked(a *Acquisition, used bool) {
 	}
 	ts.refreshDrainLocked(in)
 	if in.state == stDraining && len(in.acq) == 0 {
-		ts.condemnLocked(in, fmt.Sprintf("reached max_use_count (%d)", ts.opts.MaxUseCount))
+		ts.condemnLocked(in, cmp.Or(in.drainReason, fmt.Sprintf("reached max_use_count (%d)", ts.opts.MaxUseCount)))
 	}
 	ts.markDirty()
 }
 
 func (ts *Taskscaler) refreshDrainLocked(in *instance) {
-	if ts.opts.MaxUseCount == 0 || (in.state != stReady && in.state != stDraining) {
+	if in.drainReason != "" || ts.opts.MaxUseCount == 0 || (in.state != stReady && in.state != stDraining) {
 		return
 	}
 	if in.useCount+len(in.acq) >= ts.opts.MaxUseCount {

@@ -52,6 +52,16 @@ func (a *AutoscalerConfig) GetUpdateInterval() time.Duration {
 	return durationOr(a.UpdateInterval, DefaultUpdateInterval)
 }
 
+// DefaultInterruptionCheckInterval is what AWS advises for spot interruption notices: a check every 5 s
+// of the two minutes' warning.
+const DefaultInterruptionCheckInterval = 5 * time.Second
+
+// GetInterruptionCheckInterval is how often a plugin that reports interruption notices (aws: spot
+// interruptions) is asked for them.
+func (a *AutoscalerConfig) GetInterruptionCheckInterval() time.Duration {
+	return durationOr(a.InterruptionCheckInterval, DefaultInterruptionCheckInterval)
+}
+
 // GetUpdateIntervalWhenExpecting is the faster poll while an instance state change is expected.
 func (a *AutoscalerConfig) GetUpdateIntervalWhenExpecting() time.Duration {
 	return durationOr(a.UpdateIntervalWhenExpecting, DefaultUpdateIntervalWhenExpecting)

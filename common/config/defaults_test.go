@@ -40,6 +40,7 @@ func TestDefaults(t *testing.T) {
 		{"instance_acquire_timeout", a.GetInstanceAcquireTimeout(), 15 * time.Minute},
 		{"update_interval", a.GetUpdateInterval(), time.Minute},
 		{"update_interval_when_expecting", a.GetUpdateIntervalWhenExpecting(), 2 * time.Second},
+		{"interruption_check_interval", a.GetInterruptionCheckInterval(), 5 * time.Second},
 		{"deletion_retry_interval", a.GetDeletionRetryInterval(), time.Minute},
 		{"shutdown_deletion_interval", a.GetShutdownDeletionInterval(), 10 * time.Second},
 		{"shutdown_deletion_retries", a.GetShutdownDeletionRetries(), 3},

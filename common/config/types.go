@@ -246,6 +246,7 @@ type AutoscalerConfig struct {
 	InstanceAcquireTimeout       time.Duration            `toml:"instance_acquire_timeout,omitempty,omitzero" json:"instance_acquire_timeout"`
 	UpdateInterval               time.Duration            `toml:"update_interval,omitempty,omitzero" json:"update_interval"`
 	UpdateIntervalWhenExpecting  time.Duration            `toml:"update_interval_when_expecting,omitempty,omitzero" json:"update_interval_when_expecting"`
+	InterruptionCheckInterval    time.Duration            `toml:"interruption_check_interval,omitempty,omitzero" json:"interruption_check_interval"`
 	DeletionRetryInterval        time.Duration            `toml:"deletion_retry_interval,omitempty,omitzero" json:"deletion_retry_interval"`
 	ShutdownDeletionInterval     time.Duration            `toml:"shutdown_deletion_interval,omitempty,omitzero" json:"shutdown_deletion_interval"`
 	ShutdownDeletionRetries      int                      `toml:"shutdown_deletion_retries,omitempty,omitzero" json:"shutdown_deletion_retries"`

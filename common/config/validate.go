@@ -320,6 +320,7 @@ func (a *AutoscalerConfig) problems(p string) []error {
 		{"instance_acquire_timeout", a.InstanceAcquireTimeout},
 		{"update_interval", a.UpdateInterval},
 		{"update_interval_when_expecting", a.UpdateIntervalWhenExpecting},
+		{"interruption_check_interval", a.InterruptionCheckInterval},
 		{"deletion_retry_interval", a.DeletionRetryInterval},
 		{"shutdown_deletion_interval", a.ShutdownDeletionInterval},
 		{"connector_config.keepalive", a.ConnectorConfig.Keepalive},

@@ -98,3 +98,22 @@ type InstanceGroup interface {
 	// Shutdown releases what the plugin holds.
 	Shutdown(ctx context.Context) error
 }
+
+// Interruption is a cloud's notice that it is about to take an instance back (e.g. an EC2 spot
+// interruption): the instance should get no new job, and a job still on it when it goes dies with it.
+type Interruption struct {
+	Instance string
+	// Reason says what the cloud announced, for logs and the job log, e.g. "spot interruption notice
+	// (marked-for-termination)".
+	Reason string
+	// NoticedAt is when the cloud issued the notice, as it reports it (zero when it does not say).
+	NoticedAt time.Time
+}
+
+// InterruptionReporter is implemented by plugins whose cloud announces reclaims. It is optional: the
+// executor polls it when the group implements it, and a plugin without it simply never drains on notice.
+type InterruptionReporter interface {
+	// Interruptions lists the group's instances with a pending interruption notice; an instance stays
+	// listed for as long as the cloud reports the notice, so the caller must treat repeats as one.
+	Interruptions(ctx context.Context) ([]Interruption, error)
+}

@@ -63,6 +63,19 @@ func (p *Provider) startLeftoverRemovalLocked(id string, m *leftoverMark) {
 // retryLeftovers tries the marks again once per update_interval, until Shutdown begins.
 func (p *Provider) retryLeftovers(every time.Duration) {
 	defer close(p.retried)
+	p.tick(every, func() {
+		states := map[string]string{}
+		for _, in := range p.ts.Instances() {
+			states[in.ID] = in.State
+		}
+		p.mu.Lock()
+		p.retryLeftoversLocked(states)
+		p.mu.Unlock()
+	})
+}
+
+// tick calls fn every interval until the background work stops (Shutdown).
+func (p *Provider) tick(every time.Duration, fn func()) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -71,13 +84,7 @@ func (p *Provider) retryLeftovers(every time.Duration) {
 			return
 		case <-t.C:
 		}
-		states := map[string]string{}
-		for _, in := range p.ts.Instances() {
-			states[in.ID] = in.State
-		}
-		p.mu.Lock()
-		p.retryLeftoversLocked(states)
-		p.mu.Unlock()
+		fn()
 	}
 }
 

@@ -167,6 +167,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descOperations, k.UnexpectedRemovals, "unexpectedly_removed")
 	counter(descOperations, k.UnhealthyRemoved, "unhealthy_removed")
 	counter(descOperations, k.MarkedUnhealthy, "marked_unhealthy")
+	counter(descOperations, k.DrainRequested, "drained")
 
 	counter(descFailures, k.ReadyFailures, "ready_command")
 	counter(descFailures, k.IncreaseFailures, "increase")

@@ -66,11 +66,14 @@ type Provider struct {
 	runnerShort string
 
 	// bgCtx ends when Shutdown begins: the leftover retries and removals (bg) run under it.
-	bgCtx    context.Context
-	stopBg   context.CancelFunc
-	bg       sync.WaitGroup
-	retried  chan struct{} // closed when the leftover retries have ended
-	shutdown sync.Once
+	bgCtx   context.Context
+	stopBg  context.CancelFunc
+	bg      sync.WaitGroup
+	retried chan struct{} // closed when the leftover retries have ended
+	// interruptionsDone is closed when the interruption watch has ended (interruptions.go).
+	interruptionsDone chan struct{}
+	notices           notices
+	shutdown          sync.Once
 }
 
 var (
@@ -139,6 +142,8 @@ func newProvider(runner *config.RunnerConfig, deps executors.Deps, plugins fleet
 		stopBg:           stopBg,
 		retried:          make(chan struct{}),
 	}
+	p.interruptionsDone = make(chan struct{})
+	p.notices = notices{seen: map[string]notice{}, attempts: map[string]map[*scriptWatch]context.CancelCauseFunc{}}
 
 	// The taskscaler's hooks use the pool, and the pool the taskscaler (connection details, pinned host
 	// keys): both exist before Start runs the first hook.
@@ -170,6 +175,7 @@ func newProvider(runner *config.RunnerConfig, deps executors.Deps, plugins fleet
 		}
 	}
 	go p.retryLeftovers(ac.GetUpdateInterval())
+	go p.watchInterruptions(ac.GetInterruptionCheckInterval())
 
 	perInstance, maxInstances := ts.Capacity()
 	log.WithFields(logrus.Fields{"group": info.ID, "plugin_version": info.Version, "max_instances": maxInstances,
@@ -315,6 +321,7 @@ func (p *Provider) Shutdown(ctx context.Context) error {
 	p.shutdown.Do(func() {
 		p.stopBackground()
 		<-p.retried
+		<-p.interruptionsDone
 		p.bg.Wait()
 		var errs []error
 		if e := p.ts.Shutdown(ctx); e != nil {

@@ -57,14 +57,25 @@ func (p *Provider) Run(ctx context.Context, res executors.Reservation, b *execut
 		if !errors.As(err, &un) {
 			return err
 		}
-		p.ts.MarkUnhealthy(un.instance)
-		p.pool.Evict(un.instance)
-		log.WithError(un.err).WithFields(logrus.Fields{"instance": un.instance, "attempt": attempt}).
-			Warn("instance unusable before the job's script started; marked unhealthy")
+		if reason, ok := p.notices.reclaimed(un.instance); ok {
+			// The instance is draining, and its other jobs may still finish: give the slot back rather
+			// than condemn the instance and its connection.
+			p.ts.Release(key)
+			log.WithFields(logrus.Fields{"instance": un.instance, "reason": reason, "attempt": attempt}).
+				Warn("instance being reclaimed before the job's script started; moving the job")
+			b.Log.Warnf("Instance %s is being reclaimed by the cloud (%s); moving the job to another instance", un.instance, reason)
+		} else {
+			p.ts.MarkUnhealthy(un.instance)
+			p.pool.Evict(un.instance)
+			log.WithError(un.err).WithFields(logrus.Fields{"instance": un.instance, "attempt": attempt}).
+				Warn("instance unusable before the job's script started; marked unhealthy")
+		}
 		if attempt >= MaxAttempts || ctx.Err() != nil {
 			return fmt.Errorf("no instance could be reached in %d attempts; last: %w", attempt, un.err)
 		}
-		b.Log.Warnf("Instance %s cannot be used (%v); moving the job to another instance", un.instance, un.err)
+		if !errors.Is(un.err, errReclaimNotice) {
+			b.Log.Warnf("Instance %s cannot be used (%v); moving the job to another instance", un.instance, un.err)
+		}
 	}
 }
 
@@ -98,6 +109,8 @@ func (p *Provider) attempt(ctx context.Context, key string, b *executors.Build, 
 	defer cancel(nil)
 	stopAcq := context.AfterFunc(acq.Context(), func() { cancel(context.Cause(acq.Context())) })
 	defer stopAcq()
+	// An interruption notice for the instance moves the job before its script starts.
+	defer p.notices.track(id, watch, cancel)()
 
 	b.Log.Infof("Dialing instance %s...", id)
 	lease, cli, disconnect, err := p.connect(ctx, runCtx, cancel, id)
@@ -177,6 +190,13 @@ func (p *Provider) failed(runCtx context.Context, id string, lease *connector.Le
 	}
 	if !scriptStarted {
 		return &unreachableError{instance: id, err: cause}
+	}
+	if reason, ok := p.notices.reclaimed(id); ok {
+		// A spot interruption is no fault of the job: runner_system_failure lets GitLab's
+		// retry: when: runner_system_failure run it again, on another instance.
+		log.WithError(cause).WithField("reason", reason).Warn("instance reclaimed while the job's script ran")
+		b.Log.Errorf("Instance %s was reclaimed by the cloud (%s) while the job ran; failing the job with runner_system_failure so that it can be retried", id, reason)
+		return &job.BuildError{Reason: job.RunnerSystemFailure, Err: fmt.Errorf("instance %s was reclaimed during the job (%s): %w", id, reason, cause)}
 	}
 	p.ts.MarkUnhealthy(id)
 	p.pool.Evict(id)

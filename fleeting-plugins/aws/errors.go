@@ -62,8 +62,8 @@ func iamAction(call string) string {
 	switch call {
 	case "SendSSHPublicKey":
 		return "ec2-instance-connect:SendSSHPublicKey"
-	case "DescribeInstances":
-		return "ec2:DescribeInstances"
+	case "DescribeInstances", "DescribeSpotInstanceRequests":
+		return "ec2:" + call
 	}
 	return "autoscaling:" + call
 }

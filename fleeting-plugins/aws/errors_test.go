@@ -31,3 +31,17 @@ func TestFixFor(t *testing.T) {
 		})
 	}
 }
+
+// TestIAMAction: each call the plugin makes names the IAM action an AccessDenied fix must allow.
+func TestIAMAction(t *testing.T) {
+	for call, want := range map[string]string{
+		"SetDesiredCapacity":           "autoscaling:SetDesiredCapacity",
+		"DescribeInstances":            "ec2:DescribeInstances",
+		"DescribeSpotInstanceRequests": "ec2:DescribeSpotInstanceRequests",
+		"SendSSHPublicKey":             "ec2-instance-connect:SendSSHPublicKey",
+	} {
+		if got := iamAction(call); got != want {
+			t.Errorf("iamAction(%s) = %s, want %s", call, got, want)
+		}
+	}
+}

@@ -124,3 +124,21 @@ func TestConnectInfoMoto(t *testing.T) {
 		})
 	}
 }
+
+// TestInterruptionsMoto: moto accepts DescribeSpotInstanceRequests with the instance-id filter, and its
+// group instances are on-demand (no spot request), so none has a notice. moto cannot issue a spot
+// interruption notice at all; awssim covers that (TestInterruptions).
+func TestInterruptionsMoto(t *testing.T) {
+	startMoto(t)
+	if err := createMotoGroup(t.Context(), sdkConfig(t), "spot", motoLinuxAMI, 2, 2); err != nil {
+		t.Fatalf("set up moto: %v", err)
+	}
+	g := &InstanceGroup{Name: "spot", Region: "us-east-1", maxAttempts: 1}
+	if _, err := g.Init(t.Context(), quietLog(), fleeting.Settings{}); err != nil {
+		t.Fatalf("Init = %v", err)
+	}
+	waitRunning(t, g, 2)
+	if got, err := g.Interruptions(t.Context()); err != nil || len(got) != 0 {
+		t.Errorf("Interruptions on moto = %+v, %v; want none, no error", got, err)
+	}
+}

@@ -280,6 +280,20 @@ func TestThrottling(t *testing.T) {
 }
 
 // waitRunning polls Update until n instances run and returns their IDs.
+// runningSimGroup starts awssim with spec, the plugin on it, and n running instances.
+func runningSimGroup(t *testing.T, spec awssim.GroupSpec, n int) (*awssim.Server, *InstanceGroup, []string) {
+	t.Helper()
+	sim := newSim(t, spec, awssim.Options{})
+	g := simGroup(spec.Name)
+	if _, err := g.Init(t.Context(), quietLog(), simSettings(t, sim)); err != nil {
+		t.Fatalf("Init = %v", err)
+	}
+	if _, err := g.Increase(t.Context(), n); err != nil {
+		t.Fatal(err)
+	}
+	return sim, g, waitRunning(t, g, n)
+}
+
 func waitRunning(t *testing.T, g *InstanceGroup, n int) []string {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -455,15 +469,7 @@ func TestListingLag(t *testing.T) {
 // still shows them; their replacements are reported and run; the plugin's idea of the desired capacity
 // stays right.
 func TestGroupReplacesInstances(t *testing.T) {
-	sim := newSim(t, awssim.GroupSpec{Name: "heal", MaxSize: 3, ProtectFromScaleIn: true, AZs: []string{"us-east-1a", "us-east-1b"}, Boot: &local.BootModel{}}, awssim.Options{})
-	g := simGroup("heal")
-	if _, err := g.Init(t.Context(), quietLog(), simSettings(t, sim)); err != nil {
-		t.Fatalf("Init = %v", err)
-	}
-	if _, err := g.Increase(t.Context(), 2); err != nil {
-		t.Fatal(err)
-	}
-	old := waitRunning(t, g, 2)
+	sim, g, old := runningSimGroup(t, awssim.GroupSpec{Name: "heal", MaxSize: 3, ProtectFromScaleIn: true, AZs: []string{"us-east-1a", "us-east-1b"}, Boot: &local.BootModel{}}, 2)
 	if err := sim.ReplaceInstance(old[0], awssim.ReplaceUnhealthy); err != nil {
 		t.Fatal(err)
 	}

@@ -109,6 +109,11 @@ func (f *fakeClient) SendSSHPublicKey(context.Context, string, string, string, s
 	return nil
 }
 
+// SpotRequests: the fake's instances are on-demand, so none has a spot request.
+func (f *fakeClient) SpotRequests(context.Context, []string) ([]awsclient.SpotRequest, error) {
+	return nil, nil
+}
+
 func (f *fakeClient) lastSet() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -298,6 +303,7 @@ func TestDeployKit(t *testing.T) {
 	want := []string{
 		"autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribePolicies", "autoscaling:SetDesiredCapacity",
 		"autoscaling:TerminateInstanceInAutoScalingGroup", "ec2-instance-connect:SendSSHPublicKey", "ec2:DescribeInstances",
+		"ec2:DescribeSpotInstanceRequests",
 	}
 	for name, stmts := range map[string][]policyStatement{"iam-policy.json": file.Statement, "ManagerPolicy": managed.Properties.PolicyDocument.Statement} {
 		var actions []string

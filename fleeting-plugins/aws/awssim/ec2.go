@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // XML shapes of EC2's DescribeInstances (ec2Query: camelCase elements, lists of <item>).
@@ -69,24 +70,38 @@ type describeInstancesResponse struct {
 
 var ec2StateCodes = map[string]int{"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48, "stopping": 64, "stopped": 80}
 
+// ec2Response is an EC2 response body, which names its namespace and request ID.
+type ec2Response interface{ stamp(reqID string) }
+
+func (r *describeInstancesResponse) stamp(reqID string) { r.Xmlns, r.RequestID = ec2NS, reqID }
+
+func (r *describeSpotRequestsResponse) stamp(reqID string) { r.Xmlns, r.RequestID = ec2NS, reqID }
+
 // ec2 answers one EC2 action with a whole response body.
 func (s *Server) ec2(action string, form url.Values, reqID string) ([]byte, *apiError) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var resp ec2Response
+	var err *apiError
 	switch action {
 	case "DescribeInstances":
-		resp, err := s.describeInstances(form)
-		if err != nil {
-			return nil, err
-		}
-		resp.Xmlns, resp.RequestID = ec2NS, reqID
-		body, merr := xml.Marshal(resp)
-		if merr != nil {
-			return nil, &apiError{http.StatusInternalServerError, "InternalError", merr.Error()}
-		}
-		return append([]byte(xml.Header), body...), nil
+		r, e := s.describeInstances(form)
+		resp, err = &r, e
+	case "DescribeSpotInstanceRequests":
+		r, e := s.describeSpotRequests(form)
+		resp, err = &r, e
+	default:
+		return nil, &apiError{http.StatusBadRequest, "InvalidAction", fmt.Sprintf("The action %s is not valid for this web service.", action)}
 	}
-	return nil, &apiError{http.StatusBadRequest, "InvalidAction", fmt.Sprintf("The action %s is not valid for this web service.", action)}
+	if err != nil {
+		return nil, err
+	}
+	resp.stamp(reqID)
+	body, merr := xml.Marshal(resp)
+	if merr != nil {
+		return nil, &apiError{http.StatusInternalServerError, "InternalError", merr.Error()}
+	}
+	return append([]byte(xml.Header), body...), nil
 }
 
 type ec2Filter struct {
@@ -115,6 +130,21 @@ func (f ec2Filter) matches(inst *instance, tags map[string]string) bool {
 	return false
 }
 
+// parseFilters reads the Filter.N.Name / Filter.N.Value.M parameters, refusing names known is false for.
+func parseFilters(form url.Values, known func(name string) bool) ([]ec2Filter, *apiError) {
+	var filters []ec2Filter
+	for i := 1; ; i++ {
+		name := form.Get("Filter." + strconv.Itoa(i) + ".Name")
+		if name == "" {
+			return filters, nil
+		}
+		if !known(name) {
+			return nil, &apiError{http.StatusBadRequest, "InvalidParameterValue", fmt.Sprintf("The filter '%s' is invalid", name)}
+		}
+		filters = append(filters, ec2Filter{name: name, values: queryList(form, "Filter."+strconv.Itoa(i)+".Value")})
+	}
+}
+
 func (s *Server) tags(inst *instance) map[string]string {
 	tags := map[string]string{}
 	if g, ok := s.groups[inst.group]; ok {
@@ -127,18 +157,11 @@ func (s *Server) tags(inst *instance) map[string]string {
 }
 
 func (s *Server) describeInstances(form url.Values) (describeInstancesResponse, *apiError) {
-	var filters []ec2Filter
-	for i := 1; ; i++ {
-		name := form.Get("Filter." + strconv.Itoa(i) + ".Name")
-		if name == "" {
-			break
-		}
-		switch {
-		case name == "instance-id", name == "instance-state-name", name == "tag-key", strings.HasPrefix(name, "tag:"):
-		default:
-			return describeInstancesResponse{}, &apiError{http.StatusBadRequest, "InvalidParameterValue", fmt.Sprintf("The filter '%s' is invalid", name)}
-		}
-		filters = append(filters, ec2Filter{name: name, values: queryList(form, "Filter."+strconv.Itoa(i)+".Value")})
+	filters, ferr := parseFilters(form, func(name string) bool {
+		return name == "instance-id" || name == "instance-state-name" || name == "tag-key" || strings.HasPrefix(name, "tag:")
+	})
+	if ferr != nil {
+		return describeInstancesResponse{}, ferr
 	}
 	ids := queryList(form, "InstanceId")
 	cutoff := s.listingCutoff()
@@ -223,4 +246,96 @@ func (s *Server) ec2Instance(inst *instance, tags map[string]string) ec2Instance
 		out.TagSet = append(out.TagSet, ec2Tag{Key: k, Value: tags[k]})
 	}
 	return out
+}
+
+// Every simulated instance is a spot instance, launched by the group through a one-time spot request
+// whose status EC2 moves from fulfilled to marked-for-termination when it issues the interruption
+// notice (spotMarked), and to instance-terminated-no-capacity once it has reclaimed the instance.
+const spotMarked, spotTerminated = "marked-for-termination", "instance-terminated-no-capacity"
+
+// spotRequest is one item of DescribeSpotInstanceRequests; the launch specification is left out.
+type spotRequest struct {
+	ID         string `xml:"spotInstanceRequestId"`
+	State      string `xml:"state"`
+	Type       string `xml:"type"`
+	Code       string `xml:"status>code"`
+	UpdateTime string `xml:"status>updateTime"`
+	Message    string `xml:"status>message"`
+	InstanceID string `xml:"instanceId"`
+	AZ         string `xml:"launchedAvailabilityZone"`
+}
+
+type describeSpotRequestsResponse struct {
+	XMLName   xml.Name      `xml:"DescribeSpotInstanceRequestsResponse"`
+	Xmlns     string        `xml:"xmlns,attr"`
+	RequestID string        `xml:"requestId"`
+	Requests  []spotRequest `xml:"spotInstanceRequestSet>item"`
+}
+
+// describeSpotRequests answers DescribeSpotInstanceRequests with the instance-id filter (the only one
+// the plugin sends), one request per instance, unpaged as EC2 answers when MaxResults is not given.
+func (s *Server) describeSpotRequests(form url.Values) (describeSpotRequestsResponse, *apiError) {
+	filters, ferr := parseFilters(form, func(name string) bool { return name == "instance-id" })
+	if ferr != nil {
+		return describeSpotRequestsResponse{}, ferr
+	}
+	var ids []string
+	for _, f := range filters {
+		ids = append(ids, f.values...)
+	}
+	cutoff := s.listingCutoff()
+	var resp describeSpotRequestsResponse
+	for _, inst := range s.sortedInstances() {
+		if inst.group == "" || !listed(inst, cutoff) || len(ids) > 0 && !slices.Contains(ids, inst.id) {
+			continue
+		}
+		r := spotRequest{
+			ID: "sir-" + strings.TrimPrefix(inst.id, "i-"), State: "active", Type: "one-time", InstanceID: inst.id, AZ: inst.az,
+			Code: "fulfilled", UpdateTime: awsTime(inst.launched), Message: "Your spot request is fulfilled.",
+		}
+		switch inst.spotCode {
+		case spotMarked:
+			r.Code, r.UpdateTime = spotMarked, awsTime(inst.spotUpdated)
+			r.Message = "Spot Instance has been marked for termination due to a lack of capacity."
+		case spotTerminated:
+			r.State, r.Code, r.UpdateTime = "closed", spotTerminated, awsTime(inst.spotUpdated)
+			r.Message = "Spot Instance terminated due to a lack of capacity."
+		}
+		resp.Requests = append(resp.Requests, r)
+	}
+	return resp, nil
+}
+
+// InterruptSpot issues a spot interruption notice for an instance now (its spot request turns
+// marked-for-termination) and reclaims it after warning, as EC2 does two minutes after the notice: its
+// sshd dies, it leaves the group, and the group launches a replacement.
+func (s *Server) InterruptSpot(instanceID string, warning time.Duration) error {
+	s.mu.Lock()
+	inst, ok := s.instances[instanceID]
+	if !ok || inst.group == "" || inst.lifecycle == lifecycleTerminating || inst.lifecycle == lifecycleTerminated {
+		s.mu.Unlock()
+		return fmt.Errorf("awssim: no live instance %s to interrupt", instanceID)
+	}
+	if inst.spotCode != "" {
+		s.mu.Unlock()
+		return fmt.Errorf("awssim: instance %s already has an interruption notice", instanceID)
+	}
+	inst.spotCode, inst.spotUpdated = spotMarked, time.Now()
+	s.log.WithField("instance", instanceID).WithField("warning", warning).Info("spot interruption notice")
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		if !s.sleep(warning) {
+			return
+		}
+		if err := s.ReplaceInstance(instanceID, ReplaceSpotInterruption); err != nil {
+			s.log.WithError(err).WithField("instance", instanceID).Warn("could not reclaim the interrupted instance")
+			return
+		}
+		s.mu.Lock()
+		inst.spotCode, inst.spotUpdated = spotTerminated, time.Now()
+		s.mu.Unlock()
+	}()
+	return nil
 }

@@ -87,6 +87,10 @@ type instance struct {
 	launch, termination *Activity
 	// pushed keys by OS user, each valid until its time.
 	pushed map[string][]pushedKey
+	// spotCode is the status code of the instance's spot request (spot.go), empty for fulfilled;
+	// spotUpdated is when it was set.
+	spotCode    string
+	spotUpdated time.Time
 }
 
 type pushedKey struct {

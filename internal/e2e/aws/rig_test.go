@@ -203,6 +203,8 @@ func (r *jobRig) removeLeftovers(t *testing.T) {
 type fleet struct {
 	capacity, maxInstances, idleCount int
 	idleTime                          time.Duration
+	// interruptionCheck is interruption_check_interval; zero leaves the key out.
+	interruptionCheck time.Duration
 }
 
 // writeConfig writes the config.toml an operator would write for docker-autoscaler on this group:
@@ -231,6 +233,7 @@ shutdown_timeout = 30
     update_interval = "1s"
     update_interval_when_expecting = "200ms"
     deletion_retry_interval = "1s"
+    %[13]s
     [runners.autoscaler.plugin_config]
     %[8]s
     [runners.autoscaler.connector_config]
@@ -246,12 +249,19 @@ shutdown_timeout = 30
       preemptive_mode = false
 `, f.capacity*f.maxInstances, r.gl.URL(), r.token, r.image, "unix://"+testenv.DockerSocket(),
 		f.capacity, f.maxInstances, w.PluginConfigTOML(), w.Sim.SSHPort(), filepath.Join(r.dir, "state"),
-		f.idleCount, f.idleTime.String())
+		f.idleCount, f.idleTime.String(), interruptionKey(f.interruptionCheck))
 	path := filepath.Join(r.dir, "config.toml")
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path
+}
+
+func interruptionKey(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return fmt.Sprintf("interruption_check_interval = %q", d.String())
 }
 
 // startManager does what `fleetrunner run -c path` does, in-process: the real manager on the config

@@ -184,6 +184,26 @@ func TestRunUnderThrottling(t *testing.T) {
 	checkKeyPushes(t, w, logins, true)
 }
 
+// runningScript enqueues a job whose script runs for a minute and returns it, with the instance it runs
+// on, once its script has started.
+func runningScript(ctx context.Context, t *testing.T, r *jobRig, name string) (int64, string) {
+	t.Helper()
+	// The marker is computed by the shell, so it shows up only once the script runs, never in the
+	// echoed command line.
+	id := r.gl.Enqueue(gitlabsim.JobSpec{Name: name, Image: r.image, Script: []string{`echo "marker-$((6*7))"`, "sleep 60"}})
+	snap, err := r.gl.WaitJob(ctx, id, func(j gitlabsim.JobSnapshot) bool {
+		return j.Finished() || strings.Contains(string(j.Trace), "marker-42")
+	})
+	if err != nil || snap.Finished() {
+		t.Fatalf("the script never got to run: %v; %s %s; trace:\n%s", err, snap.Status, snap.FailureReason, snap.Trace)
+	}
+	on := ranOn(snap.Trace)
+	if len(on) != 1 {
+		t.Fatalf("the job log names instances %v, want one", on)
+	}
+	return id, on[0]
+}
+
 // TestInstanceTerminatedFromOutside: a spot-style termination of the instance running a job's script
 // fails that job with runner_system_failure within seconds (connector keepalive 1s); the group gets a
 // replacement instance and the next jobs succeed on it.
@@ -199,29 +219,15 @@ func TestInstanceTerminatedFromOutside(t *testing.T) {
 	p, stop := r.startManager(t, path)
 	testrig.WaitFor(t, time.Minute, "one ready instance", func() bool { return settledAt(w, p, 1) })
 
-	// The marker is computed by the shell, so it shows up only once the script runs, never in the
-	// echoed command line.
-	id := r.gl.Enqueue(gitlabsim.JobSpec{Name: "interrupted", Image: r.image,
-		Script: []string{`echo "marker-$((6*7))"`, "sleep 60"}})
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	snap, err := r.gl.WaitJob(ctx, id, func(j gitlabsim.JobSnapshot) bool {
-		return j.Finished() || strings.Contains(string(j.Trace), "marker-42")
-	})
-	if err != nil || snap.Finished() {
-		t.Fatalf("the script never got to run: %v; %s %s; trace:\n%s", err, snap.Status, snap.FailureReason, snap.Trace)
-	}
-	on := ranOn(snap.Trace)
-	if len(on) != 1 {
-		t.Fatalf("the job log names instances %v, want one", on)
-	}
-	victim := on[0]
+	id, victim := runningScript(ctx, t, r, "interrupted")
 	if err := w.Sim.TerminateFromOutside(victim); err != nil {
 		t.Fatal(err)
 	}
 	killedAt := time.Now()
 
-	snap, err = r.gl.WaitFinished(ctx, id)
+	snap, err := r.gl.WaitFinished(ctx, id)
 	if err != nil {
 		t.Fatalf("the interrupted job never finished: %v", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
@@ -32,6 +33,19 @@ type Client interface {
 	Instances(ctx context.Context, group string, ids []string) ([]Instance, error)
 	// SendSSHPublicKey pushes an OpenSSH public key for osUser with EC2 Instance Connect (valid 60 s).
 	SendSSHPublicKey(ctx context.Context, instanceID, az, osUser, publicKey string) error
+	// SpotRequests is DescribeSpotInstanceRequests for the spot requests of these instance IDs (one call
+	// per 200 IDs). On-demand instances have none and are absent from the result.
+	SpotRequests(ctx context.Context, ids []string) ([]SpotRequest, error)
+}
+
+// SpotRequest is the status of the spot request behind one instance. EC2 sets Code to
+// marked-for-termination, marked-for-stop or marked-for-hibernation when it issues the interruption
+// notice, two minutes before the instance goes.
+type SpotRequest struct {
+	InstanceID string
+	Code       string
+	// UpdatedAt is when Code was last set.
+	UpdatedAt time.Time
 }
 
 // ErrGroupNotFound is returned by Group when DescribeAutoScalingGroups does not list the group.
@@ -206,6 +220,34 @@ func (a *API) Instances(ctx context.Context, group string, ids []string) ([]Inst
 					}
 					out = append(out, inst)
 				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// SpotRequests implements Client. Filters, not SpotInstanceRequestIds: the plugin knows instances, and a
+// filter value that matches nothing is no error.
+func (a *API) SpotRequests(ctx context.Context, ids []string) ([]SpotRequest, error) {
+	var out []SpotRequest
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), maxFilterValues)]
+		ids = ids[len(batch):]
+		p := ec2.NewDescribeSpotInstanceRequestsPaginator(a.EC2, &ec2.DescribeSpotInstanceRequestsInput{
+			Filters: []ec2types.Filter{{Name: aws.String("instance-id"), Values: batch}},
+		})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				return nil, err
+			}
+			for _, r := range page.SpotInstanceRequests {
+				req := SpotRequest{InstanceID: aws.ToString(r.InstanceId)}
+				if r.Status != nil {
+					req.Code = aws.ToString(r.Status.Code)
+					req.UpdatedAt = aws.ToTime(r.Status.UpdateTime)
+				}
+				out = append(out, req)
 			}
 		}
 	}
