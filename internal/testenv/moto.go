@@ -1,12 +1,11 @@
 package testenv
 
 import (
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,16 +26,14 @@ func (m *Moto) Stop() { m.stop() }
 
 // StartMoto starts moto_server on a free loopback port for this test and stops it afterwards; it skips
 // (or fails in CI) where moto_server is missing. The caller points its SDK at URL itself.
+//
+// moto picks its own port (-p 0) and the port is read from its log: a port probed free here and handed
+// to moto later could be taken by another package's moto in between, and then both tests would talk
+// to one server, each resetting or stopping it under the other.
 func StartMoto(t testing.TB) *Moto {
 	t.Helper()
 	bin := RequireCommand(t, "moto_server", "install moto with its server extras (pip install 'moto[server]')")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
-	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", strconv.Itoa(port))
+	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", "0")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// moto reads AWS_* itself (an endpoint override set by an earlier simulator breaks it).
 	for _, kv := range os.Environ() {
@@ -68,31 +65,42 @@ func StartMoto(t testing.TB) *Moto {
 		})
 	}
 	t.Cleanup(stop)
-	m := &Moto{URL: "http://127.0.0.1:" + strconv.Itoa(port), stop: stop}
 	// Python start-up is slow on a loaded machine; this is a wait for readiness, not a speed check.
 	const readyWithin = 2 * time.Minute
 	deadline := time.Now().Add(readyWithin)
+	var m *Moto
 	for {
-		resp, err := http.Get(m.URL + "/moto-api/")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return m
+		if m == nil {
+			out, _ := os.ReadFile(logPath)
+			if match := motoListening.FindSubmatch(out); match != nil {
+				m = &Moto{URL: "http://127.0.0.1:" + string(match[1]), stop: stop}
+			}
+		}
+		if m != nil {
+			resp, err := http.Get(m.URL + "/moto-api/")
+			if err == nil {
+				_ = resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return m
+				}
 			}
 		}
 		select {
 		case <-exited:
 			out, _ := os.ReadFile(logPath)
-			t.Fatalf("moto_server exited before it answered on port %d; its output:\n%s", port, out)
+			t.Fatalf("moto_server exited before it answered; its output:\n%s", out)
 		default:
 		}
 		if time.Now().After(deadline) {
 			out, _ := os.ReadFile(logPath)
-			t.Fatalf("moto_server on port %d not ready after %s: %v; its output:\n%s", port, readyWithin, err, out)
+			t.Fatalf("moto_server not ready after %s; its output:\n%s", readyWithin, out)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// motoListening is the line moto_server's web server logs once it listens.
+var motoListening = regexp.MustCompile(`Running on http://127\.0\.0\.1:(\d+)`)
 
 // Reset wipes moto's state between tests.
 func (m *Moto) Reset(t testing.TB) {
