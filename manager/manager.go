@@ -190,6 +190,7 @@ func (m *Manager) Reload() {
 // start, or when a forceful stop could not wait for every job.
 func (m *Manager) Run(ctx context.Context) error {
 	defer m.cancelFinish()
+	defer m.history.Close()
 	cfg, mtime, err := m.load()
 	if err != nil {
 		return err

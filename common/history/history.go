@@ -66,6 +66,15 @@ func safeRune(r rune) rune {
 type Writer struct {
 	mu       sync.Mutex
 	maxBytes int64
+	closed   bool
+}
+
+// Close ends the Writer: Append does nothing afterwards. A manager closes it when it stops, so that
+// the jobs a forceful stop abandoned write nothing into a state directory that is no longer theirs.
+func (w *Writer) Close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
 }
 
 // NewWriter returns a Writer that rotates at maxBytes (MaxBytes when ≤ 0).
@@ -82,6 +91,9 @@ func (w *Writer) Append(path string, rec Record) error {
 	line := formatLine(rec)
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.closed {
+		return nil
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("job history: creating its directory (check the state directory's permissions): %w", err)
 	}

@@ -55,6 +55,19 @@ func TestAppendLine(t *testing.T) {
 	}
 }
 
+// A closed Writer (its manager stopped) writes nothing, not even the directory.
+func TestAppendAfterClose(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	w := history.NewWriter(0)
+	w.Close()
+	if err := w.Append(filepath.Join(dir, "h.csv"), history.Record{Created: time.Now()}); err != nil {
+		t.Fatalf("Append after Close = %v, want nil", err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("Append after Close made %s (stat: %v)", dir, err)
+	}
+}
+
 func TestAppendUnwritable(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
