@@ -1,7 +1,6 @@
 package dockerautoscaler
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -48,11 +47,12 @@ func testLogger(t testing.TB) *logrus.Logger {
 		l.SetOutput(tWriter{t})
 		return l
 	}
-	buf := &lockedBuffer{}
+	buf := &testrig.SyncBuffer{}
 	l.SetOutput(buf)
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("provider log (last %d bytes):\n%s", failedLogTail, buf.tail(failedLogTail))
+			out := buf.String()
+			t.Logf("provider log (last %d bytes):\n%s", failedLogTail, out[max(0, len(out)-failedLogTail):])
 		}
 	})
 	return l
@@ -66,28 +66,6 @@ type tWriter struct{ t testing.TB }
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
-}
-
-// lockedBuffer collects a log that goroutines write concurrently.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) tail(n int) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.buf.Bytes()
-	if len(s) > n {
-		s = s[len(s)-n:]
-	}
-	return string(s)
 }
 
 // testBase picks a loopback /24 of its own per group, so that parallel tests and packages do not collide.
