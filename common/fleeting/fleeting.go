@@ -6,6 +6,7 @@ package fleeting
 import (
 	"context"
 	"errors"
+	"net"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -116,4 +117,18 @@ type InterruptionReporter interface {
 	// Interruptions lists the group's instances with a pending interruption notice; an instance stays
 	// listed for as long as the cloud reports the notice, so the caller must treat repeats as one.
 	Interruptions(ctx context.Context) ([]Interruption, error)
+}
+
+// DialFunc opens a connection from inside an instance, as if the instance itself dialed.
+type DialFunc func(ctx context.Context, network, address string) (net.Conn, error)
+
+// InstanceNoticeReader is implemented by plugins whose cloud publishes notices on the instance itself
+// (EC2's instance metadata carries spot interruption notices and rebalance recommendations, which no
+// API call shows). It is optional. The executor asks it about each instance it already holds a
+// connection to, every interruption_check_interval, handing it a dial that connects from the
+// instance through that connection, so the plugin needs no network path of its own to the instance.
+type InstanceNoticeReader interface {
+	// ReadNotice returns the instance's pending notice, or nil when it has none. An instance stays
+	// noticed for as long as the cloud shows the notice, so the caller must treat repeats as one.
+	ReadNotice(ctx context.Context, instance string, dial DialFunc) (*Interruption, error)
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
 )
@@ -85,22 +86,38 @@ func (n *notices) note(in fleeting.Interruption, now time.Time) bool {
 	return true
 }
 
-// watchInterruptions asks a plugin that reports interruption notices for them every interval, and
-// drains each noticed instance: it takes no new job, goes at once when idle, and its jobs whose script
-// has not started move elsewhere. Plugins without notices are left alone.
+// watchInterruptions asks the plugin for interruption notices every interval, through the group's API
+// (InterruptionReporter) and from inside each connected instance (InstanceNoticeReader), and drains
+// each noticed instance: it takes no new job, goes at once when idle, and its jobs whose script has not
+// started move elsewhere. Plugins with neither are left alone.
 func (p *Provider) watchInterruptions(every time.Duration) {
 	defer close(p.interruptionsDone)
-	reporter, ok := p.group.(fleeting.InterruptionReporter)
-	if !ok {
+	reporter, _ := p.group.(fleeting.InterruptionReporter)
+	reader, _ := p.group.(fleeting.InstanceNoticeReader)
+	if reporter == nil && reader == nil {
 		return
 	}
+	var warnedAt time.Time
 	p.tick(every, func() {
 		ctx, cancel := context.WithTimeout(p.bgCtx, every)
-		found, err := reporter.Interruptions(ctx)
-		cancel()
-		if err != nil {
-			p.log.WithError(err).Warn("could not check for interruption notices; instances the cloud reclaims will fail their jobs without warning")
-			return
+		defer cancel()
+		var found []fleeting.Interruption
+		if reporter != nil {
+			listed, err := reporter.Interruptions(ctx)
+			if err != nil {
+				p.log.WithError(err).Warn("could not check for interruption notices; instances the cloud reclaims will fail their jobs without warning")
+			}
+			found = listed
+		}
+		if reader != nil {
+			read, errs := p.readNotices(ctx, reader)
+			found = append(found, read...)
+			// Every instance fails alike when its image forbids forwarding: say so once in a while, not
+			// once per instance per poll.
+			if len(errs) > 0 && time.Since(warnedAt) > noticeMemory {
+				warnedAt = time.Now()
+				p.log.WithError(errs[0]).WithField("instances", len(errs)).Warn("could not read notices from instances' metadata; rebalance recommendations go unseen there")
+			}
 		}
 		now := time.Now()
 		for _, in := range found {
@@ -115,4 +132,47 @@ func (p *Provider) watchInterruptions(every time.Duration) {
 			p.ts.Drain(in.Instance, in.Reason)
 		}
 	})
+}
+
+// metadataReadsAtOnce bounds the instances read at once, so a large fleet's poll does not open a
+// channel on every connection in the same instant.
+const metadataReadsAtOnce = 8
+
+// readNotices asks reader about every serving instance the pool holds a connection to and that has
+// no notice yet; an instance without a connection costs nothing (a booting one is read once ready).
+func (p *Provider) readNotices(ctx context.Context, reader fleeting.InstanceNoticeReader) ([]fleeting.Interruption, []error) {
+	var (
+		mu    sync.Mutex
+		found []fleeting.Interruption
+		errs  []error
+		g     errgroup.Group
+	)
+	g.SetLimit(metadataReadsAtOnce)
+	for _, in := range p.ts.Instances() {
+		if in.State != "ready" && in.State != "draining" {
+			continue
+		}
+		if _, noticed := p.notices.reclaimed(in.ID); noticed {
+			continue
+		}
+		lease, ok := p.pool.Connected(in.ID)
+		if !ok {
+			continue
+		}
+		g.Go(func() error {
+			defer lease.Release()
+			notice, err := reader.ReadNotice(ctx, in.ID, lease.DialFrom)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil:
+				errs = append(errs, err)
+			case notice != nil:
+				found = append(found, *notice)
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return found, errs
 }

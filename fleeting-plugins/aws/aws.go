@@ -50,6 +50,12 @@ type InstanceGroup struct {
 	// ConfigFile and CredentialsFile replace ~/.aws/config and ~/.aws/credentials.
 	ConfigFile      string `json:"config_file"`
 	CredentialsFile string `json:"credentials_file"`
+	// InstanceMetadata turns off reading notices from each instance's metadata service when false
+	// (metadata.go); nil means on.
+	InstanceMetadata *bool `json:"instance_metadata"`
+	// MetadataEndpoint is where an instance reaches its metadata service; empty means EC2's
+	// http://169.254.169.254. Tests point it at a fake on loopback.
+	MetadataEndpoint string `json:"metadata_endpoint"`
 
 	log      logrus.FieldLogger
 	settings fleeting.Settings

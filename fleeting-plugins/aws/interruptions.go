@@ -16,15 +16,12 @@ var interruptionCodes = []string{"marked-for-termination", "marked-for-stop", "m
 
 // Interruptions reports the group's instances that EC2 has given a spot interruption notice.
 //
-// Why DescribeSpotInstanceRequests: the notice is published three ways — instance metadata
-// (spot/instance-action, read on the instance), an EventBridge event, and the status code of the
-// instance's spot request. Metadata would cost an SSH session per instance per poll and cannot be
-// simulated (awssim instances are local sshd processes with no 169.254.169.254); EventBridge needs an
-// SQS queue and IAM the operator would have to set up. The spot request status is one API call per 200
-// instances, per poll, with the permission ec2:DescribeSpotInstanceRequests, and it is set when the
-// notice is issued. Auto Scaling launches its spot instances through one-time spot requests, so every
-// spot member has one; on-demand members have none and cost nothing here. Rebalance recommendations are
-// published only in metadata and EventBridge, so this does not see them.
+// Why DescribeSpotInstanceRequests as well as instance metadata (metadata.go): the status code of the
+// instance's spot request is set when the notice is issued and costs one API call per 200 instances per
+// poll (ec2:DescribeSpotInstanceRequests), for every member, connected or not — an instance still
+// readying, or one whose image forbids the SSH forwarding metadata reads need, is seen too. Auto
+// Scaling launches its spot instances through one-time spot requests, so every spot member has one;
+// on-demand members have none and cost nothing here. Rebalance recommendations appear only in metadata.
 //
 // It asks about the members of the last listing that are in service or still launching.
 func (g *InstanceGroup) Interruptions(ctx context.Context) ([]fleeting.Interruption, error) {

@@ -37,6 +37,17 @@ func (c *Client) DialDocker(ctx context.Context) (net.Conn, error) {
 	return conn, nil
 }
 
+// DialFrom opens a TCP connection from the instance to address, through this SSH connection (a
+// direct-tcpip channel, which sshd allows unless AllowTcpForwarding is off): what the instance alone
+// reaches, such as a cloud's link-local metadata service, is reached as the instance.
+func (c *Client) DialFrom(ctx context.Context, network, address string) (net.Conn, error) {
+	conn, err := c.ssh.DialContext(ctx, network, address)
+	if err != nil {
+		return nil, fmt.Errorf("ssh tunnel: connect to %s %s from instance %s (does its sshd allow TCP forwarding?): %w", network, address, c.ID, err)
+	}
+	return conn, nil
+}
+
 // PingDocker asks the instance's Docker Engine for /_ping through this connection. A failure that a
 // starting engine gives (socket missing or refused, an error status) is worth trying again.
 func (c *Client) PingDocker(ctx context.Context) error {

@@ -95,6 +95,27 @@ func (p *Pool) connectInfo(ctx context.Context, instance string) (fleeting.Conne
 	return fresh, nil
 }
 
+// Connected returns a lease on the instance's connection if one is open and alive, and never dials:
+// for work that should cost an instance nothing unless the executor already talks to it.
+func (p *Pool) Connected(instance string) (*Lease, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e := p.entries[instance]
+	if p.closed || e == nil {
+		return nil, false
+	}
+	select {
+	case <-e.ready:
+	default:
+		return nil, false
+	}
+	if e.err != nil || !e.client.alive() {
+		return nil, false
+	}
+	e.refs++
+	return &Lease{pool: p, instance: instance, e: e}, true
+}
+
 // ErrPoolClosed is returned by Get after Close.
 var ErrPoolClosed = errors.New("connection pool closed")
 
@@ -366,6 +387,11 @@ func (p *Pool) sessionLimit(instance string) *sessionLimit {
 		p.sessions[instance] = l
 	}
 	return l
+}
+
+// DialFrom opens a TCP connection from the instance (see Client.DialFrom).
+func (l *Lease) DialFrom(ctx context.Context, network, address string) (net.Conn, error) {
+	return l.e.client.DialFrom(ctx, network, address)
 }
 
 // Run runs a command on the instance (see Client.Run).

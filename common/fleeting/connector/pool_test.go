@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -154,6 +157,51 @@ func TestPoolRun(t *testing.T) {
 	}
 	if got := p.Refs("i-run"); got != 0 {
 		t.Errorf("Refs after Run = %d, want 0", got)
+	}
+}
+
+// TestPoolConnectedNeverDials: Connected lends only an open connection; through it DialFrom reaches a
+// server as the instance (a direct-tcpip channel of the real sshd).
+func TestPoolConnectedNeverDials(t *testing.T) {
+	r := startRig(t, "i-conn")
+	var calls atomic.Int32
+	p := connector.NewPool(connector.Config{}, infoFunc(r, &calls))
+	defer p.Close()
+	if _, ok := p.Connected("i-conn"); ok {
+		t.Fatal("Connected lent a connection before any was opened")
+	}
+	if calls.Load() != 0 {
+		t.Fatalf("Connected asked for connect info %d times; it must never dial", calls.Load())
+	}
+	l, err := p.Get(t.Context(), "i-conn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Release()
+	lease, ok := p.Connected("i-conn")
+	if !ok {
+		t.Fatal("Connected lent nothing while the pool holds an open connection")
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("from the instance")) }))
+	defer srv.Close()
+	hc := &http.Client{Transport: &http.Transport{DialContext: lease.DialFrom}}
+	resp, err := hc.Get(srv.URL)
+	if err != nil {
+		t.Fatalf("GET through DialFrom: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if string(body) != "from the instance" {
+		t.Errorf("GET through DialFrom = %q", body)
+	}
+	hc.CloseIdleConnections()
+	lease.Release()
+	if got := p.Refs("i-conn"); got != 0 {
+		t.Errorf("Refs after Release = %d, want 0", got)
+	}
+	p.Evict("i-conn")
+	if _, ok := p.Connected("i-conn"); ok {
+		t.Error("Connected lent an evicted connection")
 	}
 }
 

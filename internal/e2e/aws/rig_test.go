@@ -205,6 +205,9 @@ type fleet struct {
 	idleTime                          time.Duration
 	// interruptionCheck is interruption_check_interval; zero leaves the key out.
 	interruptionCheck time.Duration
+	// metadataEndpoint is plugin_config metadata_endpoint; empty leaves the key out (and
+	// AWS_EC2_METADATA_DISABLED keeps the plugin from reading instance metadata).
+	metadataEndpoint string
 }
 
 // writeConfig writes the config.toml an operator would write for docker-autoscaler on this group:
@@ -248,13 +251,20 @@ shutdown_timeout = 30
       idle_time = %[12]q
       preemptive_mode = false
 `, f.capacity*f.maxInstances, r.gl.URL(), r.token, r.image, "unix://"+testenv.DockerSocket(),
-		f.capacity, f.maxInstances, w.PluginConfigTOML(), w.Sim.SSHPort(), filepath.Join(r.dir, "state"),
+		f.capacity, f.maxInstances, pluginConfig(w, f), w.Sim.SSHPort(), filepath.Join(r.dir, "state"),
 		f.idleCount, f.idleTime.String(), interruptionKey(f.interruptionCheck))
 	path := filepath.Join(r.dir, "config.toml")
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path
+}
+
+func pluginConfig(w *awsWorld, f fleet) string {
+	if f.metadataEndpoint == "" {
+		return w.PluginConfigTOML()
+	}
+	return fmt.Sprintf("%s\n    metadata_endpoint = %q", w.PluginConfigTOML(), f.metadataEndpoint)
 }
 
 func interruptionKey(d time.Duration) string {
@@ -299,6 +309,13 @@ func newTestLog(t *testing.T) *testLog {
 		t.Logf("manager log:\n%s", b)
 	})
 	return l
+}
+
+// contains reports whether the log so far holds s.
+func (l *testLog) contains(s string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return bytes.Contains(l.buf.Bytes(), []byte(s))
 }
 
 func (l *testLog) Write(p []byte) (int, error) {

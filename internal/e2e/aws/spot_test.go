@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http/httptest"
 	"slices"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
 	"gitlab.com/fleetrunner/fleetrunner/common/job"
 	"gitlab.com/fleetrunner/fleetrunner/executors/dockerautoscaler"
+	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/aws/awssim"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
 )
@@ -159,4 +161,44 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestRebalanceRecommendation: a rebalance recommendation, which EC2 publishes only in the instance's
+// metadata, is read through the executor's SSH connection to the instance (a real sshd forwarding to a
+// fake IMDSv2 service on loopback) and drains the instance: idle, it is removed at once and replaced.
+// The fake serves every instance alike, so the test withdraws the recommendation once the first
+// instance is drained, before its replacement is connected. The figure: seconds from recommendation
+// to the instance holding no job.
+func TestRebalanceRecommendation(t *testing.T) {
+	t.Parallel()
+	r := newJobRig(t)
+	md := awssim.NewMetadata()
+	imds := httptest.NewServer(md)
+	defer imds.Close()
+	w := newAWSWorld(t, groupSpec("fleetrunner-e2e-rebalance", 2), watchedSim)
+	path := r.writeConfig(t, w, fleet{capacity: 1, maxInstances: 2, idleCount: 1, idleTime: time.Minute,
+		interruptionCheck: 500 * time.Millisecond, metadataEndpoint: imds.URL})
+	p, stop := r.startManager(t, path)
+	testrig.WaitFor(t, time.Minute, "one ready instance", func() bool { return settledAt(w, p, 1) })
+	testrig.WaitFor(t, 10*time.Second, "the instance's metadata read", func() bool { return md.Reads() >= 2 })
+
+	idle := p.Instances()[0].ID
+	md.Rebalance(time.Now())
+	noticed := time.Now()
+	testrig.WaitFor(t, 10*time.Second, "the recommended instance removed", func() bool { return holdsNoJob(p, idle) })
+	md.Clear()
+	t.Logf("idle instance: %.1f s from rebalance recommendation to holding no job (removed)", time.Since(noticed).Seconds())
+	testrig.WaitFor(t, time.Minute, "a replacement ready", func() bool {
+		return p.Stats().Instances.Ready == 1 && !slices.ContainsFunc(p.Instances(), func(in taskscaler.InstanceInfo) bool { return in.ID == idle })
+	})
+	if perInstance := runJobs(t, r, p, 1, "after-rebalance", "echo ok"); perInstance[idle] != 0 {
+		t.Errorf("a job ran on the recommended instance %s: %v", idle, perInstance)
+	}
+	stop()
+	if got := p.Stats().Counters.DrainRequested; got != 1 {
+		t.Errorf("DrainRequested = %d, want 1", got)
+	}
+	if !r.log.contains(`reason="spot rebalance recommendation`) {
+		t.Error("the manager's log does not name the rebalance recommendation as the reason for the drain")
+	}
 }
