@@ -133,6 +133,12 @@ func (r *Result) JobsPerInstance() float64 {
 	return float64(r.Jobs-r.Failed) / float64(r.Instances)
 }
 
+// DefaultWarmPricePerHour is what a stopped warm pool instance costs per hour: its EBS root volume,
+// 30 GiB of gp3 at $0.08 per GiB-month (AWS's gp3 storage price in us-east-1, Amazon EBS pricing page)
+// over 730 hours a month. A stopped instance pays no instance-hours; a larger volume or another region
+// changes the figure.
+const DefaultWarmPricePerHour = 30 * 0.08 / 730
+
 // Cost prices the run: running instance-hours at perHour, warm pool instances' stopped hours at
 // warmPerHour (what their volumes cost while they are stopped).
 func (r *Result) Cost(perHour, warmPerHour float64) float64 {
