@@ -13,7 +13,8 @@
 // Instance Connect. The Docker socket is reachable through it by stream-local forwarding. Fault knobs
 // (SetFaults) throttle calls, fail launches for lack of capacity or during boot, slow boots and keep
 // instances unhealthy; ReplaceInstance and TerminateFromOutside replace an instance the way the group
-// or EC2 does by itself.
+// or EC2 does by itself. A group may have a warm pool (PutWarmPool, warmpool.go): stopped instances
+// outside its listing that it takes first when it grows, which run after GroupSpec.WarmStart.
 package awssim
 
 import (
@@ -106,6 +107,9 @@ type GroupSpec struct {
 	Policies []string
 	// Tags are put on the group and propagated to its instances.
 	Tags map[string]string
+	// WarmStart is how long an instance the group takes from its warm pool (PutWarmPool) stays Pending
+	// before it is InService with its sshd and Docker up; 0 means DefaultWarmStart.
+	WarmStart time.Duration
 }
 
 // Faults are injected into the API and the instances; SetFaults replaces them.
