@@ -101,7 +101,7 @@ func (s *Server) putWarmPool(form url.Values) *apiError {
 	case minSize > g.spec.MaxSize || maxPrepared > g.spec.MaxSize:
 		// Not AWS's rule: the simulator launches every pool instance on a loopback address of its own.
 		return validationError("awssim simulates warm pools up to the group's MaxSize %d (MinSize %d, MaxGroupPreparedCapacity %d)", g.spec.MaxSize, minSize, maxPrepared)
-		case g.pool != nil && g.pool.deleting:
+	case g.pool != nil && g.pool.deleting:
 		return validationError("The warm pool of Auto Scaling group %s is being deleted.", g.spec.Name)
 	}
 	reuse := false
