@@ -411,7 +411,7 @@ type InstanceInfo struct {
 	Protected                                        bool
 }
 
-// Instances lists the instances of a group that have not yet left it.
+// Instances lists the instances of a group that have not yet left it, its warm pool's (Warmed:*) too.
 func (s *Server) Instances(groupName string) []InstanceInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -475,6 +475,9 @@ func (s *Server) ReplaceInstance(instanceID string, reason ReplaceReason) error 
 	}
 	if inst.lifecycle == lifecycleTerminating || inst.lifecycle == lifecycleTerminated {
 		return fmt.Errorf("awssim: instance %s is already %s", instanceID, inst.lifecycle)
+	}
+	if warmed(inst) {
+		return fmt.Errorf("awssim: instance %s is in the warm pool (%s), not in service", instanceID, inst.lifecycle)
 	}
 	g := s.groups[inst.group]
 	if reason == ReplaceAZRebalance && (g.spec.SuspendAZRebalance || len(g.spec.AZs) < 2) {

@@ -271,7 +271,8 @@ func (s *Server) reconcileWarmPoolLocked(g *group) {
 	}
 }
 
-// launchWarmLocked launches one instance into g's warm pool. Called with s.mu held.
+// launchWarmLocked launches one instance into g's warm pool. The launch faults (Faults.LaunchFailures,
+// InsufficientCapacityRate, SlowBoot) apply to launches into the group only. Called with s.mu held.
 func (s *Server) launchWarmLocked(g *group) {
 	az := g.spec.AZs[g.launches%len(g.spec.AZs)]
 	g.launches++

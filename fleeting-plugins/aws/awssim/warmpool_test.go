@@ -106,6 +106,9 @@ func TestWarmPool(t *testing.T) {
 		if st := shownState(t, c, id); st != "stopped" {
 			t.Errorf("DescribeInstances shows pool instance %s %q, want stopped", id, st)
 		}
+		if err := s.ReplaceInstance(id, ReplaceUnhealthy); err == nil {
+			t.Errorf("ReplaceInstance of pool instance %s succeeded; only instances in service are replaced", id)
+		}
 	}
 	for _, i := range s.Instances("w") {
 		addr := net.JoinHostPort(i.Address, strconv.Itoa(s.SSHPort()))
