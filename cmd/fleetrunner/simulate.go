@@ -73,7 +73,7 @@ func (a *app) simulateCommand() *cobra.Command {
 			"each run twice, without and with the pool: the group takes pooled instances first and they run\n" +
 			"after --warm-start-delay instead of --boot-delay; WARM-MIN is their stopped time, which COST\n" +
 			"prices at --warm-price-per-hour (their EBS volume). Compare a row with idle-count=N against the\n" +
-			"pooled row with idle-count=0 to see what the pool saves against idle running instances.\n" +
+			"pooled row with idle-count=0 to see what the pool saves against idle running instances.\n\n" +
 			"--format json prints an array with one object per row instead of the table.\n\n" +
 			"A trace whose arrivals are Unix seconds (the manager's job history, see docs/operations.md)\n" +
 			"starts at the Monday 00:00 UTC before its first job; --start is not used for it.",
@@ -93,7 +93,7 @@ func (a *app) simulateCommand() *cobra.Command {
 	fl.Float64Var(&f.pricePerHour, "price-per-hour", 0, "price of one instance-hour; rows then show the cost")
 	fl.IntVar(&f.warmPool, "warm-pool", 0, "also simulate each run with an Auto Scaling warm pool of this many stopped instances (0 = none)")
 	fl.DurationVar(&f.warmStartDelay, "warm-start-delay", sim.DefaultWarmStartDelay, "time from the group taking a warm pool instance to its running")
-	fl.Float64Var(&f.warmPricePerHour, "warm-price-per-hour", sim.DefaultWarmPricePerHour, "price of one hour of a stopped warm pool instance (default: a 30 GiB gp3 volume)")
+	fl.Float64Var(&f.warmPricePerHour, "warm-price-per-hour", sim.DefaultWarmPricePerHour, "price of one hour of a stopped warm pool instance, its EBS volume (default: 30 GiB of gp3 at $0.08 per GiB-month)")
 	addFleetFlags(fl, &f)
 	addPolicyFlags(fl, &f)
 	_ = cmd.MarkFlagRequired("trace")
