@@ -28,7 +28,9 @@ const defaultSimStart = "2026-11-23T00:00:00Z"
 
 type simulateFlags struct {
 	trace, runner, compare, svg, start, format, sweep string
-	pricePerHour                                      float64
+	pricePerHour, warmPricePerHour                    float64
+	warmPool                                          int
+	warmStartDelay                                    time.Duration
 
 	bootDelay, deleteDelay, checkInterval                       time.Duration
 	updateInterval, updateIntervalWhenExpecting, acquireTimeout time.Duration
@@ -66,13 +68,19 @@ func (a *app) simulateCommand() *cobra.Command {
 			"divided by capacity_per_instance, the instance-minutes no policy can go under. --sweep KEY=V1,V2,...\n" +
 			"runs once per value of one policy or fleet flag (KEY is the flag's name without dashes), one row\n" +
 			"each; --price-per-hour adds what the instance-minutes cost. The simulator models one kind of\n" +
-			"instance that is either there or gone, so there are no stopped-instance or spot prices.\n" +
+			"instance, so there are no spot prices.\n\n" +
+			"--warm-pool N adds an Auto Scaling warm pool of N stopped instances beside the group and prints\n" +
+			"each run twice, without and with the pool: the group takes pooled instances first and they run\n" +
+			"after --warm-start-delay instead of --boot-delay; WARM-MIN is their stopped time, which COST\n" +
+			"prices at --warm-price-per-hour (their EBS volume). Compare a row with idle-count=N against the\n" +
+			"pooled row with idle-count=0 to see what the pool saves against idle running instances.\n\n" +
 			"--format json prints an array with one object per row instead of the table.\n\n" +
 			"A trace whose arrivals are Unix seconds (the manager's job history, see docs/operations.md)\n" +
 			"starts at the Monday 00:00 UTC before its first job; --start is not used for it.",
 		Example: "  fleetrunner simulate --trace jobs.csv --capacity-per-instance 2 --max-instances 40 --idle-count 4 --idle-time 20m\n" +
 			"  fleetrunner simulate --trace jobs.csv -c config.toml --compare candidate.toml --svg fleet.svg\n" +
-			"  fleetrunner simulate --trace jobs.csv --sweep idle-count=0,2,5,10 --idle-time 20m --price-per-hour 0.0832 --format json",
+			"  fleetrunner simulate --trace jobs.csv --sweep idle-count=0,2,5,10 --idle-time 20m --price-per-hour 0.0832 --format json\n" +
+			"  fleetrunner simulate --trace jobs.csv --sweep idle-count=0,2 --warm-pool 2 --price-per-hour 0.0832",
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return a.simulate(cmd, &f) },
 	}
@@ -83,6 +91,9 @@ func (a *app) simulateCommand() *cobra.Command {
 	fl.StringVar(&f.format, "format", "table", "output: table or json")
 	fl.StringVar(&f.sweep, "sweep", "", "KEY=V1,V2,...: one run per value of a policy or fleet flag, e.g. idle-count=0,2,5")
 	fl.Float64Var(&f.pricePerHour, "price-per-hour", 0, "price of one instance-hour; rows then show the cost")
+	fl.IntVar(&f.warmPool, "warm-pool", 0, "also simulate each run with an Auto Scaling warm pool of this many stopped instances (0 = none)")
+	fl.DurationVar(&f.warmStartDelay, "warm-start-delay", sim.DefaultWarmStartDelay, "time from the group taking a warm pool instance to its running")
+	fl.Float64Var(&f.warmPricePerHour, "warm-price-per-hour", sim.DefaultWarmPricePerHour, "price of one hour of a stopped warm pool instance, its EBS volume (default: 30 GiB of gp3 at $0.08 per GiB-month)")
 	addFleetFlags(fl, &f)
 	addPolicyFlags(fl, &f)
 	_ = cmd.MarkFlagRequired("trace")
@@ -130,8 +141,11 @@ func (a *app) simulate(cmd *cobra.Command, f *simulateFlags) error {
 	if f.format != "table" && f.format != "json" {
 		return fmt.Errorf("--format %q: want table or json", f.format)
 	}
-	if f.pricePerHour < 0 {
-		return fmt.Errorf("--price-per-hour must not be negative, got %g", f.pricePerHour)
+	if f.pricePerHour < 0 || f.warmPricePerHour < 0 {
+		return fmt.Errorf("--price-per-hour and --warm-price-per-hour must not be negative, got %g and %g", f.pricePerHour, f.warmPricePerHour)
+	}
+	if f.warmPool < 0 || f.warmStartDelay <= 0 {
+		return fmt.Errorf("--warm-pool must not be negative and --warm-start-delay must be positive, got %d and %s", f.warmPool, f.warmStartDelay)
 	}
 	jobs, start, err := loadSimTrace(f.trace, f.start)
 	if err != nil {
@@ -160,7 +174,7 @@ func (a *app) simulate(cmd *cobra.Command, f *simulateFlags) error {
 				rs[i].cfg.Options.Logger = a.log.WithField("run", rs[i].name)
 			}
 		}
-		runs = append(runs, rs...)
+		runs = append(runs, withWarmPool(rs, f.warmPool, f.warmStartDelay)...)
 	}
 
 	rows, results, err := a.runSims(cmd.Context(), jobs, runs)
@@ -168,7 +182,7 @@ func (a *app) simulate(cmd *cobra.Command, f *simulateFlags) error {
 		return err
 	}
 	for i := range rows {
-		rows[i].setPrice(f.pricePerHour)
+		rows[i].setPrice(results[i], f.pricePerHour, f.warmPricePerHour)
 	}
 	out := cmd.OutOrStdout()
 	if f.format == "json" {
@@ -179,7 +193,10 @@ func (a *app) simulate(cmd *cobra.Command, f *simulateFlags) error {
 	span := jobs[len(jobs)-1].Arrival
 	fmt.Fprintf(out, "trace %s: %d jobs over %s; boot delay %s; trace starts %s\n",
 		f.trace, len(jobs), span.Round(time.Second), f.bootDelay, start.Format(time.RFC3339))
-	if err := writeSimTable(out, rows, f.pricePerHour > 0); err != nil {
+	if f.warmPool > 0 {
+		fmt.Fprintf(out, "warm pool %d stopped instances, warm start %s, stopped instance-hour %.4f\n", f.warmPool, f.warmStartDelay, f.warmPricePerHour)
+	}
+	if err := writeSimTable(out, rows, f.pricePerHour > 0, f.warmPool > 0); err != nil {
 		return err
 	}
 	if f.svg != "" {
@@ -224,6 +241,21 @@ func (a *app) simRuns(cmd *cobra.Command, f *simulateFlags, start time.Time) ([]
 	return runs, nil
 }
 
+// withWarmPool follows each run with the same run beside a warm pool of n instances; n 0 adds none.
+func withWarmPool(runs []simRun, n int, warmStart time.Duration) []simRun {
+	if n == 0 {
+		return runs
+	}
+	out := make([]simRun, 0, 2*len(runs))
+	for _, r := range runs {
+		pooled := r
+		pooled.name += fmt.Sprintf(" warm-pool=%d", n)
+		pooled.cfg.WarmPool, pooled.cfg.WarmStartDelay = n, warmStart
+		out = append(out, r, pooled)
+	}
+	return out
+}
+
 // parseSweep splits KEY=V1,V2,...; without a sweep there is one run with no key.
 func parseSweep(sweep string) (key string, values []string, err error) {
 	if sweep == "" {
@@ -258,18 +290,26 @@ type simRow struct {
 	Launches          int     `json:"launches"`
 	JobsPerInstance   float64 `json:"jobs_per_instance"`
 	WaitPerCost       float64 `json:"wait_per_cost"`
-	Cost              float64 `json:"cost,omitempty"`
+	// WarmPool is the warm pool's size; WarmInstanceMinutes its instances' stopped time, WarmStarts
+	// how many instances the group took from it.
+	WarmPool            int     `json:"warm_pool"`
+	WarmInstanceMinutes float64 `json:"warm_instance_minutes"`
+	WarmStarts          int     `json:"warm_starts"`
+	Cost                float64 `json:"cost,omitempty"`
 }
 
-func newSimRow(name string, res *sim.Result, lowerBound float64) simRow {
+func newSimRow(name string, cfg sim.Config, res *sim.Result, lowerBound float64) simRow {
 	return simRow{
 		Run: name, Jobs: res.Jobs, Failed: res.Failed, InstanceMinutes: res.InstanceMinutes, LowerBoundMinutes: lowerBound,
 		P50WaitS: res.WaitP50.Seconds(), P95WaitS: res.WaitP95.Seconds(), P99WaitS: res.WaitP99.Seconds(), MaxWaitS: res.WaitMax.Seconds(),
 		PeakInstances: res.PeakInstances, Launches: res.Instances, JobsPerInstance: res.JobsPerInstance(), WaitPerCost: res.WaitPerCost(),
+		WarmPool: cfg.WarmPool, WarmInstanceMinutes: res.WarmInstanceMinutes, WarmStarts: res.WarmStarts,
 	}
 }
 
-func (r *simRow) setPrice(perHour float64) { r.Cost = r.InstanceMinutes / 60 * perHour }
+func (r *simRow) setPrice(res *sim.Result, perHour, warmPerHour float64) {
+	r.Cost = res.Cost(perHour, warmPerHour)
+}
 
 // runSims simulates every run on jobs, as many at once as there are CPUs, and returns the rows and
 // results in the order of runs.
@@ -287,15 +327,18 @@ func (a *app) runSims(ctx context.Context, jobs []sim.Job, runs []simRun) ([]sim
 	for i, r := range runs {
 		res := results[i]
 		a.log.WithFields(logrus.Fields{"run": r.name, "steps": res.Steps, "reconciles": res.Reconciles}).Info("simulated")
-		rows[i] = newSimRow(r.name, res, tune.LowerBoundMinutes(jobs, r.cfg.Options.CapacityPerInstance))
+		rows[i] = newSimRow(r.name, r.cfg, res, tune.LowerBoundMinutes(jobs, r.cfg.Options.CapacityPerInstance))
 	}
 	a.log.WithFields(logrus.Fields{"runs": len(runs), "took": time.Since(began).Round(time.Millisecond)}).Debug("simulations done")
 	return rows, results, nil
 }
 
-func writeSimTable(out io.Writer, rows []simRow, priced bool) error {
+func writeSimTable(out io.Writer, rows []simRow, priced, warm bool) error {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
 	head := "RUN\tJOBS\tFAILED\tINSTANCE-MIN\tPEAK\tINSTANCES\tJOBS/INST\tP50 WAIT\tP95 WAIT\tP99 WAIT\tMAX WAIT\tWAIT/COST\tLOWER-BOUND\t"
+	if warm {
+		head += "WARM-MIN\tWARM-STARTS\t"
+	}
 	if priced {
 		head += "COST\t"
 	}
@@ -304,6 +347,9 @@ func writeSimTable(out io.Writer, rows []simRow, priced bool) error {
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f\t%d\t%d\t%.1f\t%s\t%s\t%s\t%s\t%.4f\t%.1f\t", r.Run, r.Jobs, r.Failed, r.InstanceMinutes,
 			r.PeakInstances, r.Launches, r.JobsPerInstance, sec(r.P50WaitS), sec(r.P95WaitS), sec(r.P99WaitS), sec(r.MaxWaitS), r.WaitPerCost, r.LowerBoundMinutes)
+		if warm {
+			fmt.Fprintf(tw, "%.1f\t%d\t", r.WarmInstanceMinutes, r.WarmStarts)
+		}
 		if priced {
 			fmt.Fprintf(tw, "%.2f\t", r.Cost)
 		}

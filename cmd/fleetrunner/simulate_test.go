@@ -132,7 +132,10 @@ func TestSimulateErrors(t *testing.T) {
 		{"sweep of no flag", []string{"--trace", good, "--sweep", "colour=red"}, `"colour" is not a policy or fleet flag`},
 		{"sweep without values", []string{"--trace", good, "--sweep", "idle-count"}, "want KEY=V1,V2"},
 		{"sweep bad value", []string{"--trace", good, "--sweep", "idle-count=1,many"}, "--sweep idle-count=many"},
-		{"negative price", []string{"--trace", good, "--price-per-hour", "-1"}, "--price-per-hour must not be negative"},
+		{"negative price", []string{"--trace", good, "--price-per-hour", "-1"}, "--price-per-hour and --warm-price-per-hour must not be negative"},
+		{"negative warm price", []string{"--trace", good, "--warm-price-per-hour", "-0.01"}, "--price-per-hour and --warm-price-per-hour must not be negative"},
+		{"negative warm pool", []string{"--trace", good, "--warm-pool", "-2"}, "--warm-pool must not be negative"},
+		{"no warm start", []string{"--trace", good, "--warm-pool", "2", "--warm-start-delay", "0s"}, "--warm-start-delay must be positive"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := simulateCLI(t, tc.args...)
@@ -178,5 +181,50 @@ func TestSimulateJSONSweep(t *testing.T) {
 	second := rows[1]
 	if second["run"] != "flags idle-count=2" || second["p50_wait_s"].(float64) != 0 || second["instance_minutes"].(float64) <= first["instance_minutes"].(float64) {
 		t.Errorf("idle-count=2 row = %v, want no wait for most jobs at a higher cost than %v", second, first)
+	}
+}
+
+// TestSimulateWarmPool: --warm-pool prints each run without and with the pool. Four jobs far apart,
+// after the pool's first boots: each waits for a fresh boot without the pool and for a warm start with
+// it; the pool's stopped time is priced at --warm-price-per-hour.
+func TestSimulateWarmPool(t *testing.T) {
+	trace := writeFile(t, t.TempDir(), "four.csv", "arrival_s,duration_s,pipeline\n1000,100,1\n2000,100,2\n3000,100,3\n4000,100,4\n")
+	args := []string{"--trace", trace, "--boot-delay", "60s", "--idle-count", "0", "--warm-pool", "2", "--warm-start-delay", "10s",
+		"--price-per-hour", "0.6", "--warm-price-per-hour", "0.01"}
+	res := simulateCLI(t, append(args, "--format", "json")...)
+	if res.err != nil {
+		t.Fatalf("simulate: %v\nstderr: %s", res.err, res.stderr)
+	}
+	var rows []simRow
+	if err := json.Unmarshal([]byte(res.stdout.String()), &rows); err != nil {
+		t.Fatalf("not a JSON array of rows: %v\n%s", err, res.stdout)
+	}
+	if len(rows) != 2 || rows[0].Run != "flags" || rows[1].Run != "flags warm-pool=2" {
+		t.Fatalf("rows %+v, want flags and flags warm-pool=2", rows)
+	}
+	cold, warm := rows[0], rows[1]
+	t.Logf("without a pool: %+v", cold)
+	t.Logf("with a pool of 2: %+v", warm)
+	if cold.WarmPool != 0 || cold.WarmStarts != 0 || cold.WarmInstanceMinutes != 0 {
+		t.Errorf("row without a pool has warm figures: %+v", cold)
+	}
+	if warm.WarmPool != 2 || warm.WarmStarts != 4 || warm.WarmInstanceMinutes <= 0 {
+		t.Errorf("pooled row: warm_pool %d, warm_starts %d, warm_instance_minutes %g; want 2, 4 (one per job), some", warm.WarmPool, warm.WarmStarts, warm.WarmInstanceMinutes)
+	}
+	if warm.P95WaitS >= cold.P95WaitS {
+		t.Errorf("p95 wait with the pool %gs, want below %gs without", warm.P95WaitS, cold.P95WaitS)
+	}
+	if want := warm.InstanceMinutes/60*0.6 + warm.WarmInstanceMinutes/60*0.01; warm.Cost < want-1e-9 || warm.Cost > want+1e-9 {
+		t.Errorf("pooled cost %g, want %g (running at 0.6/h, stopped at 0.01/h)", warm.Cost, want)
+	}
+
+	table := simulateCLI(t, args...)
+	if table.err != nil {
+		t.Fatalf("simulate: %v\nstderr: %s", table.err, table.stderr)
+	}
+	for _, want := range []string{"warm pool 2 stopped instances, warm start 10s", "WARM-MIN", "WARM-STARTS", "flags warm-pool=2"} {
+		if !strings.Contains(table.stdout.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, table.stdout)
+		}
 	}
 }

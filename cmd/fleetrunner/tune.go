@@ -139,7 +139,7 @@ func (a *app) tune(cmd *cobra.Command, f *tuneFlags) error {
 		return err
 	}
 	fmt.Fprintf(out, "\non the held-out days (%d jobs the search never saw):\n", len(held))
-	if err := writeSimTable(out, rows, false); err != nil {
+	if err := writeSimTable(out, rows, false, false); err != nil {
 		return err
 	}
 	fmt.Fprintln(out, verdict(rows, f.target))

@@ -186,8 +186,10 @@ func (g *InstanceGroup) Init(ctx context.Context, log logrus.FieldLogger, settin
 	if grp.MaxSize <= 0 {
 		return fleeting.ProviderInfo{}, fmt.Errorf("%s: DescribeAutoScalingGroups reports MaxSize %d: raise the group's MaxSize to at least the runner's max_instances", g.where(), grp.MaxSize)
 	}
+	grp = withoutWarmPool(grp)
 	g.remember(grp, 0, nil)
 	g.warnSetup(ctx, grp)
+	g.logWarmPool(ctx)
 	g.log.WithFields(logrus.Fields{"max_size": grp.MaxSize, "desired": grp.DesiredCapacity, "instances": len(grp.Members)}).Info("auto scaling group found")
 	return fleeting.ProviderInfo{ID: "aws/" + g.region + "/" + g.Name, MaxSize: grp.MaxSize, Version: Version}, nil
 }
@@ -217,6 +219,30 @@ func (g *InstanceGroup) warnSetup(ctx context.Context, grp awsclient.Group) {
 	case len(policies) > 0:
 		g.log.WithField("policies", policies).Warn("scaling policies are attached and will fight the runner over desired capacity; " +
 			"fix: delete them (aws autoscaling delete-policy --auto-scaling-group-name " + g.Name + " --policy-name NAME)")
+	}
+}
+
+// logWarmPool tells the operator about the group's warm pool, if it has one (DescribeWarmPool). AWS
+// manages the pool: the group starts pool instances first when the runner raises the desired capacity,
+// and the runner sees them only from then on, booting (creating) until they are InService. Without
+// the permission the runner works all the same, blind to the pool.
+func (g *InstanceGroup) logWarmPool(ctx context.Context) {
+	pool, err := g.client.WarmPool(ctx, g.Name)
+	switch {
+	case err != nil:
+		g.log.WithError(g.apiError("DescribeWarmPool", err)).Warn("could not read the group's warm pool; scaling works without it, but its size and state are not logged")
+	case !pool.Configured:
+		g.log.Debug("the group has no warm pool")
+	default:
+		states := map[string]int{}
+		for _, m := range pool.Instances {
+			states[m.LifecycleState]++
+		}
+		g.log.WithFields(logrus.Fields{
+			"warm_pool_min_size": pool.MinSize, "warm_pool_max_prepared": pool.MaxGroupPreparedCapacity, "warm_pool_state": pool.PoolState,
+			"warm_pool_status": pool.Status, "warm_pool_reuse_on_scale_in": pool.ReuseOnScaleIn, "warm_pool_instances": len(pool.Instances),
+			"warm_pool_lifecycle_states": states,
+		}).Info("warm pool found: the group starts these instances first when the runner scales out; they count as runner capacity only once the group takes them")
 	}
 }
 

@@ -93,6 +93,7 @@ func (g *InstanceGroup) list(ctx context.Context) ([]awsclient.Member, error) {
 		}
 		return nil, g.apiError("DescribeAutoScalingGroups", err)
 	}
+	grp = withoutWarmPool(grp)
 	listed := make(map[string]bool, len(grp.Members))
 	for _, m := range grp.Members {
 		listed[m.ID] = true
@@ -108,6 +109,17 @@ func (g *InstanceGroup) list(ctx context.Context) ([]awsclient.Member, error) {
 	kept := g.stillThere(ctx, left)
 	g.remember(grp, writes, kept)
 	return append(slices.Clone(grp.Members), kept...), nil
+}
+
+// withoutWarmPool drops warm pool instances (Warmed:* lifecycle states) from a listing. AWS leaves
+// them out of DescribeAutoScalingGroups and out of the desired capacity; were one ever listed, it is
+// still not the runner's: no job can run on it until the group takes it (Pending, then InService), and
+// counting it would make Increase and max_instances count capacity twice.
+func withoutWarmPool(grp awsclient.Group) awsclient.Group {
+	grp.Members = slices.DeleteFunc(slices.Clone(grp.Members), func(m awsclient.Member) bool {
+		return strings.HasPrefix(m.LifecycleState, "Warmed:")
+	})
+	return grp
 }
 
 // leaving reports whether a lifecycle state is on the way out of the group, so that an instance last
@@ -233,12 +245,9 @@ func (g *InstanceGroup) state(m awsclient.Member, pendingFor time.Duration) flee
 		// Someone took the instance out of service by hand; it is no longer ours to run jobs on. Timeout
 		// makes the taskscaler stop using it and terminate it (which ends Standby too).
 		return fleeting.StateTimeout
-	case "Warmed:Pending", "Warmed:Pending:Wait", "Warmed:Pending:Proceed", "Warmed:Running", "Warmed:Stopped", "Warmed:Hibernated":
-		// Warm-pool instances are not in service yet; the group moves them to Pending → InService when it
-		// draws on the pool, so they are still being created from the runner's view.
-		return fleeting.StateCreating
 	default:
-		// Warmed:Terminating*, Warmed:Terminated and states AWS adds later: not usable, let it be replaced.
+		// States AWS adds later: not usable, let it be replaced. Warm pool states never get here
+		// (withoutWarmPool): the group takes a pool instance through Pending → InService like a launch.
 		g.log.WithFields(logrus.Fields{"instance": m.ID, "lifecycle_state": m.LifecycleState}).Warn("unexpected lifecycle state; reporting the instance as timed out")
 		return fleeting.StateTimeout
 	}

@@ -28,6 +28,9 @@ type fakeClient struct {
 	// describeCalls counts Instances calls; the first hideFor of them show no instance, as a lagging
 	// EC2 listing does.
 	describeCalls, hideFor int
+	// warmPool is DescribeWarmPool's answer, warmPoolErr its error.
+	warmPool    awsclient.WarmPool
+	warmPoolErr error
 	// hold, when set, makes the next Group call snapshot the group, signal listed, and wait on release.
 	hold    bool
 	listed  chan struct{}
@@ -107,6 +110,12 @@ func (f *fakeClient) SendSSHPublicKey(context.Context, string, string, string, s
 	f.mu.Unlock()
 	time.Sleep(5 * time.Millisecond)
 	return nil
+}
+
+func (f *fakeClient) WarmPool(context.Context, string) (awsclient.WarmPool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.warmPool, f.warmPoolErr
 }
 
 // SpotRequests: the fake's instances are on-demand, so none has a spot request.
@@ -213,9 +222,6 @@ func TestLifecycleStates(t *testing.T) {
 		{"Detached", "Healthy", 0, fleeting.StateTimeout},
 		{"Quarantined", "Healthy", 0, fleeting.StateTimeout},
 		{"ReplacingRootVolume", "Healthy", 0, fleeting.StateTimeout},
-		{"Warmed:Pending", "Healthy", 0, fleeting.StateCreating},
-		{"Warmed:Running", "Healthy", 0, fleeting.StateCreating},
-		{"Warmed:Terminating", "Healthy", 0, fleeting.StateTimeout},
 		{"SomethingNew", "Healthy", 0, fleeting.StateTimeout},
 	}
 	for _, c := range cases {
@@ -301,7 +307,7 @@ func TestDeployKit(t *testing.T) {
 	}
 	// Exactly the calls the plugin makes (awsclient.API), no more.
 	want := []string{
-		"autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribePolicies", "autoscaling:SetDesiredCapacity",
+		"autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribePolicies", "autoscaling:DescribeWarmPool", "autoscaling:SetDesiredCapacity",
 		"autoscaling:TerminateInstanceInAutoScalingGroup", "ec2-instance-connect:SendSSHPublicKey", "ec2:DescribeInstances",
 		"ec2:DescribeSpotInstanceRequests",
 	}

@@ -154,7 +154,7 @@ func runAWSCalls(t *testing.T, p Profile) []Row {
 
 // autoScalingActions are the Auto Scaling actions awssim answers; every other action is EC2's or EC2
 // Instance Connect's.
-var autoScalingActions = []string{"DescribeAutoScalingGroups", "DescribeAutoScalingInstances", "DescribePolicies",
+var autoScalingActions = []string{"DescribeAutoScalingGroups", "DescribeAutoScalingInstances", "DescribePolicies", "DescribeWarmPool", "PutWarmPool", "DeleteWarmPool",
 	"DescribeScalingActivities", "SetDesiredCapacity", "TerminateInstanceInAutoScalingGroup", "SetInstanceProtection"}
 
 // rateWatch samples awssim's call counts.

@@ -14,22 +14,37 @@ import (
 
 // cloud is the simulated instance group: an instance boots for bootDelay after the Increase that asked
 // for it and takes deleteDelay to go away after Decrease. It keeps every instance's life for billing.
+//
+// With a warm pool (warmPool > 0) it also keeps that many stopped instances beside the group, as an
+// Auto Scaling warm pool does: each boots once (bootDelay, billed as running) and then waits stopped
+// (billed as warm). Increase takes stopped pool instances first; they run warmStartDelay later. The
+// pool is refilled with fresh instances at once. Pool instances are not in the group: Update does not
+// list them, as DescribeAutoScalingGroups does not.
 type cloud struct {
-	clock       *simClock
-	bootDelay   time.Duration
-	deleteDelay time.Duration
-	kick        func()
+	clock          *simClock
+	bootDelay      time.Duration
+	deleteDelay    time.Duration
+	warmPool       int
+	warmStartDelay time.Duration
+	kick           func()
 
-	mu      sync.Mutex
-	all     []*cloudInstance // in creation order; index+1 is the ID's number
-	live    []*cloudInstance // not gone yet, in creation order
-	peak    int
-	updates int
+	mu         sync.Mutex
+	all        []*cloudInstance // in creation order; index+1 is the ID's number
+	live       []*cloudInstance // in the group and not gone yet, in creation order
+	pool       []*cloudInstance // in the warm pool, in creation order
+	peak       int
+	updates    int
+	warmStarts int
 }
 
 type cloudInstance struct {
 	id      string
 	created time.Time
+	// ready is when it runs: bootDelay after creation, or warmStartDelay after it left the pool.
+	ready time.Time
+	// warmFrom is when a pool instance finished its first boot and stopped, warmUntil when the group
+	// took it (zero while it is still in the pool); both zero for an instance launched into the group.
+	warmFrom, warmUntil time.Time
 	// deleting is when Decrease accepted it; gone when it stopped existing (and being billed).
 	deleting, gone time.Time
 }
@@ -54,7 +69,7 @@ func (c *cloud) Update(_ context.Context, fn func(string, fleeting.State)) error
 		switch {
 		case !in.deleting.IsZero():
 			out = append(out, listed{in.id, fleeting.StateDeleting})
-		case now.Sub(in.created) >= c.bootDelay:
+		case !now.Before(in.ready):
 			out = append(out, listed{in.id, fleeting.StateRunning})
 		default:
 			out = append(out, listed{in.id, fleeting.StateCreating})
@@ -72,10 +87,14 @@ func (c *cloud) Increase(_ context.Context, n int) (int, error) {
 	now := c.clock.Now()
 	c.pruneLocked(now)
 	for range n {
-		in := &cloudInstance{id: fmt.Sprintf("sim-%06d", len(c.all)+1), created: now}
-		c.all = append(c.all, in)
+		in := c.takeWarmLocked(now)
+		if in == nil {
+			in = c.newInstanceLocked(now)
+			in.ready = now.Add(c.bootDelay)
+		}
 		c.live = append(c.live, in)
 	}
+	c.fillPoolLocked(now)
 	c.peak = max(c.peak, len(c.live))
 	c.mu.Unlock()
 	c.kick()
@@ -111,6 +130,35 @@ func (c *cloud) Heartbeat(context.Context, string) error { return nil }
 
 func (c *cloud) Shutdown(context.Context) error { return nil }
 
+func (c *cloud) newInstanceLocked(now time.Time) *cloudInstance {
+	in := &cloudInstance{id: fmt.Sprintf("sim-%06d", len(c.all)+1), created: now}
+	c.all = append(c.all, in)
+	return in
+}
+
+// takeWarmLocked moves the oldest stopped pool instance into the group, starting now, or returns nil
+// when none has finished its first boot (the group then launches a fresh one, as Auto Scaling does).
+func (c *cloud) takeWarmLocked(now time.Time) *cloudInstance {
+	i := slices.IndexFunc(c.pool, func(in *cloudInstance) bool { return !now.Before(in.warmFrom) })
+	if i < 0 {
+		return nil
+	}
+	in := c.pool[i]
+	c.pool = slices.Delete(c.pool, i, i+1)
+	in.warmUntil, in.ready = now, now.Add(c.warmStartDelay)
+	c.warmStarts++
+	return in
+}
+
+// fillPoolLocked launches pool instances up to warmPool; each stops once its first boot is over.
+func (c *cloud) fillPoolLocked(now time.Time) {
+	for len(c.pool) < c.warmPool {
+		in := c.newInstanceLocked(now)
+		in.warmFrom = now.Add(c.bootDelay)
+		c.pool = append(c.pool, in)
+	}
+}
+
 // pruneLocked forgets instances whose deletion has finished by now.
 func (c *cloud) pruneLocked(now time.Time) {
 	c.live = slices.DeleteFunc(c.live, func(in *cloudInstance) bool { return !in.gone.IsZero() && !now.Before(in.gone) })
@@ -139,9 +187,10 @@ func (c *cloud) nextDeletion(now time.Time) (time.Time, bool) {
 	return next, !next.IsZero()
 }
 
-// usage is what the fleet cost from from to end: instance time from creation to the end of deletion
-// (or to end for instances still there), booting included, and the instances created in that time.
-func (c *cloud) usage(from, end time.Time) (total time.Duration, created, peak int) {
+// usage is what the fleet cost from from to end: running instance time from creation to the end of
+// deletion (or to end for instances still there), booting included, less the time pool instances
+// spent stopped, which is warm; and the instances created in that time (pool instances included).
+func (c *cloud) usage(from, end time.Time) (running, warm time.Duration, created, peak int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, in := range c.all {
@@ -149,14 +198,31 @@ func (c *cloud) usage(from, end time.Time) (total time.Duration, created, peak i
 		if !in.gone.IsZero() && in.gone.Before(end) {
 			stop = in.gone
 		}
-		if begin := maxTime(in.created, from); stop.After(begin) {
-			total += stop.Sub(begin)
+		life := overlap(in.created, stop, from, end)
+		if !in.warmFrom.IsZero() {
+			warmStop := stop
+			if !in.warmUntil.IsZero() {
+				warmStop = in.warmUntil
+			}
+			stopped := overlap(in.warmFrom, warmStop, from, end)
+			warm += stopped
+			life -= stopped
 		}
+		running += life
 		if !in.created.Before(from) {
 			created++
 		}
 	}
-	return total, created, c.peak
+	return running, warm, created, c.peak
+}
+
+// overlap is how much of [a, b) lies within [from, end).
+func overlap(a, b, from, end time.Time) time.Duration {
+	a, b = maxTime(a, from), minTime(b, end)
+	if !b.After(a) {
+		return 0
+	}
+	return b.Sub(a)
 }
 
 func maxTime(a, b time.Time) time.Time {
@@ -166,7 +232,15 @@ func maxTime(a, b time.Time) time.Time {
 	return b
 }
 
-// alive counts the instances that exist at now, booting and deleting ones included.
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// alive counts the group's instances that exist at now, booting and deleting ones included (not the
+// warm pool's).
 func (c *cloud) alive(now time.Time) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -36,6 +36,9 @@ import (
 const (
 	DefaultCheckInterval = 3 * time.Second
 	DefaultBootDelay     = 45 * time.Second
+	// DefaultWarmStartDelay is how long an instance taken from a warm pool takes to run: EC2 starts a
+	// stopped instance whose first boot (user data, image pulls) is done, so only the OS boots again.
+	DefaultWarmStartDelay = 15 * time.Second
 )
 
 // wakeGather mirrors the taskscaler's pause after a wake-up (100 ms); the simulator only needs it to keep
@@ -62,6 +65,13 @@ type Config struct {
 	NoBootDelay bool
 	// DeleteDelay is how long an instance still exists (and costs) after Decrease.
 	DeleteDelay time.Duration
+	// WarmPool is how many stopped, pre-initialised instances the cloud keeps beside the group (an
+	// Auto Scaling warm pool with MinSize and MaxGroupPreparedCapacity both set to it). The group takes
+	// them first when it grows; they run WarmStartDelay later (0 means DefaultWarmStartDelay), and the
+	// pool is refilled with instances that boot for BootDelay and stop. The taskscaler does not see the
+	// pool: AWS manages it. Result.WarmInstanceMinutes counts their stopped time.
+	WarmPool       int
+	WarmStartDelay time.Duration
 	// CheckInterval is the runner's check_interval: how often it tries Reserve again after a failure.
 	CheckInterval time.Duration
 	// Limit caps the jobs the runner holds at once (the runner's limit, or concurrent); 0 means none.
@@ -93,11 +103,17 @@ type Result struct {
 	Failed int
 	// Span is the simulated time from the trace's start to the end of the run.
 	Span time.Duration
-	// InstanceMinutes sums every instance's life from Increase to the end of its deletion.
+	// InstanceMinutes sums every instance's running life from Increase to the end of its deletion; a
+	// warm pool instance's first boot counts, its stopped time does not.
 	InstanceMinutes float64
+	// WarmInstanceMinutes sums the time warm pool instances spent stopped (billed for storage only).
+	WarmInstanceMinutes float64
+	// WarmStarts is how many instances the group took from the warm pool in the whole run.
+	WarmStarts int
 	// WaitMinutes sums every job's queue wait.
 	WaitMinutes float64
-	// Instances is how many instances were created; PeakInstances how many existed at once.
+	// Instances is how many instances were created (warm pool ones included); PeakInstances how many
+	// were in the group at once.
 	Instances     int
 	PeakInstances int
 	// Queue wait per job (arrival to slot acquired), by nearest rank.
@@ -115,6 +131,18 @@ func (r *Result) JobsPerInstance() float64 {
 		return 0
 	}
 	return float64(r.Jobs-r.Failed) / float64(r.Instances)
+}
+
+// DefaultWarmPricePerHour is what a stopped warm pool instance costs per hour: its EBS root volume,
+// 30 GiB of gp3 at $0.08 per GiB-month (AWS's gp3 storage price in us-east-1, Amazon EBS pricing page)
+// over 730 hours a month. A stopped instance pays no instance-hours; a larger volume or another region
+// changes the figure.
+const DefaultWarmPricePerHour = 30 * 0.08 / 730
+
+// Cost prices the run: running instance-hours at perHour, warm pool instances' stopped hours at
+// warmPerHour (what their volumes cost while they are stopped).
+func (r *Result) Cost(perHour, warmPerHour float64) float64 {
+	return r.InstanceMinutes/60*perHour + r.WarmInstanceMinutes/60*warmPerHour
 }
 
 // WaitPerCost is minutes of queue wait per instance-minute paid: lower is better on both counts, and
@@ -210,6 +238,12 @@ func Run(ctx context.Context, jobs []Job, cfg Config) (*Result, error) {
 	if cfg.NoBootDelay {
 		cfg.BootDelay = 0
 	}
+	if cfg.WarmPool < 0 {
+		return nil, fmt.Errorf("warm pool size %d must not be negative", cfg.WarmPool)
+	}
+	if cfg.WarmStartDelay <= 0 {
+		cfg.WarmStartDelay = DefaultWarmStartDelay
+	}
 	if cfg.Start.IsZero() {
 		cfg.Start = time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC)
 	}
@@ -239,7 +273,11 @@ func Run(ctx context.Context, jobs []Job, cfg Config) (*Result, error) {
 	r.poll = time.NewTimer(time.Hour)
 	r.poll.Stop()
 	r.clk = newSimClock(cfg.Start, opts.InstanceAcquireTimeout, r.kick)
-	r.cloud = &cloud{clock: r.clk, bootDelay: cfg.BootDelay, deleteDelay: cfg.DeleteDelay, kick: r.kick}
+	r.cloud = &cloud{clock: r.clk, bootDelay: cfg.BootDelay, deleteDelay: cfg.DeleteDelay,
+		warmPool: cfg.WarmPool, warmStartDelay: cfg.WarmStartDelay, kick: r.kick}
+	r.cloud.mu.Lock()
+	r.cloud.fillPoolLocked(cfg.Start)
+	r.cloud.mu.Unlock()
 	opts.Clock = r.clk
 	opts.ReadyUp = r.readyUp
 
@@ -665,21 +703,23 @@ func (r *run) sample() {
 func (r *run) result() *Result {
 	end := r.now()
 	from := r.start.Add(r.cfg.MeasureFrom)
-	total, created, peak := r.cloud.usage(from, end)
+	running, warm, created, peak := r.cloud.usage(from, end)
 	if r.cfg.MeasureFrom > 0 {
 		peak = peakFrom(r.timeline, r.cfg.MeasureFrom)
 	}
 	res := &Result{
-		Jobs:            len(r.jobs),
-		Span:            end.Sub(r.start),
-		InstanceMinutes: total.Minutes(),
-		Instances:       created,
-		PeakInstances:   peak,
-		Timeline:        r.timeline,
-		Steps:           r.steps,
+		Jobs:                len(r.jobs),
+		Span:                end.Sub(r.start),
+		InstanceMinutes:     running.Minutes(),
+		WarmInstanceMinutes: warm.Minutes(),
+		Instances:           created,
+		PeakInstances:       peak,
+		Timeline:            r.timeline,
+		Steps:               r.steps,
 	}
 	r.cloud.mu.Lock()
 	res.Reconciles = r.cloud.updates
+	res.WarmStarts = r.cloud.warmStarts
 	r.cloud.mu.Unlock()
 	waits := make([]time.Duration, 0, len(r.jobs))
 	var sum time.Duration

@@ -286,3 +286,45 @@ func TestAcquireTimeoutFailsJobs(t *testing.T) {
 		})
 	}
 }
+
+// TestWarmPool: with idle_count 0 a warm pool shortens the waits to its warm start instead of a boot;
+// it costs its stopped time at the storage price, less than idle_count instances kept running. Prices
+// are m5.large on demand and a stopped instance's 30 GiB gp3 volume, per hour. The jobs come far
+// enough apart that each one's instance is gone (idle_time) before the next, and the first after the
+// pool and the idle instances have booted.
+func TestWarmPool(t *testing.T) {
+	const perHour, warmPerHour = 0.096, 0.0033
+	var jobs []Job
+	for i := range 6 {
+		jobs = append(jobs, Job{Arrival: time.Duration(i+1) * 15 * time.Minute, Duration: 3 * time.Minute})
+	}
+	run := func(idle, pool int) *Result {
+		return simulate(t, jobs, Config{
+			BootDelay: 2 * time.Minute, WarmPool: pool, WarmStartDelay: 20 * time.Second,
+			Options: options(func(o *taskscaler.Options) {
+				o.Policies = []taskscaler.Policy{allDay(taskscaler.Policy{IdleCount: idle, IdleTime: time.Minute, Preemptive: idle > 0})}
+			}),
+		})
+	}
+	cold, warm, idle := run(0, 0), run(0, 2), run(2, 0)
+	for name, r := range map[string]*Result{"idle_count 0": cold, "idle_count 0, warm pool 2": warm, "idle_count 2": idle} {
+		t.Logf("%s: p95 wait %s, %.1f running + %.1f warm instance-minutes, %d warm starts, cost %.4f",
+			name, r.WaitP95, r.InstanceMinutes, r.WarmInstanceMinutes, r.WarmStarts, r.Cost(perHour, warmPerHour))
+	}
+	if warm.WarmStarts != len(jobs) || cold.WarmStarts != 0 || cold.WarmInstanceMinutes != 0 || idle.WarmInstanceMinutes != 0 {
+		t.Errorf("warm starts %d (want %d, one per job), without a pool %d and %.1f warm minutes (want none)",
+			warm.WarmStarts, len(jobs), cold.WarmStarts, cold.WarmInstanceMinutes+idle.WarmInstanceMinutes)
+	}
+	if warm.WarmInstanceMinutes <= 0 {
+		t.Errorf("warm pool of 2 spent %.1f minutes stopped; want some", warm.WarmInstanceMinutes)
+	}
+	if warm.WaitP95 >= cold.WaitP95 {
+		t.Errorf("p95 wait with a warm pool = %s, want below %s without one", warm.WaitP95, cold.WaitP95)
+	}
+	if idle.WaitP95 >= warm.WaitP95 {
+		t.Errorf("p95 wait with idle_count 2 = %s, want below %s with a warm pool (running instances start jobs at once)", idle.WaitP95, warm.WaitP95)
+	}
+	if w, i := warm.Cost(perHour, warmPerHour), idle.Cost(perHour, warmPerHour); w >= i {
+		t.Errorf("cost with a warm pool = %.4f, want below %.4f with idle_count 2", w, i)
+	}
+}

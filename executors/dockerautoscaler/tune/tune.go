@@ -78,6 +78,9 @@ type Fleet struct {
 	DeleteDelay   time.Duration
 	CheckInterval time.Duration
 	Limit         int
+	// WarmPool and WarmStartDelay are sim.Config's: an Auto Scaling warm pool beside the group.
+	WarmPool       int
+	WarmStartDelay time.Duration
 }
 
 // Config is the simulator's run of this fleet under policies, with the trace's second 0 at start.
@@ -89,13 +92,15 @@ func (f Fleet) Config(policies []config.AutoscalerPolicyConfig, start time.Time)
 		return sim.Config{}, err
 	}
 	return sim.Config{
-		Options:       opts,
-		Start:         start,
-		BootDelay:     f.BootDelay,
-		NoBootDelay:   f.BootDelay == 0,
-		DeleteDelay:   f.DeleteDelay,
-		CheckInterval: f.CheckInterval,
-		Limit:         f.Limit,
+		Options:        opts,
+		Start:          start,
+		BootDelay:      f.BootDelay,
+		NoBootDelay:    f.BootDelay == 0,
+		DeleteDelay:    f.DeleteDelay,
+		CheckInterval:  f.CheckInterval,
+		Limit:          f.Limit,
+		WarmPool:       f.WarmPool,
+		WarmStartDelay: f.WarmStartDelay,
 	}, nil
 }
 

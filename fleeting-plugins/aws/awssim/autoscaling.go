@@ -58,6 +58,10 @@ type asgGroup struct {
 	TerminationPolicies              []string          `xml:"TerminationPolicies>member"`
 	NewInstancesProtectedFromScaleIn bool              `xml:"NewInstancesProtectedFromScaleIn"`
 	ServiceLinkedRoleARN             string            `xml:"ServiceLinkedRoleARN"`
+
+	// Present only for a group with a warm pool (warmpool.go).
+	WarmPoolConfiguration *asgWarmPoolConfig `xml:"WarmPoolConfiguration,omitempty"`
+	WarmPoolSize          *int               `xml:"WarmPoolSize,omitempty"`
 }
 
 type describeGroupsResult struct {
@@ -152,6 +156,9 @@ func sortedActivities(g *group) []*Activity {
 func (s *Server) autoScaling(action string, form url.Values) (any, *apiError) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if result, err, ok := s.warmPoolAction(action, form); ok {
+		return result, err
+	}
 	switch action {
 	case "DescribeAutoScalingGroups":
 		return s.describeGroups(form)
@@ -209,6 +216,7 @@ func (s *Server) describeGroups(form url.Values) (any, *apiError) {
 			NewInstancesProtectedFromScaleIn: g.spec.ProtectFromScaleIn,
 			ServiceLinkedRoleARN:             fmt.Sprintf("arn:aws:iam::%s:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling", s.opts.AccountID),
 		}
+		out.WarmPoolConfiguration, out.WarmPoolSize = s.warmPoolXML(g)
 		if g.spec.SuspendAZRebalance {
 			out.SuspendedProcesses = []asgSuspended{{ProcessName: "AZRebalance", SuspensionReason: "User suspended at " + awsTime(g.created)}}
 		}
@@ -216,7 +224,7 @@ func (s *Server) describeGroups(form url.Values) (any, *apiError) {
 			out.Tags = append(out.Tags, asgTag{ResourceID: n, ResourceType: "auto-scaling-group", Key: k, Value: g.spec.Tags[k], PropagateAtLaunch: true})
 		}
 		for _, inst := range s.sortedInstances() {
-			if inst.group == n && inst.lifecycle != lifecycleTerminated && listed(inst, cutoff) {
+			if inst.group == n && inst.lifecycle != lifecycleTerminated && !warmed(inst) && listed(inst, cutoff) {
 				out.Instances = append(out.Instances, asgInstance{
 					InstanceID: inst.id, InstanceType: "t3.micro", AvailabilityZone: inst.az,
 					LifecycleState: inst.lifecycle, HealthStatus: inst.health,

@@ -13,7 +13,8 @@
 // Instance Connect. The Docker socket is reachable through it by stream-local forwarding. Fault knobs
 // (SetFaults) throttle calls, fail launches for lack of capacity or during boot, slow boots and keep
 // instances unhealthy; ReplaceInstance and TerminateFromOutside replace an instance the way the group
-// or EC2 does by itself.
+// or EC2 does by itself. A group may have a warm pool (PutWarmPool, warmpool.go): stopped instances
+// outside its listing that it takes first when it grows, which run after GroupSpec.WarmStart.
 package awssim
 
 import (
@@ -106,6 +107,9 @@ type GroupSpec struct {
 	Policies []string
 	// Tags are put on the group and propagated to its instances.
 	Tags map[string]string
+	// WarmStart is how long an instance the group takes from its warm pool (PutWarmPool) stays Pending
+	// before it is InService with its sshd and Docker up; 0 means DefaultWarmStart.
+	WarmStart time.Duration
 }
 
 // Faults are injected into the API and the instances; SetFaults replaces them.
@@ -407,7 +411,7 @@ type InstanceInfo struct {
 	Protected                                        bool
 }
 
-// Instances lists the instances of a group that have not yet left it.
+// Instances lists the instances of a group that have not yet left it, its warm pool's (Warmed:*) too.
 func (s *Server) Instances(groupName string) []InstanceInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -471,6 +475,9 @@ func (s *Server) ReplaceInstance(instanceID string, reason ReplaceReason) error 
 	}
 	if inst.lifecycle == lifecycleTerminating || inst.lifecycle == lifecycleTerminated {
 		return fmt.Errorf("awssim: instance %s is already %s", instanceID, inst.lifecycle)
+	}
+	if warmed(inst) {
+		return fmt.Errorf("awssim: instance %s is in the warm pool (%s), not in service", instanceID, inst.lifecycle)
 	}
 	g := s.groups[inst.group]
 	if reason == ReplaceAZRebalance && (g.spec.SuspendAZRebalance || len(g.spec.AZs) < 2) {

@@ -42,6 +42,8 @@ type group struct {
 	// retryAt holds launches back after one failed for lack of capacity.
 	retryAt    time.Time
 	activities []*Activity
+	// pool is the group's warm pool (warmpool.go), nil without one.
+	pool *warmPool
 }
 
 // Activity is one scaling activity of a group, as DescribeScalingActivities describes it.
@@ -174,8 +176,9 @@ func (s *Server) listingCutoff() time.Time {
 // listed reports whether a listing with this cutoff shows inst.
 func listed(inst *instance, cutoff time.Time) bool { return !inst.launched.After(cutoff) }
 
-// reconcile launches instances for groups below their desired capacity and terminates unprotected
-// ones (newest first) for groups above it, as Auto Scaling does.
+// reconcile launches instances for groups below their desired capacity, from the warm pool first, and
+// terminates unprotected ones (newest first) for groups above it, as Auto Scaling does; then it sizes
+// the warm pools.
 func (s *Server) reconcile() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -192,7 +195,7 @@ func (s *Server) reconcile() {
 	for name, g := range s.groups {
 		have := live[name]
 		for n := len(have); n < g.desired && !now.Before(g.retryAt); n++ {
-			if !s.launchLocked(g, n) {
+			if !s.startWarmLocked(g, n) && !s.launchLocked(g, n) {
 				break
 			}
 		}
@@ -203,6 +206,7 @@ func (s *Server) reconcile() {
 				have = slices.Delete(have, i, i+1)
 			}
 		}
+		s.reconcileWarmPoolLocked(g)
 	}
 }
 

@@ -25,6 +25,8 @@ func FuzzRequest(f *testing.F) {
 		{"", "Action=DescribeInstances&Version=2016-11-15&InstanceId.1=i-0123456789abcdef0&Filter.1.Name=tag:aws:autoscaling:groupName&Filter.1.Value.1=fuzz"},
 		{"", "Action=DescribeScalingActivities&Version=2011-01-01&AutoScalingGroupName=fuzz&MaxRecords=100"},
 		{"", "Action=UpdateAutoScalingGroup&Version=2011-01-01&AutoScalingGroupName=fuzz&MaxSize=2"},
+		{"", "Action=PutWarmPool&Version=2011-01-01&AutoScalingGroupName=fuzz&MinSize=1&MaxGroupPreparedCapacity=1&PoolState=Stopped&InstanceReusePolicy.ReuseOnScaleIn=true"},
+		{"", "Action=DescribeWarmPool&Version=2011-01-01&AutoScalingGroupName=fuzz&MaxRecords=10"},
 		{"", "Action=Nope&Version=1999-01-01"},
 		{"", "%zz"},
 		{"AWSEC2InstanceConnectService.SendSSHPublicKey", `{"InstanceId":"i-0123456789abcdef0","InstanceOSUser":"ec2-user","SSHPublicKey":"ssh-ed25519 AAAA"}`},

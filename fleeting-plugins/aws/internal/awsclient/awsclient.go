@@ -33,6 +33,8 @@ type Client interface {
 	Instances(ctx context.Context, group string, ids []string) ([]Instance, error)
 	// SendSSHPublicKey pushes an OpenSSH public key for osUser with EC2 Instance Connect (valid 60 s).
 	SendSSHPublicKey(ctx context.Context, instanceID, az, osUser, publicKey string) error
+	// WarmPool is DescribeWarmPool: the group's warm pool and its instances (Configured false without one).
+	WarmPool(ctx context.Context, group string) (WarmPool, error)
 	// SpotRequests is DescribeSpotInstanceRequests for the spot requests of these instance IDs (one call
 	// per 200 IDs). On-demand instances have none and are absent from the result.
 	SpotRequests(ctx context.Context, ids []string) ([]SpotRequest, error)
@@ -46,6 +48,20 @@ type SpotRequest struct {
 	Code       string
 	// UpdatedAt is when Code was last set.
 	UpdatedAt time.Time
+}
+
+// WarmPool is an Auto Scaling warm pool: pre-initialised instances beside the group, outside its
+// desired capacity and its DescribeAutoScalingGroups listing, that the group starts first when it grows.
+type WarmPool struct {
+	Configured bool
+	MinSize    int
+	// MaxGroupPreparedCapacity is -1 when unset: the pool then fills up to the group's MaxSize.
+	MaxGroupPreparedCapacity int
+	// PoolState is Stopped, Running or Hibernated; Status is PendingDelete while the pool is deleted.
+	PoolState, Status string
+	ReuseOnScaleIn    bool
+	// Instances are in Warmed:* lifecycle states.
+	Instances []Member
 }
 
 // ErrGroupNotFound is returned by Group when DescribeAutoScalingGroups does not list the group.
@@ -221,6 +237,38 @@ func (a *API) Instances(ctx context.Context, group string, ids []string) ([]Inst
 					out = append(out, inst)
 				}
 			}
+		}
+	}
+	return out, nil
+}
+
+// WarmPool implements Client.
+func (a *API) WarmPool(ctx context.Context, group string) (WarmPool, error) {
+	out := WarmPool{MaxGroupPreparedCapacity: -1}
+	p := autoscaling.NewDescribeWarmPoolPaginator(a.AutoScaling, &autoscaling.DescribeWarmPoolInput{AutoScalingGroupName: aws.String(group)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return WarmPool{}, err
+		}
+		if c := page.WarmPoolConfiguration; c != nil {
+			out.Configured = true
+			out.MinSize = int(aws.ToInt32(c.MinSize))
+			if c.MaxGroupPreparedCapacity != nil {
+				out.MaxGroupPreparedCapacity = int(*c.MaxGroupPreparedCapacity)
+			}
+			out.PoolState, out.Status = string(c.PoolState), string(c.Status)
+			if c.InstanceReusePolicy != nil {
+				out.ReuseOnScaleIn = aws.ToBool(c.InstanceReusePolicy.ReuseOnScaleIn)
+			}
+		}
+		for _, i := range page.Instances {
+			out.Instances = append(out.Instances, Member{
+				ID:               aws.ToString(i.InstanceId),
+				AvailabilityZone: aws.ToString(i.AvailabilityZone),
+				LifecycleState:   string(i.LifecycleState),
+				HealthStatus:     aws.ToString(i.HealthStatus),
+			})
 		}
 	}
 	return out, nil
