@@ -305,11 +305,13 @@ func TestDeployKit(t *testing.T) {
 	if err := mp.Decode(&managed.Properties); err != nil {
 		t.Fatalf("ManagerPolicy: %v", err)
 	}
-	// Exactly the calls the plugin makes (awsclient.API), no more.
+	// Exactly the calls the plugin makes (awsclient.API), no more; the warm pool and launch template
+	// reads serve the warm pool listing and the draining of instances of an older template version.
 	want := []string{
-		"autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribePolicies", "autoscaling:DescribeWarmPool", "autoscaling:SetDesiredCapacity",
-		"autoscaling:TerminateInstanceInAutoScalingGroup", "ec2-instance-connect:SendSSHPublicKey", "ec2:DescribeInstances",
-		"ec2:DescribeSpotInstanceRequests",
+		"autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribePolicies", "autoscaling:DescribeWarmPool",
+		"autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup",
+		"ec2-instance-connect:SendSSHPublicKey", "ec2:DescribeInstances", "ec2:DescribeLaunchTemplateVersions",
+		"ec2:DescribeLaunchTemplates", "ec2:DescribeSpotInstanceRequests",
 	}
 	for name, stmts := range map[string][]policyStatement{"iam-policy.json": file.Statement, "ManagerPolicy": managed.Properties.PolicyDocument.Statement} {
 		var actions []string

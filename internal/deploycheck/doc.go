@@ -1,4 +1,6 @@
-// Package deploycheck holds the tests of the monitoring files under deploy/: the Grafana dashboard
+// Package deploycheck holds the tests of the files under deploy/: the Grafana dashboard
 // (deploy/grafana) and the Prometheus alerting rules (deploy/prometheus) may only name metrics the
-// binary exports, and the rules must pass promtool.
+// binary exports, and the rules must pass promtool; the CloudFormation kit (deploy/aws) may only name
+// what it declares, builds its group from its instance type, spot and warm pool parameters, and grants
+// the manager the policy in deploy/aws/iam-policy.json.
 package deploycheck
