@@ -25,6 +25,9 @@ type fakeClient struct {
 	terminated []string
 	instances  []awsclient.Instance
 	pushedAt   []time.Time
+	// templates answer LaunchTemplates; templateCalls counts the calls.
+	templates     []awsclient.LaunchTemplate
+	templateCalls int
 	// describeCalls counts Instances calls; the first hideFor of them show no instance, as a lagging
 	// EC2 listing does.
 	describeCalls, hideFor int
@@ -112,6 +115,20 @@ func (f *fakeClient) SendSSHPublicKey(context.Context, string, string, string, s
 // SpotRequests: the fake's instances are on-demand, so none has a spot request.
 func (f *fakeClient) SpotRequests(context.Context, []string) ([]awsclient.SpotRequest, error) {
 	return nil, nil
+}
+
+// LaunchTemplates answers from the fake's templates.
+func (f *fakeClient) LaunchTemplates(_ context.Context, ids []string) ([]awsclient.LaunchTemplate, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.templateCalls++
+	var out []awsclient.LaunchTemplate
+	for _, t := range f.templates {
+		if slices.Contains(ids, t.ID) {
+			out = append(out, t)
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeClient) lastSet() int {
