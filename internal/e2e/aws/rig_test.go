@@ -205,6 +205,8 @@ type fleet struct {
 	idleTime                          time.Duration
 	// interruptionCheck is interruption_check_interval; zero leaves the key out.
 	interruptionCheck time.Duration
+	// rolloutMaxDraining is rollout_max_draining as written in TOML; empty leaves the key out.
+	rolloutMaxDraining string
 }
 
 // writeConfig writes the config.toml an operator would write for docker-autoscaler on this group:
@@ -249,7 +251,7 @@ shutdown_timeout = 30
       preemptive_mode = false
 `, f.capacity*f.maxInstances, r.gl.URL(), r.token, r.image, "unix://"+testenv.DockerSocket(),
 		f.capacity, f.maxInstances, w.PluginConfigTOML(), w.Sim.SSHPort(), filepath.Join(r.dir, "state"),
-		f.idleCount, f.idleTime.String(), interruptionKey(f.interruptionCheck))
+		f.idleCount, f.idleTime.String(), interruptionKey(f.interruptionCheck)+rolloutKey(f.rolloutMaxDraining))
 	path := filepath.Join(r.dir, "config.toml")
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
@@ -262,6 +264,13 @@ func interruptionKey(d time.Duration) string {
 		return ""
 	}
 	return fmt.Sprintf("interruption_check_interval = %q", d.String())
+}
+
+func rolloutKey(pace string) string {
+	if pace == "" {
+		return ""
+	}
+	return "\n    rollout_max_draining = " + pace
 }
 
 // startManager does what `fleetrunner run -c path` does, in-process: the real manager on the config
@@ -299,6 +308,13 @@ func newTestLog(t *testing.T) *testLog {
 		t.Logf("manager log:\n%s", b)
 	})
 	return l
+}
+
+// text is everything logged so far.
+func (l *testLog) text() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 func (l *testLog) Write(p []byte) (int, error) {
