@@ -28,6 +28,9 @@ type rollout struct {
 	outdated atomic.Int64
 	// active is whether the last check found outdated instances, to log the roll-out's end once.
 	active bool
+	// failing is whether the last check failed, so that a lasting failure (a role without
+	// ec2:DescribeLaunchTemplates) is a warning once, not one per check.
+	failing bool
 }
 
 // watchRollout asks a plugin that reports outdated instances for them every interval, and drains
@@ -44,8 +47,18 @@ func (p *Provider) watchRollout(every time.Duration) {
 		found, err := reporter.Outdated(ctx)
 		cancel()
 		if err != nil {
-			p.log.WithError(err).Warn("could not check for instances on an older launch configuration; a roll-out waits until the check works again")
+			log := p.log.WithError(err)
+			if p.rollout.failing {
+				log.Debug("the check for instances on an older launch configuration still fails")
+			} else {
+				log.Warn("could not check for instances on an older launch configuration; a roll-out waits until the check works again")
+			}
+			p.rollout.failing = true
 			return
+		}
+		if p.rollout.failing {
+			p.log.Info("the check for instances on an older launch configuration works again")
+			p.rollout.failing = false
 		}
 		p.rollout.step(p.log, p.ts, found)
 	})

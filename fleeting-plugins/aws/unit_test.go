@@ -320,7 +320,7 @@ func TestDeployKit(t *testing.T) {
 	want := []string{
 		"autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribePolicies", "autoscaling:SetDesiredCapacity",
 		"autoscaling:TerminateInstanceInAutoScalingGroup", "ec2-instance-connect:SendSSHPublicKey", "ec2:DescribeInstances",
-		"ec2:DescribeSpotInstanceRequests",
+		"ec2:DescribeLaunchTemplates", "ec2:DescribeSpotInstanceRequests",
 	}
 	for name, stmts := range map[string][]policyStatement{"iam-policy.json": file.Statement, "ManagerPolicy": managed.Properties.PolicyDocument.Statement} {
 		var actions []string
