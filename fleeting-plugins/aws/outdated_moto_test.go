@@ -12,11 +12,14 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
 )
 
-// TestOutdatedMoto: moto reports the group's launch template with "$Latest", each instance's template
-// with a version number, and DescribeLaunchTemplates' latest and default numbers, so a new version
-// makes the instances launched from version 1 outdated. moto (5.2) launches later instances from the
-// new version (its AMI) but still reports them as version 1, so what instances launched after a
-// roll-out report is checked against awssim only (TestOutdated).
+// TestOutdatedMoto: moto reports the group's launch template (with "$Latest", as createMotoGroup names
+// it), DescribeLaunchTemplates' latest and default version numbers, and a version number for each
+// instance, so after CreateLaunchTemplateVersion the instances are reported outdated. moto (5.2) gets
+// the instances' number wrong, though: it reports the template's current default version for every
+// instance (autoscaling/models.py, InstanceState), not the version it was launched from, so an
+// instance launched from version 2 still shows 1, and after a ModifyLaunchTemplate to default 2 the
+// old ones show 2. What instances launched during a roll-out report is checked against awssim only
+// (TestOutdated).
 func TestOutdatedMoto(t *testing.T) {
 	startMoto(t)
 	cfg := sdkConfig(t)
