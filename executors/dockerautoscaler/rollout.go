@@ -16,7 +16,8 @@ import (
 
 // rollout drains the instances the plugin reports as outdated (launched from an older launch template
 // version, say), at most pace of them at once: an instance counts from its drain until it has left the
-// taskscaler, so at most that many are out of service for the roll-out at any time. Idle ones go
+// taskscaler, and an outdated one already draining or being removed for another reason counts too, so
+// at most that many are out of service for the roll-out at any time. Idle ones go
 // first, since they cost no job anything and leave at once; busy ones then take no new job and leave
 // when their jobs end, so no job fails for a roll-out. The taskscaler replaces the capacity by its
 // usual scaling, from what the group launches now.
@@ -93,22 +94,27 @@ func (r *rollout) step(log logrus.FieldLogger, ts drainer, found []fleeting.Outd
 	r.active = true
 	reasons := make(map[string]string, len(found))
 	var waiting []taskscaler.InstanceInfo
+	// Outdated instances on their way out for another reason, or drained before a restart, are out of
+	// service too and take their share of the pace.
+	out := len(r.draining)
 	for _, o := range found {
 		in, ok := known[o.Instance]
-		// Only serving instances: one still starting becomes ready first, and one draining or being
-		// removed for another reason is on its way out already.
-		if !ok || in.State != "ready" || r.draining[o.Instance] {
-			continue
+		switch {
+		case !ok || r.draining[o.Instance]:
+		case in.State == "ready":
+			reasons[o.Instance] = o.Reason
+			waiting = append(waiting, in)
+		case in.State == "draining" || in.State == "remove" || in.State == "removing":
+			out++
 		}
-		reasons[o.Instance] = o.Reason
-		waiting = append(waiting, in)
+		// One still starting is left until it serves.
 	}
 	slices.SortFunc(waiting, func(a, b taskscaler.InstanceInfo) int {
 		return cmp.Or(cmp.Compare(a.Acquired, b.Acquired), cmp.Compare(a.ID, b.ID))
 	})
 	limit := r.pace.Of(len(instances))
 	for _, in := range waiting {
-		if len(r.draining) >= limit {
+		if out >= limit {
 			break
 		}
 		reason := "roll-out: " + reasons[in.ID]
@@ -116,8 +122,9 @@ func (r *rollout) step(log logrus.FieldLogger, ts drainer, found []fleeting.Outd
 			continue
 		}
 		r.draining[in.ID] = true
+		out++
 		log.WithFields(logrus.Fields{"instance": in.ID, "reason": reasons[in.ID], "jobs": in.Acquired,
-			"draining": len(r.draining), "rollout_max_draining": limit, "outdated": len(found)}).
+			"draining": out, "rollout_max_draining": limit, "outdated": len(found)}).
 			Info("roll-out: draining an instance on an older launch configuration")
 	}
 }

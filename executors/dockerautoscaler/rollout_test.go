@@ -81,6 +81,15 @@ func TestRolloutPace(t *testing.T) {
 			rounds:   [][]string{{"i-ready"}},
 		},
 		{
+			name: "outdated instances already out of service take their share",
+			pace: config.PaceCount(2),
+			instances: []taskscaler.InstanceInfo{ready("i-a", 0), ready("i-b", 0), {ID: "i-draining", State: "draining", Acquired: 1},
+				ready("i-new", 0)},
+			outdated: []string{"i-a", "i-b", "i-draining"},
+			// i-draining holds one of the two places throughout.
+			rounds: [][]string{{"i-a"}, {"i-b"}},
+		},
+		{
 			name:      "off",
 			pace:      config.PaceCount(0),
 			instances: []taskscaler.InstanceInfo{ready("i-a", 0)},
