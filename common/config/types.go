@@ -247,6 +247,7 @@ type AutoscalerConfig struct {
 	UpdateInterval               time.Duration            `toml:"update_interval,omitempty,omitzero" json:"update_interval"`
 	UpdateIntervalWhenExpecting  time.Duration            `toml:"update_interval_when_expecting,omitempty,omitzero" json:"update_interval_when_expecting"`
 	InterruptionCheckInterval    time.Duration            `toml:"interruption_check_interval,omitempty,omitzero" json:"interruption_check_interval"`
+	RolloutMaxDraining           *Pace                    `toml:"rollout_max_draining,omitempty" json:"rollout_max_draining"`
 	DeletionRetryInterval        time.Duration            `toml:"deletion_retry_interval,omitempty,omitzero" json:"deletion_retry_interval"`
 	ShutdownDeletionInterval     time.Duration            `toml:"shutdown_deletion_interval,omitempty,omitzero" json:"shutdown_deletion_interval"`
 	ShutdownDeletionRetries      int                      `toml:"shutdown_deletion_retries,omitempty,omitzero" json:"shutdown_deletion_retries"`

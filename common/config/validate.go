@@ -316,6 +316,11 @@ func (a *AutoscalerConfig) problems(p string) []error {
 			add(f.key, "must not be negative")
 		}
 	}
+	if a.RolloutMaxDraining != nil {
+		if err := a.RolloutMaxDraining.check(); err != nil {
+			add("rollout_max_draining", "%v", err)
+		}
+	}
 	for _, f := range []named[time.Duration]{
 		{"instance_acquire_timeout", a.InstanceAcquireTimeout},
 		{"update_interval", a.UpdateInterval},

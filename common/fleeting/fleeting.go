@@ -132,3 +132,24 @@ type InstanceNoticeReader interface {
 	// noticed for as long as the cloud shows the notice, so the caller must treat repeats as one.
 	ReadNotice(ctx context.Context, instance string, dial DialFunc) (*Interruption, error)
 }
+
+// Outdated is an instance that runs an older configuration than the one its group now launches with
+// (e.g. an older launch template version, so an older machine image): it should be replaced, but
+// nothing is wrong with it, so its jobs finish first.
+type Outdated struct {
+	Instance string
+	// Reason says how it differs, for logs, e.g. "launch template lt-0abc version 3, the group
+	// launches version 4".
+	Reason string
+}
+
+// OutdatedReporter is implemented by plugins that can tell which instances were launched from an older
+// configuration than the group's current one. It is optional: the executor polls it when the group
+// implements it and drains the outdated instances at the pace it is configured with (a roll-out), and
+// a plugin without it leaves every instance to its natural end (idle_time, max_use_count).
+type OutdatedReporter interface {
+	// Outdated lists the group's in-service instances launched from an older configuration; an
+	// instance stays listed until it leaves the group, so the caller must treat repeats as one. An
+	// instance whose configuration the cloud does not report is never listed.
+	Outdated(ctx context.Context) ([]Outdated, error)
+}

@@ -23,6 +23,12 @@ func (p *Provider) Collectors() []prometheus.Collector {
 	if c, ok := p.group.(fleeting.APICallCounter); ok {
 		cs = append(cs, apiCallsCollector{c})
 	}
+	if _, ok := p.group.(fleeting.OutdatedReporter); ok {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "fleetrunner_outdated_instances",
+			Help: "Instances the plugin last reported as launched from an older configuration (launch template version): a roll-out is done when it reaches 0.",
+		}, func() float64 { return float64(p.rollout.outdated.Load()) }))
+	}
 	return cs
 }
 

@@ -73,7 +73,10 @@ type Provider struct {
 	// interruptionsDone is closed when the interruption watch has ended (interruptions.go).
 	interruptionsDone chan struct{}
 	notices           notices
-	shutdown          sync.Once
+	// rolloutDone is closed when the roll-out watch has ended (rollout.go).
+	rolloutDone chan struct{}
+	rollout     rollout
+	shutdown    sync.Once
 }
 
 var (
@@ -143,6 +146,8 @@ func newProvider(runner *config.RunnerConfig, deps executors.Deps, plugins fleet
 		retried:          make(chan struct{}),
 	}
 	p.interruptionsDone = make(chan struct{})
+	p.rolloutDone = make(chan struct{})
+	p.rollout = rollout{pace: ac.GetRolloutMaxDraining(), draining: map[string]bool{}}
 	p.notices = notices{seen: map[string]notice{}, attempts: map[string]map[*scriptWatch]context.CancelCauseFunc{}}
 
 	// The taskscaler's hooks use the pool, and the pool the taskscaler (connection details, pinned host
@@ -176,6 +181,9 @@ func newProvider(runner *config.RunnerConfig, deps executors.Deps, plugins fleet
 	}
 	go p.retryLeftovers(ac.GetUpdateInterval())
 	go p.watchInterruptions(ac.GetInterruptionCheckInterval())
+	// Outdated instances are checked as often as interruption notices: the aws plugin answers both from
+	// its last listing, and a roll-out moves on as soon as a drained instance has left.
+	go p.watchRollout(ac.GetInterruptionCheckInterval())
 
 	perInstance, maxInstances := ts.Capacity()
 	log.WithFields(logrus.Fields{"group": info.ID, "plugin_version": info.Version, "max_instances": maxInstances,
@@ -322,6 +330,7 @@ func (p *Provider) Shutdown(ctx context.Context) error {
 		p.stopBackground()
 		<-p.retried
 		<-p.interruptionsDone
+		<-p.rolloutDone
 		p.bg.Wait()
 		var errs []error
 		if e := p.ts.Shutdown(ctx); e != nil {

@@ -48,6 +48,13 @@ func observe(t *testing.T, cfg awssdk.Config, name string) observed {
 	}
 	id := grp.Members[0].ID
 	grp.ARN, grp.Members[0].ID = "", ""
+	// Launch template IDs are random in both; what must agree is that the member names the group's.
+	for i, lt := range grp.Templates {
+		if grp.Members[0].Template.ID == lt.ID {
+			grp.Members[0].Template.ID = "the group's"
+		}
+		grp.Templates[i].ID = "the group's"
+	}
 	o.Group = grp
 	pol, err := c.Policies(ctx, name)
 	if err != nil {
@@ -103,6 +110,10 @@ func TestAWSSimAgreesWithMoto(t *testing.T) {
 	sim := newSim(t, awssim.GroupSpec{
 		Name: "agree", MaxSize: 2, DesiredCapacity: 1, ProtectFromScaleIn: true, SuspendAZRebalance: true, AZs: []string{"us-east-1a"},
 	}, awssim.Options{PublicIP: true, Architecture: "x86_64"})
+	// As createMotoGroup names moto's.
+	if err := sim.SetGroupLaunchTemplate("agree", "$Latest", false); err != nil {
+		t.Fatal(err)
+	}
 	m := startMoto(t)
 	cfg := sdkConfig(t)
 	if err := createMotoGroup(t.Context(), cfg, "agree", motoLinuxAMI, 2, 1); err != nil {

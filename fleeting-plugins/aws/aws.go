@@ -93,6 +93,12 @@ type InstanceGroup struct {
 	pendingSince map[string]time.Time
 	// details caches DescribeInstances answers; an instance's addresses do not change while it lives.
 	details map[string]awsclient.Instance
+	// launchConfig and templates are what the last listing says the group launches from (outdated.go);
+	// versions holds the launch templates' version numbers as resolved for the listing of versionsFor.
+	launchConfig string
+	templates    []awsclient.TemplateSpec
+	versions     map[string]awsclient.LaunchTemplate
+	versionsFor  time.Time
 
 	// calls counts the API calls for APICalls (apicalls.go); it outlives Init and Shutdown.
 	calls fleeting.APICalls

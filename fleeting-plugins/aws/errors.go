@@ -62,7 +62,7 @@ func iamAction(call string) string {
 	switch call {
 	case "SendSSHPublicKey":
 		return "ec2-instance-connect:SendSSHPublicKey"
-	case "DescribeInstances", "DescribeSpotInstanceRequests":
+	case "DescribeInstances", "DescribeSpotInstanceRequests", "DescribeLaunchTemplates":
 		return "ec2:" + call
 	}
 	return "autoscaling:" + call

@@ -40,6 +40,7 @@ func (g *InstanceGroup) remember(grp awsclient.Group, writes uint64, kept []awsc
 		g.desired = grp.DesiredCapacity
 	}
 	g.maxSize = grp.MaxSize
+	g.launchConfig, g.templates = grp.LaunchConfigurationName, grp.Templates
 	members := make(map[string]awsclient.Member, len(grp.Members)+len(kept))
 	for _, m := range grp.Members {
 		members[m.ID] = m

@@ -25,6 +25,9 @@ type fakeClient struct {
 	terminated []string
 	instances  []awsclient.Instance
 	pushedAt   []time.Time
+	// templates answer LaunchTemplates; templateCalls counts the calls.
+	templates     []awsclient.LaunchTemplate
+	templateCalls int
 	// describeCalls counts Instances calls; the first hideFor of them show no instance, as a lagging
 	// EC2 listing does.
 	describeCalls, hideFor int
@@ -121,6 +124,20 @@ func (f *fakeClient) WarmPool(context.Context, string) (awsclient.WarmPool, erro
 // SpotRequests: the fake's instances are on-demand, so none has a spot request.
 func (f *fakeClient) SpotRequests(context.Context, []string) ([]awsclient.SpotRequest, error) {
 	return nil, nil
+}
+
+// LaunchTemplates answers from the fake's templates.
+func (f *fakeClient) LaunchTemplates(_ context.Context, ids []string) ([]awsclient.LaunchTemplate, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.templateCalls++
+	var out []awsclient.LaunchTemplate
+	for _, t := range f.templates {
+		if slices.Contains(ids, t.ID) {
+			out = append(out, t)
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeClient) lastSet() int {
@@ -310,7 +327,7 @@ func TestDeployKit(t *testing.T) {
 	want := []string{
 		"autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribePolicies", "autoscaling:DescribeWarmPool",
 		"autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup",
-		"ec2-instance-connect:SendSSHPublicKey", "ec2:DescribeInstances", "ec2:DescribeLaunchTemplateVersions",
+		"ec2-instance-connect:SendSSHPublicKey", "ec2:DescribeInstances",
 		"ec2:DescribeLaunchTemplates", "ec2:DescribeSpotInstanceRequests",
 	}
 	for name, stmts := range map[string][]policyStatement{"iam-policy.json": file.Statement, "ManagerPolicy": managed.Properties.PolicyDocument.Statement} {

@@ -595,7 +595,7 @@ func TestKitManagerPolicyIsTheJSONPolicy(t *testing.T) {
 			actions = append(actions, fmt.Sprint(a))
 		}
 	}
-	for _, want := range []string{"autoscaling:DescribeWarmPool", "ec2:DescribeLaunchTemplates", "ec2:DescribeLaunchTemplateVersions"} {
+	for _, want := range []string{"autoscaling:DescribeWarmPool", "ec2:DescribeLaunchTemplates"} {
 		if !slices.Contains(actions, want) {
 			t.Errorf("%s does not allow %s", policyPath, want)
 		}

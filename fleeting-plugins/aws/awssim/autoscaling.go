@@ -43,7 +43,8 @@ type asgTag struct {
 type asgGroup struct {
 	AutoScalingGroupName             string            `xml:"AutoScalingGroupName"`
 	AutoScalingGroupARN              string            `xml:"AutoScalingGroupARN"`
-	LaunchTemplate                   asgLaunchTemplate `xml:"LaunchTemplate"`
+	LaunchTemplate                   optLaunchTemplate `xml:"LaunchTemplate"`
+	MixedInstancesPolicy             *asgMixedPolicy   `xml:"MixedInstancesPolicy,omitempty"`
 	MinSize                          int               `xml:"MinSize"`
 	MaxSize                          int               `xml:"MaxSize"`
 	DesiredCapacity                  int               `xml:"DesiredCapacity"`
@@ -188,10 +189,6 @@ func (s *Server) groupNames() []string {
 	return names
 }
 
-func (s *Server) launchTemplate(g *group) asgLaunchTemplate {
-	return asgLaunchTemplate{LaunchTemplateID: "lt-0123456789abcdef0", LaunchTemplateName: g.spec.Name, Version: "$Default"}
-}
-
 func (s *Server) describeGroups(form url.Values) (any, *apiError) {
 	size, err := maxRecords(form, 50, 100)
 	if err != nil {
@@ -209,7 +206,7 @@ func (s *Server) describeGroups(form url.Values) (any, *apiError) {
 			continue // AWS leaves unknown names out rather than failing.
 		}
 		out := asgGroup{
-			AutoScalingGroupName: n, AutoScalingGroupARN: g.arn, LaunchTemplate: s.launchTemplate(g),
+			AutoScalingGroupName: n, AutoScalingGroupARN: g.arn,
 			MinSize: g.spec.MinSize, MaxSize: g.spec.MaxSize, DesiredCapacity: g.desired,
 			DefaultCooldown: 300, AvailabilityZones: g.spec.AZs, HealthCheckType: "EC2", HealthCheckGracePeriod: 300,
 			CreatedTime: awsTime(g.created), TerminationPolicies: []string{"Default"},
@@ -217,6 +214,7 @@ func (s *Server) describeGroups(form url.Values) (any, *apiError) {
 			ServiceLinkedRoleARN:             fmt.Sprintf("arn:aws:iam::%s:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling", s.opts.AccountID),
 		}
 		out.WarmPoolConfiguration, out.WarmPoolSize = s.warmPoolXML(g)
+		s.groupLaunchTemplateLocked(g, &out)
 		if g.spec.SuspendAZRebalance {
 			out.SuspendedProcesses = []asgSuspended{{ProcessName: "AZRebalance", SuspensionReason: "User suspended at " + awsTime(g.created)}}
 		}
@@ -228,7 +226,7 @@ func (s *Server) describeGroups(form url.Values) (any, *apiError) {
 				out.Instances = append(out.Instances, asgInstance{
 					InstanceID: inst.id, InstanceType: "t3.micro", AvailabilityZone: inst.az,
 					LifecycleState: inst.lifecycle, HealthStatus: inst.health,
-					LaunchTemplate: s.launchTemplate(g), ProtectedFromScaleIn: inst.protected,
+					LaunchTemplate: s.instanceLaunchTemplate(inst), ProtectedFromScaleIn: inst.protected,
 				})
 			}
 		}
@@ -256,7 +254,7 @@ func (s *Server) describeASGInstances(form url.Values) (any, *apiError) {
 		out = append(out, asgInstanceDetails{
 			InstanceID: inst.id, InstanceType: "t3.micro", AutoScalingGroupName: inst.group, AvailabilityZone: inst.az,
 			LifecycleState: inst.lifecycle, HealthStatus: upperHealth(inst.health),
-			LaunchTemplate: s.launchTemplate(s.groups[inst.group]), ProtectedFromScaleIn: inst.protected,
+			LaunchTemplate: s.instanceLaunchTemplate(inst), ProtectedFromScaleIn: inst.protected,
 		})
 	}
 	out, next, err := page(out, form.Get("NextToken"), size)

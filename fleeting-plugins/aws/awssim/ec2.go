@@ -90,6 +90,9 @@ func (s *Server) ec2(action string, form url.Values, reqID string) ([]byte, *api
 	case "DescribeSpotInstanceRequests":
 		r, e := s.describeSpotRequests(form)
 		resp, err = &r, e
+	case "DescribeLaunchTemplates":
+		r, e := s.describeLaunchTemplates(form)
+		resp, err = &r, e
 	default:
 		return nil, &apiError{http.StatusBadRequest, "InvalidAction", fmt.Sprintf("The action %s is not valid for this web service.", action)}
 	}

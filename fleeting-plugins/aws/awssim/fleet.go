@@ -44,6 +44,8 @@ type group struct {
 	activities []*Activity
 	// pool is the group's warm pool (warmpool.go), nil without one.
 	pool *warmPool
+	// template is the launch template it launches from (launchtemplates.go).
+	template launchTemplate
 }
 
 // Activity is one scaling activity of a group, as DescribeScalingActivities describes it.
@@ -93,6 +95,8 @@ type instance struct {
 	// spotUpdated is when it was set.
 	spotCode    string
 	spotUpdated time.Time
+	// templateVersion is the launch template version it was launched from (launchtemplates.go).
+	templateVersion int
 }
 
 type pushedKey struct {
@@ -253,7 +257,7 @@ func (s *Server) launchLocked(g *group, live int) bool {
 		id: s.newInstanceID(), group: g.spec.Name, az: az,
 		lifecycle: lifecyclePending, health: "Healthy", ec2State: "pending",
 		protected: g.spec.ProtectFromScaleIn, addr: addr, launched: now,
-		pushed: map[string][]pushedKey{},
+		pushed: map[string][]pushedKey{}, templateVersion: s.launchVersionLocked(g),
 	}
 	inst.dir = filepath.Join(s.dir, "instances", inst.id)
 	inst.launch = s.startActivityLocked(g, az, "Launching a new EC2 instance: "+inst.id, cause)

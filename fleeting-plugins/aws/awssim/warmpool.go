@@ -144,7 +144,7 @@ func (s *Server) describeWarmPool(form url.Values) (any, *apiError) {
 		out.Instances = append(out.Instances, asgInstance{
 			InstanceID: inst.id, InstanceType: "t3.micro", AvailabilityZone: inst.az,
 			LifecycleState: inst.lifecycle, HealthStatus: inst.health,
-			LaunchTemplate: s.launchTemplate(g), ProtectedFromScaleIn: inst.protected,
+			LaunchTemplate: s.instanceLaunchTemplate(inst), ProtectedFromScaleIn: inst.protected,
 		})
 	}
 	if out.Instances, out.NextToken, err = page(out.Instances, form.Get("NextToken"), size); err != nil {
@@ -286,7 +286,7 @@ func (s *Server) launchWarmLocked(g *group) {
 		id: s.newInstanceID(), group: g.spec.Name, az: az,
 		lifecycle: warmedPending, health: "Healthy", ec2State: "pending",
 		protected: g.spec.ProtectFromScaleIn, addr: addr, launched: now,
-		pushed: map[string][]pushedKey{},
+		pushed: map[string][]pushedKey{}, templateVersion: s.launchVersionLocked(g),
 	}
 	inst.dir = filepath.Join(s.dir, "instances", inst.id)
 	inst.launch = s.startActivityLocked(g, az, "Launching a new EC2 instance into warm pool: "+inst.id,

@@ -208,6 +208,8 @@ type fleet struct {
 	// metadataEndpoint is plugin_config metadata_endpoint; empty leaves the key out (and
 	// AWS_EC2_METADATA_DISABLED keeps the plugin from reading instance metadata).
 	metadataEndpoint string
+	// rolloutMaxDraining is rollout_max_draining as written in TOML; empty leaves the key out.
+	rolloutMaxDraining string
 }
 
 // writeConfig writes the config.toml an operator would write for docker-autoscaler on this group:
@@ -252,7 +254,7 @@ shutdown_timeout = 30
       preemptive_mode = false
 `, f.capacity*f.maxInstances, r.gl.URL(), r.token, r.image, "unix://"+testenv.DockerSocket(),
 		f.capacity, f.maxInstances, pluginConfig(w, f), w.Sim.SSHPort(), filepath.Join(r.dir, "state"),
-		f.idleCount, f.idleTime.String(), interruptionKey(f.interruptionCheck))
+		f.idleCount, f.idleTime.String(), interruptionKey(f.interruptionCheck)+rolloutKey(f.rolloutMaxDraining))
 	path := filepath.Join(r.dir, "config.toml")
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
@@ -272,6 +274,13 @@ func interruptionKey(d time.Duration) string {
 		return ""
 	}
 	return fmt.Sprintf("interruption_check_interval = %q", d.String())
+}
+
+func rolloutKey(pace string) string {
+	if pace == "" {
+		return ""
+	}
+	return "\n    rollout_max_draining = " + pace
 }
 
 // startManager does what `fleetrunner run -c path` does, in-process: the real manager on the config
@@ -316,6 +325,13 @@ func (l *testLog) contains(s string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return bytes.Contains(l.buf.Bytes(), []byte(s))
+}
+
+// text is everything logged so far.
+func (l *testLog) text() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 func (l *testLog) Write(p []byte) (int, error) {

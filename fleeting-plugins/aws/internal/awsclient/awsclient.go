@@ -7,10 +7,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	asgtypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/ec2instanceconnect"
@@ -38,6 +40,22 @@ type Client interface {
 	// SpotRequests is DescribeSpotInstanceRequests for the spot requests of these instance IDs (one call
 	// per 200 IDs). On-demand instances have none and are absent from the result.
 	SpotRequests(ctx context.Context, ids []string) ([]SpotRequest, error)
+	// LaunchTemplates is DescribeLaunchTemplates for these launch template IDs: their latest and default
+	// version numbers.
+	LaunchTemplates(ctx context.Context, ids []string) ([]LaunchTemplate, error)
+}
+
+// TemplateSpec names a launch template and a version of it. In a group's spec Version is a number,
+// "$Latest" or "$Default" (AWS takes an empty one for "$Default"); an instance reports the number it
+// was launched from.
+type TemplateSpec struct {
+	ID, Name, Version string
+}
+
+// LaunchTemplate is a launch template's version numbers.
+type LaunchTemplate struct {
+	ID, Name        string
+	Latest, Default int64
 }
 
 // SpotRequest is the status of the spot request behind one instance. EC2 sets Code to
@@ -79,7 +97,12 @@ type Group struct {
 	ProtectNewInstances bool
 	AvailabilityZones   []string
 	SuspendedProcesses  []string
-	Members             []Member
+	// LaunchConfigurationName is set when the group launches from a launch configuration.
+	LaunchConfigurationName string
+	// Templates are the launch templates the group launches from: its LaunchTemplate, or its
+	// MixedInstancesPolicy's and the overrides' that name one of their own.
+	Templates []TemplateSpec
+	Members   []Member
 }
 
 // Member is one instance as the group sees it.
@@ -90,6 +113,10 @@ type Member struct {
 	LifecycleState string
 	// HealthStatus is Healthy or Unhealthy.
 	HealthStatus string
+	// LaunchConfigurationName or Template is what the instance was launched from; both are empty when
+	// AWS does not say.
+	LaunchConfigurationName string
+	Template                TemplateSpec
 }
 
 // Instance is the part of an EC2 instance the plugin reads to connect to it.
@@ -136,29 +163,58 @@ func (a *API) Group(ctx context.Context, name string) (Group, error) {
 				continue
 			}
 			out := Group{
-				Name:                name,
-				ARN:                 aws.ToString(g.AutoScalingGroupARN),
-				MinSize:             int(aws.ToInt32(g.MinSize)),
-				MaxSize:             int(aws.ToInt32(g.MaxSize)),
-				DesiredCapacity:     int(aws.ToInt32(g.DesiredCapacity)),
-				ProtectNewInstances: aws.ToBool(g.NewInstancesProtectedFromScaleIn),
-				AvailabilityZones:   g.AvailabilityZones,
+				Name:                    name,
+				ARN:                     aws.ToString(g.AutoScalingGroupARN),
+				MinSize:                 int(aws.ToInt32(g.MinSize)),
+				MaxSize:                 int(aws.ToInt32(g.MaxSize)),
+				DesiredCapacity:         int(aws.ToInt32(g.DesiredCapacity)),
+				ProtectNewInstances:     aws.ToBool(g.NewInstancesProtectedFromScaleIn),
+				AvailabilityZones:       g.AvailabilityZones,
+				LaunchConfigurationName: aws.ToString(g.LaunchConfigurationName),
+				Templates:               groupTemplates(g),
 			}
 			for _, sp := range g.SuspendedProcesses {
 				out.SuspendedProcesses = append(out.SuspendedProcesses, aws.ToString(sp.ProcessName))
 			}
 			for _, i := range g.Instances {
 				out.Members = append(out.Members, Member{
-					ID:               aws.ToString(i.InstanceId),
-					AvailabilityZone: aws.ToString(i.AvailabilityZone),
-					LifecycleState:   string(i.LifecycleState),
-					HealthStatus:     aws.ToString(i.HealthStatus),
+					ID:                      aws.ToString(i.InstanceId),
+					AvailabilityZone:        aws.ToString(i.AvailabilityZone),
+					LifecycleState:          string(i.LifecycleState),
+					HealthStatus:            aws.ToString(i.HealthStatus),
+					LaunchConfigurationName: aws.ToString(i.LaunchConfigurationName),
+					Template:                templateSpec(i.LaunchTemplate),
 				})
 			}
 			return out, nil
 		}
 	}
 	return Group{}, ErrGroupNotFound
+}
+
+// groupTemplates lists the launch templates a group launches from, each once.
+func groupTemplates(g asgtypes.AutoScalingGroup) []TemplateSpec {
+	specs := []*asgtypes.LaunchTemplateSpecification{g.LaunchTemplate}
+	if mip := g.MixedInstancesPolicy; mip != nil && mip.LaunchTemplate != nil {
+		specs = append(specs, mip.LaunchTemplate.LaunchTemplateSpecification)
+		for _, o := range mip.LaunchTemplate.Overrides {
+			specs = append(specs, o.LaunchTemplateSpecification)
+		}
+	}
+	var out []TemplateSpec
+	for _, s := range specs {
+		if t := templateSpec(s); (t.ID != "" || t.Name != "") && !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func templateSpec(s *asgtypes.LaunchTemplateSpecification) TemplateSpec {
+	if s == nil {
+		return TemplateSpec{}
+	}
+	return TemplateSpec{ID: aws.ToString(s.LaunchTemplateId), Name: aws.ToString(s.LaunchTemplateName), Version: aws.ToString(s.Version)}
 }
 
 // Policies implements Client.
@@ -297,6 +353,25 @@ func (a *API) SpotRequests(ctx context.Context, ids []string) ([]SpotRequest, er
 				}
 				out = append(out, req)
 			}
+		}
+	}
+	return out, nil
+}
+
+// LaunchTemplates implements Client.
+func (a *API) LaunchTemplates(ctx context.Context, ids []string) ([]LaunchTemplate, error) {
+	var out []LaunchTemplate
+	p := ec2.NewDescribeLaunchTemplatesPaginator(a.EC2, &ec2.DescribeLaunchTemplatesInput{LaunchTemplateIds: ids})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range page.LaunchTemplates {
+			out = append(out, LaunchTemplate{
+				ID: aws.ToString(t.LaunchTemplateId), Name: aws.ToString(t.LaunchTemplateName),
+				Latest: aws.ToInt64(t.LatestVersionNumber), Default: aws.ToInt64(t.DefaultVersionNumber),
+			})
 		}
 	}
 	return out, nil
