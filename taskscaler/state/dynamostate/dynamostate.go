@@ -34,10 +34,15 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/state"
 )
 
-// The item's attributes. key is the table's partition key (a string); deploy/aws/fleetrunner-state-table.yaml
-// creates the table and docs/ha.md describes the layout.
+// KeyAttribute is the table's partition key, a string: the runner's state.Key.
+// deploy/aws/fleetrunner-state-table.yaml creates the table and docs/ha.md describes the item.
+const KeyAttribute = "key"
+
+// IAMActions are the DynamoDB actions this package calls; the kit's policy grants these and no more.
+var IAMActions = []string{"dynamodb:GetItem", "dynamodb:UpdateItem"}
+
+// The item's other attributes.
 const (
-	attrKey      = "key"
 	attrHolder   = "holder"
 	attrSystemID = "system_id"
 	attrHost     = "host"
@@ -150,7 +155,7 @@ func (l *Lease) Acquire(ctx context.Context) (state.Token, error) {
 		UpdateExpression: aws.String("SET #holder = :me, #system_id = :system_id, #host = :host, #pid = :pid, " +
 			"#acquired = :now, #renewed = :now, #expires = :expires ADD #token :one"),
 		ConditionExpression:      aws.String("attribute_not_exists(#key) OR #expires < :now OR #holder = :me"),
-		ExpressionAttributeNames: names(attrKey, attrHolder, attrSystemID, attrHost, attrPID, attrAcquired, attrRenewed, attrExpires, attrToken),
+		ExpressionAttributeNames: names(KeyAttribute, attrHolder, attrSystemID, attrHost, attrPID, attrAcquired, attrRenewed, attrExpires, attrToken),
 		ExpressionAttributeValues: map[string]types.AttributeValue{
 			":me":        str(l.me.String()),
 			":system_id": str(l.me.SystemID),
@@ -272,7 +277,7 @@ func (l *Lease) held() (state.Token, time.Time) {
 }
 
 func (l *Lease) itemKey() map[string]types.AttributeValue {
-	return map[string]types.AttributeValue{attrKey: str(l.key)}
+	return map[string]types.AttributeValue{KeyAttribute: str(l.key)}
 }
 
 // refusal turns a failed conditional write into a *state.LeaseError naming the current holder, and

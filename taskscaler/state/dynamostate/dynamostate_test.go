@@ -1,6 +1,7 @@
 package dynamostate
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -10,14 +11,17 @@ import (
 	"net/url"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/smithy-go/middleware"
 
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
@@ -90,8 +94,8 @@ func motoTable(t *testing.T, serialize bool) (*Table, *clock.Fake) {
 	}
 	if _, err := tbl.client.CreateTable(t.Context(), &dynamodb.CreateTableInput{
 		TableName:            aws.String(testTable),
-		AttributeDefinitions: []types.AttributeDefinition{{AttributeName: aws.String(attrKey), AttributeType: types.ScalarAttributeTypeS}},
-		KeySchema:            []types.KeySchemaElement{{AttributeName: aws.String(attrKey), KeyType: types.KeyTypeHash}},
+		AttributeDefinitions: []types.AttributeDefinition{{AttributeName: aws.String(KeyAttribute), AttributeType: types.ScalarAttributeTypeS}},
+		KeySchema:            []types.KeySchemaElement{{AttributeName: aws.String(KeyAttribute), KeyType: types.KeyTypeHash}},
 		BillingMode:          types.BillingModePayPerRequest,
 	}); err != nil {
 		t.Fatalf("CreateTable: %v", err)
@@ -133,7 +137,7 @@ func sample(n int) *state.Snapshot {
 				ID: id, InternalAddr: "10.0.0.1",
 				ConnectorConfig: fleeting.ConnectorConfig{Username: "ubuntu", Key: []byte("PRIVATE KEY"), Password: "secret"},
 			},
-			Data:        map[string][]byte{"hostkey": []byte("ssh-ed25519 AAAA")},
+			Data: map[string][]byte{"hostkey": []byte("ssh-ed25519 AAAA")},
 		})
 		s.Jobs = append(s.Jobs, state.Job{Key: fmt.Sprintf("job-%d", i), JobID: int64(1000 + i), InstanceID: id, Data: []byte(`{"token":"x"}`), Since: at})
 	}
@@ -154,8 +158,38 @@ func fileRoundTrip(t *testing.T, s *state.Snapshot) *state.Snapshot {
 	return got
 }
 
+// recordCalls notes the IAM action of every call the client makes.
+func recordCalls(t *testing.T, tbl *Table) *sync.Map {
+	t.Helper()
+	var calls sync.Map
+	record := func(stack *middleware.Stack) error {
+		return stack.Finalize.Add(middleware.FinalizeMiddlewareFunc("RecordCall",
+			func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
+				calls.Store("dynamodb:"+awsmiddleware.GetOperationName(ctx), true)
+				return next.HandleFinalize(ctx, in)
+			}), middleware.After)
+	}
+	tbl.client = dynamodb.New(tbl.client.Options(), func(o *dynamodb.Options) { o.APIOptions = append(o.APIOptions, record) })
+	return &calls
+}
+
 func TestLease(t *testing.T) {
 	tbl, clk := motoTable(t, false)
+	calls := recordCalls(t, tbl)
+	t.Cleanup(func() {
+		// The kit's policy grants IAMActions only; a call outside them would be refused on AWS.
+		calls.Range(func(action, _ any) bool {
+			if !slices.Contains(IAMActions, action.(string)) {
+				t.Errorf("the package called %s, which IAMActions (and so the kit's policy) does not grant", action)
+			}
+			return true
+		})
+		for _, action := range IAMActions {
+			if _, ok := calls.Load(action); !ok {
+				t.Errorf("IAMActions grants %s, which no test called", action)
+			}
+		}
+	})
 	for _, tc := range []struct {
 		name string
 		run  func(t *testing.T, a, b *Lease)
