@@ -103,7 +103,8 @@ func motoTable(t *testing.T, serialize bool) (*Table, *clock.Fake) {
 	return tbl, clk
 }
 
-func leaseError(t *testing.T, err, want error) *state.LeaseError {
+// leaseError asserts err wraps want and returns its LeaseError (a copy: errcheck would see an error).
+func leaseError(t *testing.T, err, want error) state.LeaseError {
 	t.Helper()
 	if !errors.Is(err, want) {
 		t.Fatalf("error = %v, want one wrapping %q", err, want)
@@ -112,7 +113,7 @@ func leaseError(t *testing.T, err, want error) *state.LeaseError {
 	if !errors.As(err, &le) {
 		t.Fatalf("error %v is no *state.LeaseError", err)
 	}
-	return le
+	return *le
 }
 
 func acquire(t *testing.T, l *Lease, want state.Token) {
