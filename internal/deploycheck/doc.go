@@ -1,5 +1,6 @@
 // Package deploycheck holds the tests of the files under deploy/: the Grafana dashboard (deploy/grafana)
 // and the Prometheus alerting rules (deploy/prometheus) may only name metrics the binary exports, and the
 // rules must pass promtool; the AWS kit's state table (deploy/aws/fleetrunner-state-table.yaml) must be
-// the table taskscaler/state/dynamostate uses, grant exactly the actions it calls, and pass cfn-lint.
+// the table taskscaler/state/dynamostate uses, grant exactly the actions it calls, pass cfn-lint, and
+// deploy on moto to a table the package works with.
 package deploycheck

@@ -1,15 +1,19 @@
 package deploycheck_test
 
 import (
+	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
+	"gitlab.com/fleetrunner/fleetrunner/taskscaler/state"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/state/dynamostate"
 )
 
@@ -108,5 +112,92 @@ func TestStateTableTemplate(t *testing.T) {
 	cfnLint := testenv.RequireCommand(t, "cfn-lint", "pip install cfn-lint")
 	if out, err := exec.CommandContext(t.Context(), cfnLint, stateTablePath).CombinedOutput(); err != nil {
 		t.Errorf("cfn-lint %s: %v\n%s", stateTablePath, err, out)
+	}
+}
+
+// TestStateTableDeploysOnMoto deploys the template with CloudFormation on moto (through the AWS CLI, as
+// docs/ha.md does) and runs a lease and a state round trip on the table it made. moto's CloudFormation
+// ignores PointInTimeRecoverySpecification and SSESpecification; TestStateTableTemplate checks those.
+func TestStateTableDeploysOnMoto(t *testing.T) {
+	awsCLI := testenv.RequireCommand(t, "aws", "install the AWS CLI (pip install awscli)")
+	m := testenv.StartMoto(t)
+	dir := t.TempDir()
+	for k, v := range map[string]string{
+		"AWS_ACCESS_KEY_ID":           "AKIAFLEETRUNNERTEST",
+		"AWS_SECRET_ACCESS_KEY":       "fleetrunner-test-secret",
+		"AWS_REGION":                  "us-east-1",
+		"AWS_DEFAULT_REGION":          "us-east-1",
+		"AWS_ENDPOINT_URL":            m.URL,
+		"AWS_CONFIG_FILE":             filepath.Join(dir, "config"),
+		"AWS_SHARED_CREDENTIALS_FILE": filepath.Join(dir, "credentials"),
+		"AWS_EC2_METADATA_DISABLED":   "true",
+	} {
+		t.Setenv(k, v)
+	}
+	// The CLI takes an empty AWS_PROFILE for a profile named "": unset, restored by t.Setenv's cleanup.
+	for _, k := range []string{"AWS_PROFILE", "AWS_SESSION_TOKEN"} {
+		t.Setenv(k, "")
+		os.Unsetenv(k)
+	}
+	cli := func(args ...string) []byte {
+		t.Helper()
+		out, err := exec.CommandContext(t.Context(), awsCLI, append(args, "--output", "json")...).Output()
+		if err != nil {
+			var stderr []byte
+			if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+				stderr = ee.Stderr
+			}
+			t.Fatalf("aws %v: %v\n%s", args, err, stderr)
+		}
+		return out
+	}
+	cli("iam", "create-role", "--role-name", "fleetrunner-manager", "--assume-role-policy-document",
+		`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}`)
+	cli("cloudformation", "create-stack", "--stack-name", "fleetrunner-state", "--template-body", "file://"+stateTablePath,
+		"--capabilities", "CAPABILITY_IAM", "--parameters", "ParameterKey=ManagerRoleName,ParameterValue=fleetrunner-manager")
+	// moto creates a stack's resources within the call; the status says whether that went through.
+	var stacks struct {
+		Stacks []struct {
+			StackStatus string
+			Outputs     []struct{ OutputKey, OutputValue string }
+		}
+	}
+	if err := json.Unmarshal(cli("cloudformation", "describe-stacks", "--stack-name", "fleetrunner-state"), &stacks); err != nil {
+		t.Fatal(err)
+	}
+	if len(stacks.Stacks) != 1 || stacks.Stacks[0].StackStatus != "CREATE_COMPLETE" {
+		t.Fatalf("stack: %+v, want CREATE_COMPLETE", stacks.Stacks)
+	}
+	outputs := map[string]string{}
+	for _, o := range stacks.Stacks[0].Outputs {
+		outputs[o.OutputKey] = o.OutputValue
+	}
+	var attached struct {
+		AttachedPolicies []struct{ PolicyArn string }
+	}
+	if err := json.Unmarshal(cli("iam", "list-attached-role-policies", "--role-name", "fleetrunner-manager"), &attached); err != nil {
+		t.Fatal(err)
+	}
+	if len(attached.AttachedPolicies) != 1 || attached.AttachedPolicies[0].PolicyArn != outputs["StatePolicyArn"] {
+		t.Errorf("the manager role has %+v attached, want the StatePolicyArn output %s", attached.AttachedPolicies, outputs["StatePolicyArn"])
+	}
+
+	tbl, err := dynamostate.New(t.Context(), dynamostate.Config{Table: outputs["TableName"], Region: outputs["Region"], Endpoint: m.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	me := state.Holder{SystemID: "s_0123456789ab", Host: "manager", PID: 1}
+	lease := tbl.Lease(state.Key(state.Runner{ID: 1, URL: "https://gitlab.example.com"}), me, 15*time.Second)
+	if tok, err := lease.Acquire(t.Context()); err != nil || tok != 1 {
+		t.Fatalf("Acquire on the kit's table = %d, %v; want token 1", tok, err)
+	}
+	want := &state.Snapshot{Instances: []state.Instance{{ID: "i-0123456789abcdef0", State: "ready"}}}
+	store := lease.Store(t.Context())
+	if err := store.Save(want); err != nil {
+		t.Fatal(err)
+	}
+	got, err := store.Load()
+	if err != nil || len(got.Instances) != 1 || got.Instances[0].ID != want.Instances[0].ID {
+		t.Fatalf("Load from the kit's table = %+v, %v", got, err)
 	}
 }
