@@ -314,7 +314,7 @@ func (s *StateStorage) problems(p string) []error {
 			}
 		}
 		if s.LeaseDuration != 0 {
-			add("lease_duration", "is set but backend is %q, whose lease is the state directory's lock: set backend = %q to use it, or remove it", StateBackendFile, StateBackendDynamoDB)
+			add("lease_duration", "is set but backend is %q; it applies to backend = %q only: set that backend, or remove it", StateBackendFile, StateBackendDynamoDB)
 		}
 	case StateBackendDynamoDB:
 		if s.DynamoDBTable == "" {
