@@ -118,6 +118,33 @@ func (a *AutoscalerConfig) StateStorageEnabled() bool {
 	return a.StateStorage.Enabled == nil || *a.StateStorage.Enabled
 }
 
+// State storage backends (state_storage.backend), fleetrunner's own.
+const (
+	StateBackendFile     = "file"
+	StateBackendDynamoDB = "dynamodb"
+)
+
+// Lease of a runner on the dynamodb backend, fleetrunner's own: a standby takes a lost manager's runner
+// over within DefaultLeaseDuration. MinLeaseDuration leaves a renewal (every third of the lease) time for
+// a slow round trip to DynamoDB.
+const (
+	DefaultLeaseDuration = 15 * time.Second
+	MinLeaseDuration     = 3 * time.Second
+)
+
+// GetBackend is where the state is kept: state_storage.backend, else StateBackendFile.
+func (s *StateStorage) GetBackend() string {
+	if s.Backend == "" {
+		return StateBackendFile
+	}
+	return s.Backend
+}
+
+// GetLeaseDuration is how long a manager holds a runner's lease without renewing it.
+func (s *StateStorage) GetLeaseDuration() time.Duration {
+	return durationOr(s.LeaseDuration, DefaultLeaseDuration)
+}
+
 // StateStorageDir is the state directory: state_storage.dir (a relative one is taken from configDir),
 // else <configDir>/.taskscaler.
 func (a *AutoscalerConfig) StateStorageDir(configDir string) string {

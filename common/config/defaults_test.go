@@ -50,6 +50,8 @@ func TestDefaults(t *testing.T) {
 		{"scale_throttle.burst without max_instances", a.GetScaleThrottleBurst(), 100},
 		{"state_storage.enabled", a.StateStorageEnabled(), true},
 		{"state_storage.dir", a.StateStorageDir("/etc/fleetrunner"), "/etc/fleetrunner/.taskscaler"},
+		{"state_storage.backend", a.StateStorage.GetBackend(), "file"},
+		{"state_storage.lease_duration", a.StateStorage.GetLeaseDuration(), 15 * time.Second},
 		{"periods", p.GetPeriods(), []string{"* * * * *"}},
 		{"preemptive_mode with idle_count 0", p.GetPreemptiveMode(), false},
 	} {
@@ -67,6 +69,7 @@ func TestSetValuesWinOverDefaults(t *testing.T) {
 	d := DockerConfig{PullPolicy: StringOrSlice{"if-not-present"}, WaitForServicesTimeout: -1, ServicesLimit: ptr(2)}
 	a := AutoscalerConfig{CapacityPerInstance: 4, MaxInstances: 8, ScaleThrottle: ScaleThrottle{Limit: -1},
 		ReservationThrottling: ptr(false), StateStorage: StateStorage{Enabled: ptr(false), Dir: "state"}}
+	ha := StateStorage{Backend: "dynamodb", LeaseDuration: 30 * time.Second}
 	p := AutoscalerPolicyConfig{IdleCount: 2}
 	for _, tt := range []struct {
 		name      string
@@ -94,6 +97,8 @@ func TestSetValuesWinOverDefaults(t *testing.T) {
 		{"reservation_throttling", a.GetReservationThrottling(), false},
 		{"state_storage off", a.StateStorageEnabled(), false},
 		{"relative state dir", a.StateStorageDir("/etc/fleetrunner"), filepath.Join("/etc/fleetrunner", "state")},
+		{"state_storage.backend", ha.GetBackend(), "dynamodb"},
+		{"state_storage.lease_duration", ha.GetLeaseDuration(), 30 * time.Second},
 		{"preemptive_mode with idle_count 2", p.GetPreemptiveMode(), true},
 	} {
 		if !equal(tt.got, tt.want) {

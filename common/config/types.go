@@ -309,6 +309,13 @@ type StateStorage struct {
 	Enabled                      *bool  `toml:"enabled,omitempty" json:"enabled"`
 	Dir                          string `toml:"dir,omitempty" json:"dir"`
 	KeepInstanceWithAcquisitions bool   `toml:"keep_instance_with_acquisitions,omitempty" json:"keep_instance_with_acquisitions"`
+	// Backend and the keys below are fleetrunner's own: "dynamodb" keeps the state in a table shared by
+	// the managers of a high-availability pair, with a lease per runner (docs/ha.md).
+	Backend          string        `toml:"backend,omitempty" json:"backend"`
+	DynamoDBTable    string        `toml:"dynamodb_table,omitempty" json:"dynamodb_table"`
+	DynamoDBRegion   string        `toml:"dynamodb_region,omitempty" json:"dynamodb_region"`
+	DynamoDBEndpoint string        `toml:"dynamodb_endpoint,omitempty" json:"dynamodb_endpoint"`
+	LeaseDuration    time.Duration `toml:"lease_duration,omitempty,omitzero" json:"lease_duration"`
 }
 
 // AutoscalerForecastConfig is [runners.autoscaler.forecast], fleetrunner's own: the idle count follows

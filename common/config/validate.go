@@ -300,6 +300,38 @@ func (d *DockerConfig) problems(p string) []error {
 	return errs
 }
 
+func (s *StateStorage) problems(p string) []error {
+	var errs []error
+	add := func(key, format string, args ...any) { errs = append(errs, fieldErr(p+"."+key, format, args...)) }
+
+	switch s.GetBackend() {
+	case StateBackendFile:
+		for _, f := range []named[string]{
+			{"dynamodb_table", s.DynamoDBTable}, {"dynamodb_region", s.DynamoDBRegion}, {"dynamodb_endpoint", s.DynamoDBEndpoint},
+		} {
+			if f.v != "" {
+				add(f.key, "is set but backend is %q: set backend = %q to use it, or remove it", StateBackendFile, StateBackendDynamoDB)
+			}
+		}
+		if s.LeaseDuration != 0 {
+			add("lease_duration", "is set but backend is %q; it applies to backend = %q only: set that backend, or remove it", StateBackendFile, StateBackendDynamoDB)
+		}
+	case StateBackendDynamoDB:
+		if s.DynamoDBTable == "" {
+			add("dynamodb_table", "missing: backend %q needs the table's name (deploy/aws/fleetrunner-state-table.yaml creates one)", StateBackendDynamoDB)
+		}
+		if s.Enabled != nil && !*s.Enabled {
+			add("backend", "is %q but enabled = false: a manager without state cannot share a runner with a standby", StateBackendDynamoDB)
+		}
+	default:
+		add("backend", "unknown backend %q (%q or %q)", s.Backend, StateBackendFile, StateBackendDynamoDB)
+	}
+	if s.LeaseDuration != 0 && s.LeaseDuration < MinLeaseDuration {
+		add("lease_duration", "must be at least %s (0 for the default %s), got %s", MinLeaseDuration, DefaultLeaseDuration, s.LeaseDuration)
+	}
+	return errs
+}
+
 func (a *AutoscalerConfig) problems(p string) []error {
 	var errs []error
 	add := func(key, format string, args ...any) { errs = append(errs, fieldErr(p+"."+key, format, args...)) }
@@ -362,6 +394,8 @@ func (a *AutoscalerConfig) problems(p string) []error {
 	if a.ScaleThrottle.Burst < 0 {
 		add("scale_throttle.burst", "must not be negative")
 	}
+
+	errs = append(errs, a.StateStorage.problems(p+".state_storage")...)
 
 	if f := a.Forecast; f != nil {
 		if f.History != 0 && (f.History < MinForecastHistory || f.History > MaxForecastHistory) {

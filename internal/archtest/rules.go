@@ -66,6 +66,11 @@ var Rules = []Rule{
 	{From: "taskscaler/...", Allow: []string{"taskscaler/...", "common/fleeting", "common/logging"},
 		Why: "the taskscaler works on the fleeting contract with its own option and policy types; it reads no config and names no plugin"},
 
+	{From: "taskscaler/state/dynamostate", Allow: []string{"taskscaler/state"},
+		// Its tests time leases with the fake clock and fill snapshots with connect info.
+		TestAllow: []string{"taskscaler/clock", "common/fleeting"},
+		Why:       "the DynamoDB state store implements the state's Store and Lease for manager HA; it talks to AWS, so it stays a leaf that only the code choosing the store names"},
+
 	{From: "fleeting-plugins/aws/...", Allow: []string{"fleeting-plugins/aws/...", "common/fleeting", "common/logging"},
 		TestAllow: []string{"common/fleeting/..."},
 		Why:       "a plugin implements the fleeting contract and knows nothing else of fleetrunner"},

@@ -96,32 +96,18 @@ func (f *File) Load() (*Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read taskscaler state %s: %w", f.Path, err)
 	}
-	var s Snapshot
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("taskscaler state %s is corrupt (move it aside to start without it; instances it listed will then be removed as unknown): %w", f.Path, err)
+	snap, err := Unmarshal(b)
+	if err != nil {
+		return nil, fmt.Errorf("taskscaler state %s: %w", f.Path, err)
 	}
-	if s.Version > Version {
-		return nil, fmt.Errorf("taskscaler state %s has format version %d, this build reads up to %d", f.Path, s.Version, Version)
-	}
-	return &s, nil
+	return snap, nil
 }
 
 // Save implements Store: the file is replaced atomically and readable by its owner only.
 func (f *File) Save(s *Snapshot) error {
-	cp := *s
-	cp.Version = Version
-	cp.Instances = make([]Instance, len(s.Instances))
-	for i, in := range s.Instances {
-		if in.ConnectInfo != nil {
-			ci := *in.ConnectInfo
-			ci.Key, ci.Password = nil, ""
-			in.ConnectInfo = &ci
-		}
-		cp.Instances[i] = in
-	}
-	b, err := json.MarshalIndent(&cp, "", "  ")
+	b, err := Marshal(s)
 	if err != nil {
-		return fmt.Errorf("encode taskscaler state: %w", err)
+		return err
 	}
 	dir := filepath.Dir(f.Path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -156,6 +142,39 @@ func (f *File) Save(s *Snapshot) error {
 		d.Close()
 	}
 	return nil
+}
+
+// Marshal encodes a snapshot as every store writes it: at the current Version, indented for the operator
+// who reads it, and without the instances' credentials (a restarted taskscaler asks the plugin again).
+func Marshal(s *Snapshot) ([]byte, error) {
+	cp := *s
+	cp.Version = Version
+	cp.Instances = make([]Instance, len(s.Instances))
+	for i, in := range s.Instances {
+		if in.ConnectInfo != nil {
+			ci := *in.ConnectInfo
+			ci.Key, ci.Password = nil, ""
+			in.ConnectInfo = &ci
+		}
+		cp.Instances[i] = in
+	}
+	b, err := json.MarshalIndent(&cp, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode taskscaler state: %w", err)
+	}
+	return b, nil
+}
+
+// Unmarshal decodes what Marshal wrote; the caller names where it came from.
+func Unmarshal(b []byte) (*Snapshot, error) {
+	var s Snapshot
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("corrupt (move it aside or delete it to start without it; instances it listed will then be removed as unknown): %w", err)
+	}
+	if s.Version > Version {
+		return nil, fmt.Errorf("format version %d, this build reads up to %d", s.Version, Version)
+	}
+	return &s, nil
 }
 
 // Runner is what names a runner's state directory.
