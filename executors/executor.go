@@ -127,6 +127,23 @@ type Deps struct {
 	SystemID  string
 }
 
+// StandbyError is what a Factory returns when another manager manages the runner's fleet now and this
+// one may take it over later (a high-availability pair sharing the runner's state): the manager serves
+// the runner's other duties not at all, and asks the factory again at RetryAt.
+type StandbyError struct {
+	// Holder names the manager that manages the fleet now, for logs and the status page.
+	Holder string
+	// RetryAt is when the holder's claim runs out unless it renews it.
+	RetryAt time.Time
+	Err     error
+}
+
+func (e *StandbyError) Error() string {
+	return fmt.Sprintf("standby: manager %s manages this runner's fleet (its claim runs to %s): %v", e.Holder, e.RetryAt.UTC().Format(time.RFC3339), e.Err)
+}
+
+func (e *StandbyError) Unwrap() error { return e.Err }
+
 // Factory builds a Provider for one runner entry.
 type Factory func(runner *config.RunnerConfig, deps Deps) (Provider, error)
 

@@ -94,6 +94,12 @@ type Manager struct {
 
 	// history appends each job run to its runner's job history in the state directory.
 	history *history.Writer
+
+	// standby holds, per runner token, the manager that manages the runner's fleet instead of this one
+	// (standby.go); standbyTimer asks again, at standbyAt.
+	standby      map[string]*executors.StandbyError
+	standbyTimer *time.Timer
+	standbyAt    time.Time
 }
 
 // providerEntry is a runner's provider; it outlives reloads and is shut down when its runner
@@ -122,6 +128,7 @@ func New(log logrus.FieldLogger, opts Options) *Manager {
 		workers:   map[string]*worker{},
 		providers: map[string]*providerEntry{},
 		rotated:   map[string]config.RunnerCredentials{},
+		standby:   map[string]*executors.StandbyError{},
 		history:   history.NewWriter(history.MaxBytes),
 	}
 	base := context.Background()
@@ -166,6 +173,9 @@ func (m *Manager) StopForcefully() {
 func (m *Manager) stopAsking() {
 	m.mu.Lock()
 	m.stopping = true
+	if m.standbyTimer != nil {
+		m.standbyTimer.Stop()
+	}
 	workers := make([]*worker, 0, len(m.workers))
 	for _, w := range m.workers {
 		workers = append(workers, w)
@@ -348,10 +358,16 @@ func (m *Manager) apply(cfg *config.Config, mtime time.Time, atStart bool) error
 			continue
 		}
 		pe, err := m.providerFor(rc)
+		var standby *executors.StandbyError
+		if errors.As(err, &standby) {
+			m.standbyLocked(rc, standby)
+			continue
+		}
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
+		m.activeLocked(rc)
 		w, err := newWorker(m, cfg, rc, pe.p)
 		if err != nil {
 			errs = append(errs, err)

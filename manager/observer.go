@@ -37,6 +37,9 @@ type Observer interface {
 	// unhealthy_requests_limit unhealthy answers in a row (and again after each failed probe), with the
 	// time of its next probe; and with the zero time once it is healthy again or a reload ended the pause.
 	RunnerPaused(r RunnerInfo, until time.Time)
+	// RunnerStandby is called when another manager manages the runner's fleet, so this one serves it
+	// not (holder names that manager), and with an empty holder once this manager serves the runner.
+	RunnerStandby(r RunnerInfo, holder string)
 	// JobStarted is called when GitLab handed out a job; the JobObserver follows that job.
 	JobStarted(j JobInfo) JobObserver
 }
@@ -131,6 +134,7 @@ func (nopObserver) RequestEnded(RunnerInfo, int)                   {}
 func (nopObserver) APIResponse(RunnerInfo, string, int)            {}
 func (nopObserver) ProcessingFailure(RunnerInfo, string)           {}
 func (nopObserver) RunnerPaused(RunnerInfo, time.Time)             {}
+func (nopObserver) RunnerStandby(RunnerInfo, string)               {}
 func (nopObserver) JobStarted(JobInfo) JobObserver                 { return nopObserver{} }
 func (nopObserver) Stage(string)                                   {}
 func (nopObserver) Finished(job.FailureReason)                     {}

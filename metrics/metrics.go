@@ -55,6 +55,7 @@ type Metrics struct {
 	queueDuration      *prometheus.HistogramVec
 	queuingExceeded    *prometheus.CounterVec
 	requestConcurrency *prometheus.GaugeVec
+	standby            *prometheus.GaugeVec
 	apiStatuses        *prometheus.CounterVec
 	errors             *prometheus.CounterVec
 	processingFailures *prometheus.CounterVec
@@ -117,6 +118,10 @@ func New(log logrus.FieldLogger) *Metrics {
 	m.requestConcurrency = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "gitlab_runner_request_concurrency", Help: "The current number of concurrent requests for a new job",
 	}, runner)
+	m.standby = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "fleetrunner_runner_standby",
+		Help: "1 while another manager manages the runner's fleet and this one waits to take it over (state_storage backend dynamodb), else 0",
+	}, runner)
 	m.apiStatuses = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gitlab_runner_api_request_statuses_total", Help: "The total number of API requests, partitioned by runner, endpoint and status",
 	}, []string{labelRunner, "endpoint", "status"})
@@ -143,7 +148,7 @@ func New(log logrus.FieldLogger) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		versionInfo, m.concurrent, m.limit, m.jobsTotal, m.failedJobs, m.jobDuration, m.queueDuration, m.queuingExceeded,
-		m.requestConcurrency, m.apiStatuses, m.errors, m.processingFailures,
+		m.requestConcurrency, m.standby, m.apiStatuses, m.errors, m.processingFailures,
 		jobsCollector{m},
 	)
 	return m
@@ -215,6 +220,15 @@ func (m *Metrics) RequestStarted(r manager.RunnerInfo) {
 // RunnerPaused implements manager.Observer. Nothing is exported for it: alerts read the job request
 // statuses in gitlab_runner_api_request_statuses_total, which say the same without a new series.
 func (m *Metrics) RunnerPaused(manager.RunnerInfo, time.Time) {}
+
+// RunnerStandby implements manager.Observer.
+func (m *Metrics) RunnerStandby(r manager.RunnerInfo, holder string) {
+	v := 0.0
+	if holder != "" {
+		v = 1
+	}
+	m.standby.WithLabelValues(r.Runner, r.SystemID).Set(v)
+}
 
 // RequestEnded implements manager.Observer.
 func (m *Metrics) RequestEnded(r manager.RunnerInfo, _ int) {

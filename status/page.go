@@ -38,6 +38,9 @@ type Runner struct {
 	FailedRequests int
 	LastStatus     int
 	LastRequest    time.Time
+	// StandbyFor names the manager that manages the runner's fleet while this one waits on standby to
+	// take it over; empty when this manager serves the runner.
+	StandbyFor string
 	// Fleet is nil for executors that scale no fleet; its Decisions are newest first.
 	Fleet *executors.FleetStatus
 	// Jobs are the running jobs, oldest first.

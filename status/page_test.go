@@ -53,6 +53,7 @@ func (r *recorder) RequestEnded(manager.RunnerInfo, int)                   { r.a
 func (r *recorder) APIResponse(manager.RunnerInfo, string, int)            { r.add("APIResponse") }
 func (r *recorder) ProcessingFailure(manager.RunnerInfo, string)           { r.add("ProcessingFailure") }
 func (r *recorder) RunnerPaused(manager.RunnerInfo, time.Time)             { r.add("RunnerPaused") }
+func (r *recorder) RunnerStandby(manager.RunnerInfo, string)               { r.add("RunnerStandby") }
 func (r *recorder) JobStarted(manager.JobInfo) manager.JobObserver         { r.add("JobStarted"); return r }
 func (r *recorder) Stage(string)                                           { r.add("Stage") }
 func (r *recorder) Finished(job.FailureReason)                             { r.add("Finished") }

@@ -39,6 +39,8 @@ type health struct {
 	lastAt     time.Time
 	// pausedUntil is the manager's next probe while it pauses the runner's job requests; zero when not.
 	pausedUntil time.Time
+	// standbyFor names the manager that manages the runner's fleet while this one is on standby.
+	standbyFor string
 }
 
 type fleet struct {
@@ -116,6 +118,16 @@ func (t *Tracker) RunnerPaused(r manager.RunnerInfo, until time.Time) {
 	t.next.RunnerPaused(r, until)
 }
 
+// RunnerStandby implements manager.Observer: a runner on standby is shown with the manager it waits for.
+func (t *Tracker) RunnerStandby(r manager.RunnerInfo, holder string) {
+	t.mu.Lock()
+	h := t.health[r.Runner]
+	h.standbyFor = holder
+	t.health[r.Runner] = h
+	t.mu.Unlock()
+	t.next.RunnerStandby(r, holder)
+}
+
 // APIResponse implements manager.Observer.
 func (t *Tracker) APIResponse(r manager.RunnerInfo, endpoint string, status int) {
 	t.next.APIResponse(r, endpoint, status)
@@ -188,7 +200,7 @@ func (t *Tracker) Page() Page {
 		rv := Runner{
 			Name: r.Name, Short: r.Runner, SystemID: r.SystemID, Limit: r.Limit,
 			Healthy: h.pausedUntil.IsZero(), PausedUntil: h.pausedUntil,
-			FailedRequests: h.failures, LastStatus: h.lastStatus, LastRequest: h.lastAt,
+			FailedRequests: h.failures, LastStatus: h.lastStatus, LastRequest: h.lastAt, StandbyFor: h.standbyFor,
 		}
 		for _, f := range fleets {
 			if f.runner.Runner == r.Runner && f.runner.Name == r.Name {

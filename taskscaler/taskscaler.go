@@ -538,10 +538,30 @@ func (ts *Taskscaler) SetInstanceData(id, name string, value []byte) error {
 // every instance, checking shutdown_deletion_retries times, shutdown_deletion_interval apart, that they
 // are gone. The state file is written last. The group itself is left for the caller to shut down.
 func (ts *Taskscaler) Shutdown(ctx context.Context) error {
+	if !ts.stop() {
+		return nil
+	}
+	var errs []error
+	if ts.opts.DeleteInstancesOnShutdown {
+		errs = append(errs, ts.deleteAll(ctx))
+	}
+	if err := ts.save(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Abandon stops the taskscaler as Shutdown does but touches nothing it managed: no instance is
+// deleted and no state is written. It is for a manager that lost the right to manage the group (its
+// state lease): another manager now scales the group and owns its state.
+func (ts *Taskscaler) Abandon() { ts.stop() }
+
+// stop ends the loops and fails the waiting acquisitions; it reports false when already stopped.
+func (ts *Taskscaler) stop() bool {
 	ts.mu.Lock()
 	if ts.closed {
 		ts.mu.Unlock()
-		return nil
+		return false
 	}
 	ts.closed = true
 	for _, w := range ts.waiters {
@@ -560,15 +580,7 @@ func (ts *Taskscaler) Shutdown(ctx context.Context) error {
 	if started {
 		<-ts.persistEnd
 	}
-
-	var errs []error
-	if ts.opts.DeleteInstancesOnShutdown {
-		errs = append(errs, ts.deleteAll(ctx))
-	}
-	if err := ts.save(); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
+	return true
 }
 
 func (ts *Taskscaler) deleteAll(ctx context.Context) error {

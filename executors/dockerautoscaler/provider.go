@@ -72,7 +72,11 @@ type Provider struct {
 	retried chan struct{} // closed when the leftover retries have ended
 	// interruptionsDone is closed when the interruption watch has ended (interruptions.go).
 	interruptionsDone chan struct{}
-	notices           notices
+	// lease is the runner's state lease (lease.go), nil on the file backend; leaseDone closes when its
+	// renewals ended.
+	lease     *runnerLease
+	leaseDone chan struct{}
+	notices   notices
 	// rolloutDone is closed when the roll-out watch has ended (rollout.go).
 	rolloutDone chan struct{}
 	rollout     rollout
@@ -104,6 +108,27 @@ func newProvider(runner *config.RunnerConfig, deps executors.Deps, plugins fleet
 	}
 	log := logging.Or(deps.Logger)
 
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	// The lease first: a standby must not even initialise the plugin, which may cost API calls.
+	var lease *runnerLease
+	if usesLease(ac) {
+		var err error
+		if lease, err = acquireLease(ctx, runner, deps.SystemID, log); err != nil {
+			return nil, err
+		}
+	}
+	p, err := startProvider(ctx, runner, deps, plugins, dopts, log, lease)
+	if err != nil && lease != nil {
+		if rerr := lease.lease.Release(ctx); rerr != nil {
+			log.WithError(rerr).Warn("could not release the runner's state lease after a failed start; another manager takes over once it expires")
+		}
+	}
+	return p, err
+}
+
+func startProvider(ctx context.Context, runner *config.RunnerConfig, deps executors.Deps, plugins fleeting.Registry, dopts docker.Options, log logrus.FieldLogger, lease *runnerLease) (*Provider, error) {
+	ac := runner.Autoscaler
 	group, plugin, err := plugins.New(ac.Plugin)
 	if err != nil {
 		return nil, fmt.Errorf("[runners.autoscaler] plugin: %w", err)
@@ -116,8 +141,6 @@ func newProvider(runner *config.RunnerConfig, deps executors.Deps, plugins fleet
 		return nil, fmt.Errorf("[runners.autoscaler.plugin_config] for plugin %q: %w", plugin, err)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-	defer cancel()
 	log = log.WithField("plugin", plugin)
 	info, err := group.Init(ctx, log, fleeting.Settings{ConnectorConfig: settingsOf(ac.ConnectorConfig)})
 	if err != nil {
@@ -144,15 +167,17 @@ func newProvider(runner *config.RunnerConfig, deps executors.Deps, plugins fleet
 		bgCtx:            bgCtx,
 		stopBg:           stopBg,
 		retried:          make(chan struct{}),
+		lease:            lease,
 	}
 	p.interruptionsDone = make(chan struct{})
+	p.leaseDone = make(chan struct{})
 	p.rolloutDone = make(chan struct{})
 	p.rollout = rollout{pace: ac.GetRolloutMaxDraining(), draining: map[string]bool{}}
 	p.notices = notices{seen: map[string]notice{}, attempts: map[string]map[*scriptWatch]context.CancelCauseFunc{}}
 
 	// The taskscaler's hooks use the pool, and the pool the taskscaler (connection details, pinned host
 	// keys): both exist before Start runs the first hook.
-	opts, err := p.taskscalerOptions(deps.ConfigDir)
+	opts, err := p.taskscalerOptions(ctx, deps.ConfigDir)
 	if err != nil {
 		p.abandon(ctx)
 		return nil, err
@@ -181,6 +206,7 @@ func newProvider(runner *config.RunnerConfig, deps executors.Deps, plugins fleet
 	}
 	go p.retryLeftovers(ac.GetUpdateInterval())
 	go p.watchInterruptions(ac.GetInterruptionCheckInterval())
+	go p.keepLease()
 	// Outdated instances are checked as often as interruption notices: the aws plugin answers both from
 	// its last listing, and a roll-out moves on as soon as a drained instance has left.
 	go p.watchRollout(ac.GetInterruptionCheckInterval())
@@ -204,7 +230,7 @@ func (p *Provider) stopBackground() {
 	p.mu.Unlock()
 }
 
-func (p *Provider) taskscalerOptions(configDir string) (taskscaler.Options, error) {
+func (p *Provider) taskscalerOptions(ctx context.Context, configDir string) (taskscaler.Options, error) {
 	ac := p.runner.Autoscaler
 	opts, err := TaskscalerOptions(ac, p.info.MaxSize)
 	if err != nil {
@@ -219,10 +245,15 @@ func (p *Provider) taskscalerOptions(configDir string) (taskscaler.Options, erro
 	opts.HealthCheck = p.healthCheck
 	opts.Gone = p.gone
 	opts.Observe = p.metrics.observe
-	if path := p.stateFile(configDir); path != "" {
+	switch {
+	case p.lease != nil:
+		opts.State = p.lease.store()
+		p.statePath = fmt.Sprintf("DynamoDB table %s, item %s", p.lease.table, p.lease.key)
+	case ac.StateStorageEnabled():
+		path := p.stateFile(configDir)
 		opts.State = state.NewFile(path)
 		p.statePath = path
-	} else {
+	default:
 		p.log.Warn("state_storage is disabled: instances found in the group at start are removed, and jobs in flight at a crash are left to GitLab's timeout")
 	}
 	return opts, nil
@@ -279,6 +310,9 @@ func (r *reservation) consume() { r.once.Do(func() {}) }
 // Reserve implements executors.Provider: it holds taskscaler capacity under a fresh key. No capacity
 // is executors.ErrNoCapacity, wrapping the taskscaler's reason.
 func (p *Provider) Reserve(context.Context) (executors.Reservation, error) {
+	if p.lease != nil && p.lease.lost.Load() {
+		return nil, fmt.Errorf("%w: %w", executors.ErrNoCapacity, errLeaseLost)
+	}
 	key := uuid.NewString()
 	if err := p.ts.Reserve(key); err != nil {
 		if errors.Is(err, taskscaler.ErrNoCapacity) {
@@ -330,6 +364,7 @@ func (p *Provider) Shutdown(ctx context.Context) error {
 		p.stopBackground()
 		<-p.retried
 		<-p.interruptionsDone
+		<-p.leaseDone
 		<-p.rolloutDone
 		p.bg.Wait()
 		var errs []error
@@ -340,6 +375,9 @@ func (p *Provider) Shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("plugin %q shutdown: %w", p.plugin, e))
 		}
 		_ = p.pool.Close()
+		if e := p.releaseLease(ctx); e != nil {
+			errs = append(errs, e)
+		}
 		err = errors.Join(errs...)
 	})
 	return err

@@ -1,0 +1,202 @@
+package dockerautoscaler
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"gitlab.com/fleetrunner/fleetrunner/common/config"
+	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
+	"gitlab.com/fleetrunner/fleetrunner/executors"
+	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
+	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
+	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
+	"gitlab.com/fleetrunner/fleetrunner/taskscaler/state"
+	"gitlab.com/fleetrunner/fleetrunner/taskscaler/state/dynamostate"
+)
+
+// TestStateLease runs the provider on the dynamodb state backend (moto's DynamoDB, the local plugin's
+// real sshd instances): a second manager on the same runner is refused and told who holds the fleet;
+// a graceful stop hands the lease over, and the next manager starts at once and adopts the instances;
+// a manager whose lease another took over (as after a pause longer than the lease) stops taking jobs
+// and scaling, and its stop leaves the new holder's lease alone.
+func TestStateLease(t *testing.T) {
+	moto := testenv.StartMoto(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", "test")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	const table = "fleetrunner-state"
+	createStateTable(t, moto.URL, table)
+
+	r := newRig(t)
+	pluginDir := filepath.Join(r.dir, "local-state")
+	ac := r.runner.Autoscaler
+	ac.CapacityPerInstance, ac.MaxInstances = 1, 2
+	ac.PluginConfig["state_dir"] = pluginDir
+	ac.Policy = []config.AutoscalerPolicyConfig{{IdleCount: 1, IdleTime: time.Minute}}
+	ac.StateStorage = config.StateStorage{Backend: config.StateBackendDynamoDB, DynamoDBTable: table,
+		DynamoDBRegion: "us-east-1", DynamoDBEndpoint: moto.URL, LeaseDuration: 3 * time.Second}
+	removeInstancesAtEnd(t, pluginDir, ac.PluginConfig["base_address"].(string))
+	start := func(systemID string) (*Provider, error) {
+		return newProvider(r.runner, executors.Deps{Logger: testLogger(t), ConfigDir: r.dir, SystemID: systemID}, testPlugins, docker.Options{})
+	}
+	stop := func(p *Provider) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := p.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	}
+
+	first, err := start("s_first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testrig.WaitFor(t, 30*time.Second, "the first manager's idle instance ready", func() bool { return first.Stats().Instances.Ready == 1 })
+	instance := first.Instances()[0].ID
+
+	if second, err := start("s_second"); err == nil {
+		stop(second)
+		t.Fatal("a second manager started on a runner whose lease the first holds")
+	} else if se := (*executors.StandbyError)(nil); !errors.As(err, &se) || !errors.Is(err, state.ErrHeld) ||
+		!strings.HasPrefix(se.Holder, "s_first on ") || !se.RetryAt.After(time.Now()) {
+		t.Fatalf("second manager refused with %v; want a StandbyError naming s_first until its lease runs out", err)
+	}
+
+	stop(first)
+	second, err := start("s_second")
+	if err != nil {
+		t.Fatalf("the second manager did not start after the first handed the lease over: %v", err)
+	}
+	if !slices.ContainsFunc(second.Instances(), func(in taskscaler.InstanceInfo) bool { return in.ID == instance }) {
+		t.Errorf("the second manager did not adopt instance %s: %v", instance, second.Instances())
+	}
+
+	// A third manager takes the lease as if the second had been cut off past its expiry.
+	later, err := dynamostate.New(t.Context(), dynamostate.Config{Table: table, Region: "us-east-1", Endpoint: moto.URL,
+		Now: func() time.Time { return time.Now().Add(time.Minute) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	third := later.Lease(state.Key(stateRunner(r.runner)), state.Holder{SystemID: "s_third", Host: "elsewhere", PID: 1}, 3*time.Second)
+	if _, err := third.Acquire(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	testrig.WaitFor(t, 10*time.Second, "the second manager to notice it lost the lease", func() bool {
+		_, err := second.Reserve(t.Context())
+		return errors.Is(err, errLeaseLost) && errors.Is(err, executors.ErrNoCapacity)
+	})
+	stop(second)
+	tenure, err := third.Holder(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tenure.Holder.SystemID != "s_third" {
+		t.Errorf("after the stale manager stopped the lease is held by %s, want s_third", tenure.Holder)
+	}
+	if got := pluginInstances(t, pluginDir); !slices.Contains(got, instance) {
+		t.Errorf("the stale manager's stop removed instance %s (left: %v); the new holder manages it", instance, got)
+	}
+}
+
+// createStateTable creates the state table as deploy/aws/fleetrunner-state-table.yaml does.
+func createStateTable(t *testing.T, endpoint, name string) {
+	t.Helper()
+	cfg, err := awsconfig.LoadDefaultConfig(t.Context(), awsconfig.WithRegion("us-east-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(endpoint) })
+	if _, err := client.CreateTable(t.Context(), &dynamodb.CreateTableInput{
+		TableName:            aws.String(name),
+		AttributeDefinitions: []types.AttributeDefinition{{AttributeName: aws.String(dynamostate.KeyAttribute), AttributeType: types.ScalarAttributeTypeS}},
+		KeySchema:            []types.KeySchemaElement{{AttributeName: aws.String(dynamostate.KeyAttribute), KeyType: types.KeyTypeHash}},
+		BillingMode:          types.BillingModePayPerRequest,
+	}); err != nil {
+		t.Fatalf("CreateTable: %v", err)
+	}
+}
+
+// TestStandbyTakesOver runs two real managers (child processes) on one runner with the dynamodb state
+// backend: the second waits on standby while the first serves; kill -9 of the first while a job runs
+// makes the second take the fleet over once the lease runs out: it adopts the instances, reports the
+// job the first was running as a system failure at once, and takes new jobs. A graceful stop of the
+// second hands the lease back. The figure: seconds from the kill to the standby's first job starting.
+func TestStandbyTakesOver(t *testing.T) {
+	moto := testenv.StartMoto(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", "test")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	const table, lease = "fleetrunner-state", 3 * time.Second
+	createStateTable(t, moto.URL, table)
+
+	r := newRig(t)
+	pluginDir := filepath.Join(r.dir, "local-state")
+	ac := r.runner.Autoscaler
+	ac.CapacityPerInstance, ac.MaxInstances = 1, 3
+	ac.PluginConfig["state_dir"] = pluginDir
+	ac.Policy = []config.AutoscalerPolicyConfig{{IdleCount: 1, IdleTime: time.Minute}}
+	ac.StateStorage = config.StateStorage{Backend: config.StateBackendDynamoDB, DynamoDBTable: table,
+		DynamoDBRegion: "us-east-1", DynamoDBEndpoint: moto.URL, LeaseDuration: lease}
+	removeInstancesAtEnd(t, pluginDir, ac.PluginConfig["base_address"].(string))
+	configPath, logA := r.managerFiles(t)
+	logB := filepath.Join(r.dir, "standby.log")
+	dumpFile(t, logB)
+
+	active := startChild(t, configPath, logA)
+	testrig.WaitFor(t, 30*time.Second, "the first manager to hold the lease", func() bool { return fileHas(logA, "holding the runner's state lease") })
+	standby := startChild(t, configPath, logB)
+	testrig.WaitFor(t, 30*time.Second, "the second manager on standby", func() bool { return fileHas(logB, "standby: another manager manages this runner's fleet") })
+
+	inFlight := r.sim.Enqueue(gitlabsim.JobSpec{Name: "in-flight", Image: r.image, Script: []string{"echo started-A", "sleep 60"}})
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	if _, err := r.sim.WaitJob(ctx, inFlight, func(j gitlabsim.JobSnapshot) bool { return strings.Contains(string(j.Trace), "started-A") }); err != nil {
+		t.Fatalf("the in-flight job never started: %v", err)
+	}
+	if fileHas(logB, "job received") {
+		t.Fatal("the standby manager took a job while the first one served the runner")
+	}
+	active.kill()
+	killedAt := time.Now()
+	next := r.sim.Enqueue(gitlabsim.JobSpec{Name: "after-takeover", Image: r.image, Script: []string{"echo started-B"}})
+	if _, err := r.sim.WaitJob(ctx, next, func(j gitlabsim.JobSnapshot) bool { return strings.Contains(string(j.Trace), "started-B") }); err != nil {
+		t.Fatalf("the standby never ran a job after the kill: %v", err)
+	}
+	t.Logf("kill -9 of the active manager to the standby's first job starting: %.1f s (lease %s)", time.Since(killedAt).Seconds(), lease)
+	snap, err := r.sim.WaitFinished(ctx, inFlight)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Status != gitlabsim.StatusFailed || snap.FailureReason != "runner_system_failure" || !strings.Contains(string(snap.Trace), "the runner manager stopped while this job was running") {
+		t.Errorf("the killed manager's job: %s %q, want failed runner_system_failure with the reason in its log:\n%s", snap.Status, snap.FailureReason, snap.Trace)
+	}
+	if snap, err := r.sim.WaitFinished(ctx, next); err != nil || snap.Status != gitlabsim.StatusSuccess {
+		t.Errorf("the job after the takeover: %v %s", err, snap.Status)
+	}
+	if !fileHas(logB, "took the runner's fleet over") || !fileHas(logB, "adopted") {
+		t.Error("the standby's log does not say it took the fleet over and adopted the instances")
+	}
+
+	standby.stop(t)
+	if !fileHas(logB, "released the runner's state lease") {
+		t.Error("the graceful stop did not hand the lease over")
+	}
+}
+
+// fileHas reports whether the file at path contains s.
+func fileHas(path, s string) bool {
+	b, err := os.ReadFile(path)
+	return err == nil && strings.Contains(string(b), s)
+}

@@ -1,0 +1,68 @@
+package manager
+
+import (
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"gitlab.com/fleetrunner/fleetrunner/common/config"
+	"gitlab.com/fleetrunner/fleetrunner/executors"
+)
+
+// Bounds of the wait between two attempts of a standby: never busy-looping on a claim that already
+// ran out (clock skew), and never sleeping through a whole lease should the holder's claim be far off.
+const (
+	standbyMinWait = 200 * time.Millisecond
+	standbyMaxWait = time.Minute
+)
+
+// standbyLocked notes that another manager manages rc's fleet (a high-availability pair) and asks the
+// executor again when that manager's claim runs out: the runner is not served until then. Called with
+// mu held.
+func (m *Manager) standbyLocked(rc *config.RunnerConfig, se *executors.StandbyError) {
+	prev, waiting := m.standby[rc.Token]
+	m.standby[rc.Token] = se
+	log := m.log.WithFields(logrus.Fields{"runner": ShortToken(rc.Token), "runner_name": rc.Name, "holder": se.Holder})
+	if !waiting || prev.Holder != se.Holder {
+		log.Info("standby: another manager manages this runner's fleet; this one takes it over when that manager's lease runs out")
+	} else {
+		log.Debug("still standby")
+	}
+	m.opts.Observer.RunnerStandby(m.runnerInfo(rc), se.Holder)
+	at := time.Now().Add(min(max(time.Until(se.RetryAt), standbyMinWait), standbyMaxWait))
+	if m.standbyTimer != nil && !m.standbyAt.IsZero() && m.standbyAt.Before(at) {
+		return
+	}
+	m.standbyAt = at
+	if m.standbyTimer == nil {
+		m.standbyTimer = time.AfterFunc(time.Until(at), m.retryStandby)
+		return
+	}
+	m.standbyTimer.Reset(time.Until(at))
+}
+
+// activeLocked notes that this manager serves rc: a standby that took the fleet over says so. Called
+// with mu held.
+func (m *Manager) activeLocked(rc *config.RunnerConfig) {
+	if se, ok := m.standby[rc.Token]; ok {
+		delete(m.standby, rc.Token)
+		m.log.WithFields(logrus.Fields{"runner": ShortToken(rc.Token), "runner_name": rc.Name, "previous_holder": se.Holder}).
+			Warn("took the runner's fleet over from the manager that held it: its instances are adopted and the jobs it was running are reported as failed")
+	}
+	m.opts.Observer.RunnerStandby(m.runnerInfo(rc), "")
+}
+
+// retryStandby applies the running configuration again, which builds the providers of the runners on
+// standby: each one either takes its fleet over or waits on.
+func (m *Manager) retryStandby() {
+	m.mu.Lock()
+	cfg, mtime, stopping := m.cfg, m.cfgMtime, m.stopping
+	m.standbyAt = time.Time{}
+	m.mu.Unlock()
+	if stopping || cfg == nil {
+		return
+	}
+	if err := m.apply(cfg, mtime, false); err != nil {
+		m.log.WithError(err).Error("taking a runner over from standby failed; the runners named above are not served")
+	}
+}
