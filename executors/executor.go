@@ -128,8 +128,10 @@ type Deps struct {
 }
 
 // StandbyError is what a Factory returns when another manager manages the runner's fleet now and this
-// one may take it over later (a high-availability pair sharing the runner's state): the manager serves
-// the runner's other duties not at all, and asks the factory again at RetryAt.
+// one may take it over later (a high-availability pair sharing the runner's state): the manager does not
+// serve the runner, and asks the factory again at RetryAt. A provider's Reserve returns it when the
+// provider gave its fleet up to another manager: the manager stops requesting jobs for the runner,
+// shuts the provider down once its running jobs ended, and then asks the factory again.
 type StandbyError struct {
 	// Holder names the manager that manages the fleet now, for logs and the status page.
 	Holder string
@@ -139,6 +141,9 @@ type StandbyError struct {
 }
 
 func (e *StandbyError) Error() string {
+	if e.Holder == "" {
+		return fmt.Sprintf("standby: %v", e.Err)
+	}
 	return fmt.Sprintf("standby: manager %s manages this runner's fleet (its claim runs to %s): %v", e.Holder, e.RetryAt.UTC().Format(time.RFC3339), e.Err)
 }
 

@@ -98,6 +98,7 @@ type Manager struct {
 	// standby holds, per runner token, the manager that manages the runner's fleet instead of this one
 	// (standby.go); standbyTimer asks again, at standbyAt.
 	standby      map[string]*executors.StandbyError
+	demoting     map[string]bool
 	standbyTimer *time.Timer
 	standbyAt    time.Time
 }
@@ -129,6 +130,7 @@ func New(log logrus.FieldLogger, opts Options) *Manager {
 		providers: map[string]*providerEntry{},
 		rotated:   map[string]config.RunnerCredentials{},
 		standby:   map[string]*executors.StandbyError{},
+		demoting:  map[string]bool{},
 		history:   history.NewWriter(history.MaxBytes),
 	}
 	base := context.Background()
@@ -350,6 +352,9 @@ func (m *Manager) apply(cfg *config.Config, mtime time.Time, atStart bool) error
 	seen := map[string]bool{}
 	for _, rc := range runners {
 		seen[rc.Token] = true
+		if m.demoting[rc.Token] {
+			continue
+		}
 		if w, ok := m.workers[rc.Token]; ok {
 			w.update(cfg, rc)
 			if stale[rc.Token] {

@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"context"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -65,4 +66,43 @@ func (m *Manager) retryStandby() {
 	if err := m.apply(cfg, mtime, false); err != nil {
 		m.log.WithError(err).Error("taking a runner over from standby failed; the runners named above are not served")
 	}
+}
+
+// demote takes a runner whose provider gave its fleet up (another manager holds its lease now) back to
+// standby: no new job is requested for it, its provider is shut down once its running jobs ended (so
+// that no second provider of this process adopts the instances they run on), and the runner's provider
+// is then built again, which waits on standby or takes the fleet back.
+func (m *Manager) demote(w *worker, se *executors.StandbyError) {
+	token := w.token()
+	m.mu.Lock()
+	if m.stopping || m.workers[token] != w {
+		m.mu.Unlock()
+		return
+	}
+	delete(m.workers, token)
+	m.demoting[token] = true
+	m.standby[token] = se
+	pe := m.providers[token]
+	delete(m.providers, token)
+	m.active.Add(1)
+	m.mu.Unlock()
+	w.log.WithError(se).Warn("the executor gave the runner's fleet up: no new jobs are requested for it; running jobs go on, then this manager waits on standby")
+	w.stopPolling()
+	go func() {
+		defer m.active.Done()
+		w.wait()
+		m.mu.Lock()
+		timeout := m.cfg.GetShutdownTimeout()
+		m.mu.Unlock()
+		ctx, cancel := context.WithTimeout(m.finishCtx, timeout)
+		if err := pe.p.Shutdown(ctx); err != nil {
+			w.log.WithError(err).Error("shutting down the executor that gave its fleet up")
+		}
+		cancel()
+		m.opts.Observer.ProviderStopped(w.runnerInfo(), pe.p)
+		m.mu.Lock()
+		delete(m.demoting, token)
+		m.mu.Unlock()
+		m.retryStandby()
+	}()
 }

@@ -266,7 +266,10 @@ func (w *worker) request(client *gitlab.Client, token string, started time.Time)
 	obs, info := w.m.opts.Observer, w.runnerInfo()
 	res, err := w.reserve(ctx)
 	if err != nil {
+		var standby *executors.StandbyError
 		switch {
+		case errors.As(err, &standby):
+			w.m.demote(w, standby)
 		case errors.Is(err, executors.ErrNoCapacity):
 			obs.ProcessingFailure(info, FailureNoFreeExecutor)
 			w.log.Debug("no free executor capacity; not asking GitLab for a job this round")

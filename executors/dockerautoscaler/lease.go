@@ -16,8 +16,8 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/state/dynamostate"
 )
 
-// errLeaseLost is why a provider whose state lease another manager took takes no job.
-var errLeaseLost = errors.New("this manager lost the runner's state lease to another manager; it neither scales the group nor takes jobs until restarted")
+// errLeaseLost is why a provider that gave its fleet up (lose) takes no job.
+var errLeaseLost = errors.New("this manager no longer holds the runner's state lease; it neither scales the group nor takes jobs, and waits on standby")
 
 // runnerLease is the runner's lease on its fleet with state_storage backend "dynamodb": the provider
 // scales the group, takes jobs and writes the state only while it holds it.
@@ -25,6 +25,8 @@ type runnerLease struct {
 	lease    *dynamostate.Lease
 	key      string
 	table    string
+	// acquired is when the lease was taken, the first renewal's reference.
+	acquired time.Time
 	duration time.Duration
 	// lost is set once a renewal found another holder: the taskscaler is abandoned, Reserve refuses.
 	lost atomic.Bool
@@ -43,10 +45,14 @@ func acquireLease(ctx context.Context, runner *config.RunnerConfig, systemID str
 	key := state.Key(stateRunner(runner))
 	l := &runnerLease{key: key, table: st.DynamoDBTable, duration: st.GetLeaseDuration(),
 		lease: table.Lease(key, state.Holder{SystemID: systemID, Host: host, PID: os.Getpid()}, st.GetLeaseDuration())}
+	l.acquired = time.Now()
 	token, err := l.lease.Acquire(ctx)
 	var held *state.LeaseError
 	if errors.Is(err, state.ErrHeld) && errors.As(err, &held) {
-		return nil, &executors.StandbyError{Holder: held.Current.Holder.String(), RetryAt: held.Current.Expires, Err: err}
+		// Asked again a renewal interval later at the most, not only at the holder's expiry: a holder
+		// that stops gracefully releases the lease at once, and the standby should not wait a lease out.
+		retry := earliest(held.Current.Expires, time.Now().Add(state.RenewInterval(l.duration)))
+		return nil, &executors.StandbyError{Holder: held.Current.Holder.String(), RetryAt: retry, Err: err}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("[runners.autoscaler.state_storage] dynamodb table %s: take the runner's lease: %w; check the table exists (deploy/aws/fleetrunner-state-table.yaml) and the manager may call dynamodb:GetItem and dynamodb:UpdateItem on it",
@@ -58,37 +64,71 @@ func acquireLease(ctx context.Context, runner *config.RunnerConfig, systemID str
 }
 
 // store is the taskscaler's state store bound to the lease: a write after another manager took the
-// lease over is fenced off.
-func (l *runnerLease) store() state.Store {
+// lease over is fenced off, and makes the provider give the fleet up at once (onFenced) rather than at
+// its next renewal, so that it removes no instance the new holder manages meanwhile.
+func (l *runnerLease) store(onFenced func(error)) state.Store {
 	// Not the provider's background context: the last state is written after the background work
 	// stopped; each call is bounded by the lease duration anyway.
-	return l.lease.Store(context.Background())
+	return fencedStore{Store: l.lease.Store(context.Background()), onFenced: onFenced}
 }
 
-// keepLease renews the lease every third of its duration until Shutdown. When another manager took it
-// (this one was paused or cut off for longer than the lease), the taskscaler is abandoned at once
-// without touching an instance: the new holder scales the group now, and its state is fenced against
-// this manager's writes.
+type fencedStore struct {
+	state.Store
+	onFenced func(error)
+}
+
+func (s fencedStore) Save(snap *state.Snapshot) error {
+	err := s.Store.Save(snap)
+	if errors.Is(err, state.ErrFenced) {
+		s.onFenced(err)
+	}
+	return err
+}
+
+// keepLease renews the lease every third of its duration until Shutdown. The provider gives the fleet
+// up (lose) when another manager took the lease, or when no renewal got through by one interval
+// before the lease runs out: a standby takes over at expiry by its own clock, and the margin covers
+// the skew between the two clocks and this provider's next tick, so that two managers never scale
+// the group at once.
 func (p *Provider) keepLease() {
 	defer close(p.leaseDone)
 	if p.lease == nil {
 		return
 	}
-	p.tick(state.RenewInterval(p.lease.duration), func() {
-		ctx, cancel := context.WithTimeout(p.bgCtx, p.lease.duration)
+	every := state.RenewInterval(p.lease.duration)
+	renewed := p.lease.acquired
+	p.tick(every, func() {
+		if p.lease.lost.Load() {
+			return
+		}
+		giveUp := renewed.Add(p.lease.duration - every)
+		ctx, cancel := context.WithDeadline(p.bgCtx, giveUp)
+		sent := time.Now()
 		err := p.lease.lease.Renew(ctx)
 		cancel()
 		switch {
 		case err == nil:
+			renewed = sent
+		case p.bgCtx.Err() != nil:
 		case errors.Is(err, state.ErrLost):
-			if p.lease.lost.CompareAndSwap(false, true) {
-				p.log.WithError(err).Error("lost the runner's state lease to another manager: no more scaling or jobs here; jobs running now finish on their instances")
-				p.ts.Abandon()
-			}
-		case p.bgCtx.Err() == nil:
-			p.log.WithError(err).Warn("could not renew the runner's state lease; trying again (it is lost if no renewal gets through before it expires)")
+			p.lose(err, "lost the runner's state lease to another manager")
+		case !time.Now().Before(giveUp):
+			p.lose(err, "could not renew the runner's state lease before it runs out")
+		default:
+			p.log.WithError(err).Warn("could not renew the runner's state lease; trying again before it runs out")
 		}
 	})
+}
+
+// lose gives the fleet up: the taskscaler is abandoned at once without touching an instance (the next
+// holder scales the group, and its state is fenced against this manager's writes), and Reserve sends the
+// manager back to standby once this provider's running jobs ended.
+func (p *Provider) lose(err error, what string) {
+	if !p.lease.lost.CompareAndSwap(false, true) {
+		return
+	}
+	p.log.WithError(err).Error(what + ": this manager stops scaling the group and taking jobs for the runner; jobs running now go on, then it waits on standby")
+	p.ts.Abandon()
 }
 
 // releaseLease hands the lease over after the last state was written, so a standby takes over at once.
@@ -106,4 +146,11 @@ func (p *Provider) releaseLease(ctx context.Context) error {
 // usesLease reports whether the runner keeps its state under a lease.
 func usesLease(ac *config.AutoscalerConfig) bool {
 	return ac.StateStorageEnabled() && ac.StateStorage.GetBackend() == config.StateBackendDynamoDB
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }

@@ -200,3 +200,61 @@ func fileHas(path, s string) bool {
 	b, err := os.ReadFile(path)
 	return err == nil && strings.Contains(string(b), s)
 }
+
+// TestLostLeaseReturnsToStandby: a manager (child process) whose lease another manager took over, as
+// after a pause or a network cut longer than the lease, gives the fleet up and waits on standby; when
+// the other manager hands the lease back, it takes the fleet over again and runs jobs.
+func TestLostLeaseReturnsToStandby(t *testing.T) {
+	moto := testenv.StartMoto(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", "test")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	const table, lease = "fleetrunner-state", 3 * time.Second
+	createStateTable(t, moto.URL, table)
+
+	r := newRig(t)
+	pluginDir := filepath.Join(r.dir, "local-state")
+	ac := r.runner.Autoscaler
+	ac.CapacityPerInstance, ac.MaxInstances = 1, 2
+	ac.PluginConfig["state_dir"] = pluginDir
+	ac.Policy = []config.AutoscalerPolicyConfig{{IdleCount: 1, IdleTime: time.Minute}}
+	ac.StateStorage = config.StateStorage{Backend: config.StateBackendDynamoDB, DynamoDBTable: table,
+		DynamoDBRegion: "us-east-1", DynamoDBEndpoint: moto.URL, LeaseDuration: lease}
+	removeInstancesAtEnd(t, pluginDir, ac.PluginConfig["base_address"].(string))
+	configPath, logPath := r.managerFiles(t)
+
+	m := startChild(t, configPath, logPath)
+	defer m.stop(t)
+	testrig.WaitFor(t, 30*time.Second, "the manager's idle instance ready", func() bool { return fileHas(logPath, "instance ready") })
+	before := pluginInstances(t, pluginDir)
+
+	later, err := dynamostate.New(t.Context(), dynamostate.Config{Table: table, Region: "us-east-1", Endpoint: moto.URL,
+		Now: func() time.Time { return time.Now().Add(time.Minute) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := later.Lease(state.Key(stateRunner(r.runner)), state.Holder{SystemID: "s_other", Host: "elsewhere", PID: 1}, lease)
+	if _, err := other.Acquire(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	testrig.WaitFor(t, 20*time.Second, "the manager to give the fleet up and wait on standby", func() bool {
+		return fileHas(logPath, "gave the runner's fleet up") && fileHas(logPath, `holder="s_other on elsewhere (pid 1)"`)
+	})
+	if err := other.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	released := time.Now()
+	testrig.WaitFor(t, 20*time.Second, "the manager to take the fleet back", func() bool { return fileHas(logPath, "took the runner's fleet over") })
+	t.Logf("lease handed back to the manager taking the fleet over: %.1f s", time.Since(released).Seconds())
+	for _, id := range before {
+		if !slices.Contains(pluginInstances(t, pluginDir), id) {
+			t.Errorf("instance %s was removed while another manager held the lease (before %v, now %v)", id, before, pluginInstances(t, pluginDir))
+		}
+	}
+	id := r.sim.Enqueue(gitlabsim.JobSpec{Name: "after-return", Image: r.image, Script: []string{"echo ok"}})
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if snap, err := r.sim.WaitFinished(ctx, id); err != nil || snap.Status != gitlabsim.StatusSuccess {
+		t.Fatalf("job after the manager took the fleet back: %v %s\n%s", err, snap.Status, snap.Trace)
+	}
+}

@@ -247,7 +247,8 @@ func (p *Provider) taskscalerOptions(ctx context.Context, configDir string) (tas
 	opts.Observe = p.metrics.observe
 	switch {
 	case p.lease != nil:
-		opts.State = p.lease.store()
+		// The taskscaler's own goroutines save; Abandon waits for them, so it runs apart.
+		opts.State = p.lease.store(func(err error) { go p.lose(err, "another manager took the runner's state lease over") })
 		p.statePath = fmt.Sprintf("DynamoDB table %s, item %s", p.lease.table, p.lease.key)
 	case ac.StateStorageEnabled():
 		path := p.stateFile(configDir)
@@ -311,7 +312,7 @@ func (r *reservation) consume() { r.once.Do(func() {}) }
 // is executors.ErrNoCapacity, wrapping the taskscaler's reason.
 func (p *Provider) Reserve(context.Context) (executors.Reservation, error) {
 	if p.lease != nil && p.lease.lost.Load() {
-		return nil, fmt.Errorf("%w: %w", executors.ErrNoCapacity, errLeaseLost)
+		return nil, &executors.StandbyError{RetryAt: time.Now(), Err: fmt.Errorf("%w: %w", executors.ErrNoCapacity, errLeaseLost)}
 	}
 	key := uuid.NewString()
 	if err := p.ts.Reserve(key); err != nil {
