@@ -22,9 +22,9 @@ var errLeaseLost = errors.New("this manager no longer holds the runner's state l
 // runnerLease is the runner's lease on its fleet with state_storage backend "dynamodb": the provider
 // scales the group, takes jobs and writes the state only while it holds it.
 type runnerLease struct {
-	lease    *dynamostate.Lease
-	key      string
-	table    string
+	lease *dynamostate.Lease
+	key   string
+	table string
 	// acquired is when the lease was taken, the first renewal's reference.
 	acquired time.Time
 	duration time.Duration
