@@ -60,8 +60,10 @@ fuzz:
 
 # The long crash-and-outage soak of the real binary (internal/soak): 20 kill -9 and restarts, a few
 # hundred jobs, a minute without GitLab; it prints its figures. FLEETRUNNER_SOAK_SEED=N replays a run.
+# Then 20 failovers of a high-availability pair (state_storage backend dynamodb on moto).
 soak:
 	FLEETRUNNER_SOAK=long $(GO) test -race -count=1 -timeout 25m -run '^TestSoak$$' -v ./internal/soak/
+	FLEETRUNNER_SOAK=long $(GO) test -race -count=1 -timeout 25m -run '^TestFailovers$$' -v ./executors/dockerautoscaler/
 
 # The table of issue 13 (internal/bench): each row a figure against the physical limit measured in the
 # same run, written with the machine to docs/benchmarks.md. The test log goes to bin/bench.log and the

@@ -3,6 +3,7 @@ package dockerautoscaler
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -257,4 +258,108 @@ func TestLostLeaseReturnsToStandby(t *testing.T) {
 	if snap, err := r.sim.WaitFinished(ctx, id); err != nil || snap.Status != gitlabsim.StatusSuccess {
 		t.Fatalf("job after the manager took the fleet back: %v %s\n%s", err, snap.Status, snap.Trace)
 	}
+}
+
+// TestFailovers kills the active manager of a pair with SIGKILL again and again while jobs arrive,
+// starting a new standby in its place each time: every job ends in GitLab as a success or a clear
+// system failure (none is lost silently), every failover's standby takes the fleet over and runs jobs,
+// and at the end no instance runs that the state does not know (none orphaned). `go test` does 5
+// failovers; FLEETRUNNER_SOAK=long (`make soak`) does the issue's 20. The figures: seconds from each
+// kill to the next job starting.
+func TestFailovers(t *testing.T) {
+	failovers := 5
+	if os.Getenv("FLEETRUNNER_SOAK") == "long" {
+		failovers = 20
+	}
+	moto := testenv.StartMoto(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", "test")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	const table, lease = "fleetrunner-state", 3 * time.Second
+	createStateTable(t, moto.URL, table)
+
+	r := newRig(t)
+	pluginDir := filepath.Join(r.dir, "local-state")
+	ac := r.runner.Autoscaler
+	ac.CapacityPerInstance, ac.MaxInstances = 2, 3
+	ac.PluginConfig["state_dir"] = pluginDir
+	ac.Policy = []config.AutoscalerPolicyConfig{{IdleCount: 1, IdleTime: 20 * time.Second}}
+	ac.StateStorage = config.StateStorage{Backend: config.StateBackendDynamoDB, DynamoDBTable: table,
+		DynamoDBRegion: "us-east-1", DynamoDBEndpoint: moto.URL, LeaseDuration: lease}
+	removeInstancesAtEnd(t, pluginDir, ac.PluginConfig["base_address"].(string))
+	configPath, _ := r.managerFiles(t)
+	start := func(n int) (*child, string) {
+		logPath := filepath.Join(r.dir, fmt.Sprintf("manager-%02d.log", n))
+		dumpFile(t, logPath)
+		return startChild(t, configPath, logPath), logPath
+	}
+
+	active, activeLog := start(0)
+	testrig.WaitFor(t, 30*time.Second, "the first manager to hold the lease", func() bool { return fileHas(activeLog, "holding the runner's state lease") })
+	standby, standbyLog := start(1)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Duration(failovers+2)*time.Minute)
+	defer cancel()
+	var jobs []int64
+	var takeovers []time.Duration
+	for round := range failovers {
+		testrig.WaitFor(t, 30*time.Second, "the new manager on standby", func() bool { return fileHas(standbyLog, "standby: another manager manages") })
+		// A long job the kill cuts short, and short ones before and after it.
+		long := r.sim.Enqueue(gitlabsim.JobSpec{Name: fmt.Sprintf("cut-%02d", round), Image: r.image, Script: []string{"echo running-long", "sleep 60"}})
+		before := r.sim.Enqueue(gitlabsim.JobSpec{Name: fmt.Sprintf("before-%02d", round), Image: r.image, Script: []string{"echo ok"}})
+		jobs = append(jobs, long, before)
+		if _, err := r.sim.WaitJob(ctx, long, func(j gitlabsim.JobSnapshot) bool { return strings.Contains(string(j.Trace), "running-long") }); err != nil {
+			t.Fatalf("round %d: the long job never started: %v", round, err)
+		}
+		if _, err := r.sim.WaitFinished(ctx, before); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		active.kill()
+		killed := time.Now()
+		after := r.sim.Enqueue(gitlabsim.JobSpec{Name: fmt.Sprintf("after-%02d", round), Image: r.image, Script: []string{"echo started-after"}})
+		jobs = append(jobs, after)
+		if _, err := r.sim.WaitJob(ctx, after, func(j gitlabsim.JobSnapshot) bool { return strings.Contains(string(j.Trace), "started-after") }); err != nil {
+			t.Fatalf("round %d: no job started after the kill: %v", round, err)
+		}
+		takeovers = append(takeovers, time.Since(killed))
+		active, activeLog = standby, standbyLog
+		standby, standbyLog = start(round + 2)
+	}
+	for _, id := range jobs {
+		snap, err := r.sim.WaitFinished(ctx, id)
+		if err != nil {
+			t.Fatalf("job %d never finished: %v", id, err)
+		}
+		clear := snap.Status == gitlabsim.StatusSuccess ||
+			snap.Status == gitlabsim.StatusFailed && snap.FailureReason == "runner_system_failure" && strings.Contains(string(snap.Trace), "the runner manager stopped")
+		if !clear {
+			t.Errorf("job %d (%s) ended %s %q without a clear reason:\n%s", id, snap.Name, snap.Status, snap.FailureReason, snap.Trace)
+		}
+	}
+	slices.Sort(takeovers)
+	t.Logf("%d failovers (lease %s): kill -9 to the next job starting min %.1f s, median %.1f s, max %.1f s",
+		failovers, lease, takeovers[0].Seconds(), takeovers[len(takeovers)/2].Seconds(), takeovers[len(takeovers)-1].Seconds())
+
+	// A process stopped before it installed its signal handlers would die of SIGQUIT.
+	testrig.WaitFor(t, 30*time.Second, "the last manager on standby", func() bool { return fileHas(standbyLog, "standby: another manager manages") })
+	standby.stop(t)
+	active.stop(t)
+	store := mustTable(t, moto.URL, table).Lease(state.Key(stateRunner(r.runner)), state.Holder{SystemID: "s_reader"}, lease).Store(t.Context())
+	snap, err := store.Load()
+	if err != nil || snap == nil {
+		t.Fatalf("the final state: %v, %v", snap, err)
+	}
+	for _, id := range pluginInstances(t, pluginDir) {
+		if !slices.ContainsFunc(snap.Instances, func(in state.Instance) bool { return in.ID == id }) {
+			t.Errorf("instance %s runs but the final state does not know it (orphaned); state: %+v", id, snap.Instances)
+		}
+	}
+}
+
+func mustTable(t *testing.T, endpoint, name string) *dynamostate.Table {
+	t.Helper()
+	tbl, err := dynamostate.New(t.Context(), dynamostate.Config{Table: name, Region: "us-east-1", Endpoint: endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tbl
 }
