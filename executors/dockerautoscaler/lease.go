@@ -22,7 +22,9 @@ var errLeaseLost = errors.New("this manager no longer holds the runner's state l
 // runnerLease is the runner's lease on its fleet with state_storage backend "dynamodb": the provider
 // scales the group, takes jobs and writes the state only while it holds it.
 type runnerLease struct {
-	lease *dynamostate.Lease
+	lease state.Lease
+	// base is the state store the lease fences.
+	base  state.Store
 	key   string
 	table string
 	// acquired is when the lease was taken, the first renewal's reference.
@@ -43,8 +45,10 @@ func acquireLease(ctx context.Context, runner *config.RunnerConfig, systemID str
 	}
 	host, _ := os.Hostname()
 	key := state.Key(stateRunner(runner))
-	l := &runnerLease{key: key, table: st.DynamoDBTable, duration: st.GetLeaseDuration(),
-		lease: table.Lease(key, state.Holder{SystemID: systemID, Host: host, PID: os.Getpid()}, st.GetLeaseDuration())}
+	lease := table.Lease(key, state.Holder{SystemID: systemID, Host: host, PID: os.Getpid()}, st.GetLeaseDuration())
+	// Not the provider's background context: the last state is written after the background work
+	// stopped; each call is bounded by the lease duration anyway.
+	l := &runnerLease{key: key, table: st.DynamoDBTable, duration: st.GetLeaseDuration(), lease: lease, base: lease.Store(context.Background())}
 	l.acquired = time.Now()
 	token, err := l.lease.Acquire(ctx)
 	var held *state.LeaseError
@@ -67,9 +71,7 @@ func acquireLease(ctx context.Context, runner *config.RunnerConfig, systemID str
 // lease over is fenced off, and makes the provider give the fleet up at once (onFenced) rather than at
 // its next renewal, so that it removes no instance the new holder manages meanwhile.
 func (l *runnerLease) store(onFenced func(error)) state.Store {
-	// Not the provider's background context: the last state is written after the background work
-	// stopped; each call is bounded by the lease duration anyway.
-	return fencedStore{Store: l.lease.Store(context.Background()), onFenced: onFenced}
+	return fencedStore{Store: l.base, onFenced: onFenced}
 }
 
 type fencedStore struct {
