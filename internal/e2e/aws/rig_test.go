@@ -210,6 +210,8 @@ type fleet struct {
 	metadataEndpoint string
 	// rolloutMaxDraining is rollout_max_draining as written in TOML; empty leaves the key out.
 	rolloutMaxDraining string
+	// stateStorage are more [runners.autoscaler.state_storage] keys, as written in TOML.
+	stateStorage string
 }
 
 // writeConfig writes the config.toml an operator would write for docker-autoscaler on this group:
@@ -248,13 +250,14 @@ shutdown_timeout = 30
       timeout = "10s"
     [runners.autoscaler.state_storage]
       dir = %[10]q
+      %[14]s
     [[runners.autoscaler.policy]]
       idle_count = %[11]d
       idle_time = %[12]q
       preemptive_mode = false
 `, f.capacity*f.maxInstances, r.gl.URL(), r.token, r.image, "unix://"+testenv.DockerSocket(),
 		f.capacity, f.maxInstances, pluginConfig(w, f), w.Sim.SSHPort(), filepath.Join(r.dir, "state"),
-		f.idleCount, f.idleTime.String(), interruptionKey(f.interruptionCheck)+rolloutKey(f.rolloutMaxDraining))
+		f.idleCount, f.idleTime.String(), interruptionKey(f.interruptionCheck)+rolloutKey(f.rolloutMaxDraining), f.stateStorage)
 	path := filepath.Join(r.dir, "config.toml")
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
