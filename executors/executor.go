@@ -133,8 +133,10 @@ type Deps struct {
 // provider gave its fleet up to another manager: the manager stops requesting jobs for the runner,
 // shuts the provider down once its running jobs ended, and then asks the factory again.
 type StandbyError struct {
-	// Holder names the manager that manages the fleet now, for logs and the status page.
-	Holder string
+	// Holder names the manager that manages the fleet now, for logs and the status page, and
+	// HolderSince is when it took it over (zero when unknown).
+	Holder      string
+	HolderSince time.Time
 	// RetryAt is when the holder's claim runs out unless it renews it.
 	RetryAt time.Time
 	Err     error
@@ -254,6 +256,18 @@ type FleetStatus struct {
 	Instances        []AutoscaledInstance
 	// Decisions are the last scale decisions, newest last.
 	Decisions []ScaleDecision
+	// Lease is this manager's hold on the runner's fleet with a shared state (a high-availability
+	// pair); nil without one.
+	Lease *FleetLease
+}
+
+// FleetLease is a manager's lease on a runner's fleet.
+type FleetLease struct {
+	// Holder names the manager that holds it (system ID, host, pid); Since is when it took it.
+	Holder string
+	Since  time.Time
+	// Token is the lease's fencing token: it grows with every takeover.
+	Token int64
 }
 
 // FleetPolicy is a scaling policy as config.toml spells it.

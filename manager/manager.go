@@ -372,7 +372,7 @@ func (m *Manager) apply(cfg *config.Config, mtime time.Time, atStart bool) error
 			errs = append(errs, err)
 			continue
 		}
-		m.activeLocked(rc)
+		m.activeLocked(rc, pe.p)
 		w, err := newWorker(m, cfg, rc, pe.p)
 		if err != nil {
 			errs = append(errs, err)

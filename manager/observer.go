@@ -37,9 +37,10 @@ type Observer interface {
 	// unhealthy_requests_limit unhealthy answers in a row (and again after each failed probe), with the
 	// time of its next probe; and with the zero time once it is healthy again or a reload ended the pause.
 	RunnerPaused(r RunnerInfo, until time.Time)
-	// RunnerStandby is called when another manager manages the runner's fleet, so this one serves it
-	// not (holder names that manager), and with an empty holder once this manager serves the runner.
-	RunnerStandby(r RunnerInfo, holder string)
+	// RunnerLease is called for a runner whose fleet a lease gives to one manager of several (a
+	// high-availability pair): on standby while another manager holds it, and once this one serves the
+	// runner.
+	RunnerLease(r RunnerInfo, l LeaseInfo)
 	// JobStarted is called when GitLab handed out a job; the JobObserver follows that job.
 	JobStarted(j JobInfo) JobObserver
 }
@@ -58,6 +59,14 @@ const (
 	FailureNoFreeExecutor = "no_free_executor"
 	FailureOther          = "other"
 )
+
+// LeaseInfo is who manages a runner's fleet under a lease: Holder (system ID, host, pid) since Since.
+// Standby is true when the holder is another manager and this one waits to take the fleet over.
+type LeaseInfo struct {
+	Standby bool
+	Holder  string
+	Since   time.Time
+}
 
 // RunnerInfo names a [[runners]] entry without its token.
 type RunnerInfo struct {
@@ -134,7 +143,7 @@ func (nopObserver) RequestEnded(RunnerInfo, int)                   {}
 func (nopObserver) APIResponse(RunnerInfo, string, int)            {}
 func (nopObserver) ProcessingFailure(RunnerInfo, string)           {}
 func (nopObserver) RunnerPaused(RunnerInfo, time.Time)             {}
-func (nopObserver) RunnerStandby(RunnerInfo, string)               {}
+func (nopObserver) RunnerLease(RunnerInfo, LeaseInfo)              {}
 func (nopObserver) JobStarted(JobInfo) JobObserver                 { return nopObserver{} }
 func (nopObserver) Stage(string)                                   {}
 func (nopObserver) Finished(job.FailureReason)                     {}

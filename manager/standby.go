@@ -29,7 +29,7 @@ func (m *Manager) standbyLocked(rc *config.RunnerConfig, se *executors.StandbyEr
 	} else {
 		log.Debug("still standby")
 	}
-	m.opts.Observer.RunnerStandby(m.runnerInfo(rc), se.Holder)
+	m.opts.Observer.RunnerLease(m.runnerInfo(rc), LeaseInfo{Standby: true, Holder: se.Holder, Since: se.HolderSince})
 	at := time.Now().Add(min(max(time.Until(se.RetryAt), standbyMinWait), standbyMaxWait))
 	if m.standbyTimer != nil && !m.standbyAt.IsZero() && m.standbyAt.Before(at) {
 		return
@@ -42,15 +42,19 @@ func (m *Manager) standbyLocked(rc *config.RunnerConfig, se *executors.StandbyEr
 	m.standbyTimer.Reset(time.Until(at))
 }
 
-// activeLocked notes that this manager serves rc: a standby that took the fleet over says so. Called
-// with mu held.
-func (m *Manager) activeLocked(rc *config.RunnerConfig) {
+// activeLocked notes that this manager serves rc with provider p: a standby that took the fleet over
+// says so. Called with mu held.
+func (m *Manager) activeLocked(rc *config.RunnerConfig, p executors.Provider) {
 	if se, ok := m.standby[rc.Token]; ok {
 		delete(m.standby, rc.Token)
 		m.log.WithFields(logrus.Fields{"runner": ShortToken(rc.Token), "runner_name": rc.Name, "previous_holder": se.Holder}).
 			Warn("took the runner's fleet over from the manager that held it: its instances are adopted and the jobs it was running are reported as failed")
 	}
-	m.opts.Observer.RunnerStandby(m.runnerInfo(rc), "")
+	if fd, ok := p.(executors.FleetDescriber); ok {
+		if l := fd.FleetStatus().Lease; l != nil {
+			m.opts.Observer.RunnerLease(m.runnerInfo(rc), LeaseInfo{Holder: l.Holder, Since: l.Since})
+		}
+	}
 }
 
 // retryStandby applies the running configuration again, which builds the providers of the runners on

@@ -73,7 +73,7 @@ func (nopObserver) RequestEnded(manager.RunnerInfo, int)                   {}
 func (nopObserver) APIResponse(manager.RunnerInfo, string, int)            {}
 func (nopObserver) ProcessingFailure(manager.RunnerInfo, string)           {}
 func (nopObserver) RunnerPaused(manager.RunnerInfo, time.Time)             {}
-func (nopObserver) RunnerStandby(manager.RunnerInfo, string)               {}
+func (nopObserver) RunnerLease(manager.RunnerInfo, manager.LeaseInfo)      {}
 func (nopObserver) JobStarted(manager.JobInfo) manager.JobObserver         { return nopJob{} }
 
 type nopJob struct{}

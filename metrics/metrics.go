@@ -56,6 +56,7 @@ type Metrics struct {
 	queuingExceeded    *prometheus.CounterVec
 	requestConcurrency *prometheus.GaugeVec
 	standby            *prometheus.GaugeVec
+	leaseSince         *prometheus.GaugeVec
 	apiStatuses        *prometheus.CounterVec
 	errors             *prometheus.CounterVec
 	processingFailures *prometheus.CounterVec
@@ -122,6 +123,10 @@ func New(log logrus.FieldLogger) *Metrics {
 		Name: "fleetrunner_runner_standby",
 		Help: "1 while another manager manages the runner's fleet and this one waits to take it over (state_storage backend dynamodb), else 0",
 	}, runner)
+	m.leaseSince = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "fleetrunner_runner_lease_acquired_timestamp_seconds",
+		Help: "When the manager that manages the runner's fleet under its lease took it, this one or, on standby, the other (Unix time; the lease's age is time() minus this)",
+	}, runner)
 	m.apiStatuses = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gitlab_runner_api_request_statuses_total", Help: "The total number of API requests, partitioned by runner, endpoint and status",
 	}, []string{labelRunner, "endpoint", "status"})
@@ -148,7 +153,7 @@ func New(log logrus.FieldLogger) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		versionInfo, m.concurrent, m.limit, m.jobsTotal, m.failedJobs, m.jobDuration, m.queueDuration, m.queuingExceeded,
-		m.requestConcurrency, m.standby, m.apiStatuses, m.errors, m.processingFailures,
+		m.requestConcurrency, m.standby, m.leaseSince, m.apiStatuses, m.errors, m.processingFailures,
 		jobsCollector{m},
 	)
 	return m
@@ -221,13 +226,16 @@ func (m *Metrics) RequestStarted(r manager.RunnerInfo) {
 // statuses in gitlab_runner_api_request_statuses_total, which say the same without a new series.
 func (m *Metrics) RunnerPaused(manager.RunnerInfo, time.Time) {}
 
-// RunnerStandby implements manager.Observer.
-func (m *Metrics) RunnerStandby(r manager.RunnerInfo, holder string) {
+// RunnerLease implements manager.Observer.
+func (m *Metrics) RunnerLease(r manager.RunnerInfo, l manager.LeaseInfo) {
 	v := 0.0
-	if holder != "" {
+	if l.Standby {
 		v = 1
 	}
 	m.standby.WithLabelValues(r.Runner, r.SystemID).Set(v)
+	if !l.Since.IsZero() {
+		m.leaseSince.WithLabelValues(r.Runner, r.SystemID).Set(float64(l.Since.UnixNano()) / 1e9)
+	}
 }
 
 // RequestEnded implements manager.Observer.

@@ -40,7 +40,8 @@ type Runner struct {
 	LastRequest    time.Time
 	// StandbyFor names the manager that manages the runner's fleet while this one waits on standby to
 	// take it over; empty when this manager serves the runner.
-	StandbyFor string
+	StandbyFor   string
+	StandbySince time.Time
 	// Fleet is nil for executors that scale no fleet; its Decisions are newest first.
 	Fleet *executors.FleetStatus
 	// Jobs are the running jobs, oldest first.

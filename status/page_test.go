@@ -53,7 +53,7 @@ func (r *recorder) RequestEnded(manager.RunnerInfo, int)                   { r.a
 func (r *recorder) APIResponse(manager.RunnerInfo, string, int)            { r.add("APIResponse") }
 func (r *recorder) ProcessingFailure(manager.RunnerInfo, string)           { r.add("ProcessingFailure") }
 func (r *recorder) RunnerPaused(manager.RunnerInfo, time.Time)             { r.add("RunnerPaused") }
-func (r *recorder) RunnerStandby(manager.RunnerInfo, string)               { r.add("RunnerStandby") }
+func (r *recorder) RunnerLease(manager.RunnerInfo, manager.LeaseInfo)      { r.add("RunnerLease") }
 func (r *recorder) JobStarted(manager.JobInfo) manager.JobObserver         { r.add("JobStarted"); return r }
 func (r *recorder) Stage(string)                                           { r.add("Stage") }
 func (r *recorder) Finished(job.FailureReason)                             { r.add("Finished") }
@@ -179,6 +179,30 @@ func TestPage(t *testing.T) {
 			},
 			want:     []string{"No job is running."},
 			wantNot:  []string{">#7<", "inst-busy-1"},
+			wantCode: http.StatusOK,
+		},
+		{
+			name: "a runner on standby names the manager that holds its lease, and for how long",
+			feed: func(tr *status.Tracker) {
+				tr.Configured(1, []manager.RunnerInfo{autoscaled})
+				tr.RunnerLease(autoscaled, manager.LeaseInfo{Standby: true, Holder: "s_0123456789ab on <b>host-1</b> (pid 7)", Since: time.Now().Add(-90 * time.Second)})
+			},
+			want: []string{`<span class="standby">Standby</span>: manager s_0123456789ab on &lt;b&gt;host-1&lt;/b&gt; (pid 7) manages this runner's fleet, for 1m30s;`},
+			wantNot:  []string{"<b>host-1", "Active:"},
+			wantCode: http.StatusOK,
+		},
+		{
+			name: "the manager serving a runner under a lease shows it with the fleet; taking over ends the standby",
+			feed: func(tr *status.Tracker) {
+				tr.Configured(1, []manager.RunnerInfo{autoscaled})
+				tr.RunnerLease(autoscaled, manager.LeaseInfo{Standby: true, Holder: "s_other on host-2 (pid 1)"})
+				p := someFleet()
+				p.fleet.Lease = &executors.FleetLease{Holder: "s_0123456789ab on host-1 (pid 7)", Since: time.Now().Add(-2 * time.Minute), Token: 3}
+				tr.ProviderStarted(autoscaled, p)
+				tr.RunnerLease(autoscaled, manager.LeaseInfo{Holder: "s_0123456789ab on host-1 (pid 7)"})
+			},
+			want:     []string{`Active: this manager (s_0123456789ab on host-1 (pid 7)) holds the runner's lease, for 2m0s (fencing token 3)`},
+			wantNot:  []string{"Standby"},
 			wantCode: http.StatusOK,
 		},
 		{

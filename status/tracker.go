@@ -39,8 +39,8 @@ type health struct {
 	lastAt     time.Time
 	// pausedUntil is the manager's next probe while it pauses the runner's job requests; zero when not.
 	pausedUntil time.Time
-	// standbyFor names the manager that manages the runner's fleet while this one is on standby.
-	standbyFor string
+	// standby is the lease of a runner whose fleet another manager manages while this one waits.
+	standby manager.LeaseInfo
 }
 
 type fleet struct {
@@ -118,14 +118,18 @@ func (t *Tracker) RunnerPaused(r manager.RunnerInfo, until time.Time) {
 	t.next.RunnerPaused(r, until)
 }
 
-// RunnerStandby implements manager.Observer: a runner on standby is shown with the manager it waits for.
-func (t *Tracker) RunnerStandby(r manager.RunnerInfo, holder string) {
+// RunnerLease implements manager.Observer: a runner on standby is shown with the manager it waits for;
+// the one serving shows its own lease with its fleet.
+func (t *Tracker) RunnerLease(r manager.RunnerInfo, l manager.LeaseInfo) {
 	t.mu.Lock()
 	h := t.health[r.Runner]
-	h.standbyFor = holder
+	h.standby = manager.LeaseInfo{}
+	if l.Standby {
+		h.standby = l
+	}
 	t.health[r.Runner] = h
 	t.mu.Unlock()
-	t.next.RunnerStandby(r, holder)
+	t.next.RunnerLease(r, l)
 }
 
 // APIResponse implements manager.Observer.
@@ -200,7 +204,7 @@ func (t *Tracker) Page() Page {
 		rv := Runner{
 			Name: r.Name, Short: r.Runner, SystemID: r.SystemID, Limit: r.Limit,
 			Healthy: h.pausedUntil.IsZero(), PausedUntil: h.pausedUntil,
-			FailedRequests: h.failures, LastStatus: h.lastStatus, LastRequest: h.lastAt, StandbyFor: h.standbyFor,
+			FailedRequests: h.failures, LastStatus: h.lastStatus, LastRequest: h.lastAt, StandbyFor: h.standby.Holder, StandbySince: h.standby.Since,
 		}
 		for _, f := range fleets {
 			if f.runner.Runner == r.Runner && f.runner.Name == r.Name {

@@ -27,8 +27,11 @@ type runnerLease struct {
 	base  state.Store
 	key   string
 	table string
-	// acquired is when the lease was taken, the first renewal's reference.
+	// acquired is when the lease was taken, the first renewal's reference; token is its fencing token
+	// and holder this manager, for the status.
 	acquired time.Time
+	token    state.Token
+	holder   string
 	duration time.Duration
 	// lost is set once a renewal found another holder: the taskscaler is abandoned, Reserve refuses.
 	lost atomic.Bool
@@ -45,18 +48,20 @@ func acquireLease(ctx context.Context, runner *config.RunnerConfig, systemID str
 	}
 	host, _ := os.Hostname()
 	key := state.Key(stateRunner(runner))
-	lease := table.Lease(key, state.Holder{SystemID: systemID, Host: host, PID: os.Getpid()}, st.GetLeaseDuration())
+	me := state.Holder{SystemID: systemID, Host: host, PID: os.Getpid()}
+	lease := table.Lease(key, me, st.GetLeaseDuration())
 	// Not the provider's background context: the last state is written after the background work
 	// stopped; each call is bounded by the lease duration anyway.
-	l := &runnerLease{key: key, table: st.DynamoDBTable, duration: st.GetLeaseDuration(), lease: lease, base: lease.Store(context.Background())}
+	l := &runnerLease{key: key, table: st.DynamoDBTable, duration: st.GetLeaseDuration(), lease: lease, base: lease.Store(context.Background()), holder: me.String()}
 	l.acquired = time.Now()
 	token, err := l.lease.Acquire(ctx)
+	l.token = token
 	var held *state.LeaseError
 	if errors.Is(err, state.ErrHeld) && errors.As(err, &held) {
 		// Asked again a renewal interval later at the most, not only at the holder's expiry: a holder
 		// that stops gracefully releases the lease at once, and the standby should not wait a lease out.
 		retry := earliest(held.Current.Expires, time.Now().Add(state.RenewInterval(l.duration)))
-		return nil, &executors.StandbyError{Holder: held.Current.Holder.String(), RetryAt: retry, Err: err}
+		return nil, &executors.StandbyError{Holder: held.Current.Holder.String(), HolderSince: held.Current.Acquired, RetryAt: retry, Err: err}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("[runners.autoscaler.state_storage] dynamodb table %s: take the runner's lease: %w; check the table exists (deploy/aws/fleetrunner-state-table.yaml) and the manager may call dynamodb:GetItem and dynamodb:UpdateItem on it",

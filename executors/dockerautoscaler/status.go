@@ -25,6 +25,9 @@ func (p *Provider) FleetStatus() executors.FleetStatus {
 		Instances:        p.AutoscalerInstances(),
 		Decisions:        make([]executors.ScaleDecision, 0, len(decisions)),
 	}
+	if p.lease != nil && !p.lease.lost.Load() {
+		out.Lease = &executors.FleetLease{Holder: p.lease.holder, Since: p.lease.acquired, Token: int64(p.lease.token)}
+	}
 	for _, d := range decisions {
 		out.Decisions = append(out.Decisions, executors.ScaleDecision{
 			At: d.At, Action: d.Action, Count: d.Count, Desired: d.Desired, Actual: d.Actual, Reason: d.Reason,
