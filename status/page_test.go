@@ -187,7 +187,7 @@ func TestPage(t *testing.T) {
 				tr.Configured(1, []manager.RunnerInfo{autoscaled})
 				tr.RunnerLease(autoscaled, manager.LeaseInfo{Standby: true, Holder: "s_0123456789ab on <b>host-1</b> (pid 7)", Since: time.Now().Add(-90 * time.Second)})
 			},
-			want: []string{`<span class="standby">Standby</span>: manager s_0123456789ab on &lt;b&gt;host-1&lt;/b&gt; (pid 7) manages this runner's fleet, for 1m30s;`},
+			want:     []string{`<span class="standby">Standby</span>: manager s_0123456789ab on &lt;b&gt;host-1&lt;/b&gt; (pid 7) manages this runner's fleet, for 1m30s;`},
 			wantNot:  []string{"<b>host-1", "Active:"},
 			wantCode: http.StatusOK,
 		},
