@@ -125,7 +125,9 @@ func (g *InstanceGroup) Unclaim(ctx context.Context, c fleeting.Claim) error {
 	if !ok {
 		return nil
 	}
-	if held, err := parseClaim(v); err != nil || held.SystemID != c.SystemID {
+	// Another manager's claim, or a value edited by hand: neither is this manager's to remove.
+	held, perr := parseClaim(v)
+	if mine := perr == nil && held.SystemID == c.SystemID; !mine {
 		g.log.WithFields(logrus.Fields{"tag": ClaimTag, "value": v}).Info("the group's claim is not this manager's any more; leaving it")
 		return nil
 	}
