@@ -6,6 +6,7 @@ package fleeting
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"time"
 
@@ -152,4 +153,55 @@ type OutdatedReporter interface {
 	// instance stays listed until it leaves the group, so the caller must treat repeats as one. An
 	// instance whose configuration the cloud does not report is never listed.
 	Outdated(ctx context.Context) ([]Outdated, error)
+}
+
+// ErrGroupClaimed is wrapped by a GroupClaimer's Claim when another manager scales the group.
+var ErrGroupClaimed = errors.New("the group is scaled by another manager")
+
+// Claim is a manager's mark on a group: "this manager scales it".
+type Claim struct {
+	// SystemID is the manager's system ID: the same manager restarted (after a crash too) may always
+	// claim its group again.
+	SystemID string
+	// Host is the manager's host name, for the operator who finds the claim.
+	Host string
+	// MaxAge is how long another manager's claim counts after its last refresh: a crashed manager's
+	// claim stops counting then.
+	MaxAge time.Duration
+	// TakeOver overwrites another manager's fresh claim: for a pair whose own lease already decided
+	// which of them is active (HA).
+	TakeOver bool
+}
+
+// Holder names the claiming manager as an operator reads it, e.g. "s_0123456789ab on host-1".
+func (c Claim) Holder() string { return c.SystemID + " on " + c.Host }
+
+// GroupClaimedError is Claim's error while another manager's claim counts; it wraps ErrGroupClaimed.
+type GroupClaimedError struct {
+	// Group names the group as the plugin does in its errors.
+	Group string
+	// SystemID and Host name the manager that claims it; ClaimedAt is its last refresh.
+	SystemID, Host string
+	ClaimedAt      time.Time
+}
+
+func (e *GroupClaimedError) Error() string {
+	return fmt.Sprintf("%s: %v: manager %s on host %s, claim refreshed at %s", e.Group, ErrGroupClaimed, e.SystemID, e.Host, e.ClaimedAt.UTC().Format(time.RFC3339))
+}
+
+func (e *GroupClaimedError) Unwrap() error { return ErrGroupClaimed }
+
+// GroupClaimer is implemented by plugins that can mark their group, in the cloud, as scaled by one
+// manager. It is optional: the executor claims the group before it scales it and refreshes the claim
+// while it runs, so two managers pointed at one group by mistake (two runner tokens, or the file state
+// backend on two hosts) do not terminate each other's instances; a plugin without it leaves that to
+// the operator.
+type GroupClaimer interface {
+	// Claim marks the group as scaled by c's manager, unless another manager (another SystemID)
+	// refreshed its claim within c.MaxAge and c.TakeOver is false: then the error is a
+	// *GroupClaimedError. Claiming again refreshes the claim.
+	Claim(ctx context.Context, c Claim) error
+	// Unclaim removes the claim if c's manager (its SystemID) still holds it; another manager's claim is
+	// left alone.
+	Unclaim(ctx context.Context, c Claim) error
 }

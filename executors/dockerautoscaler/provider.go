@@ -76,7 +76,11 @@ type Provider struct {
 	// renewals ended.
 	lease     *runnerLease
 	leaseDone chan struct{}
-	notices   notices
+	// groupClaim is this manager's claim on the group (claim.go), nil when the plugin cannot claim; claimDone
+	// closes when its refreshes ended.
+	groupClaim *managerClaim
+	claimDone  chan struct{}
+	notices    notices
 	// rolloutDone is closed when the roll-out watch has ended (rollout.go).
 	rolloutDone chan struct{}
 	rollout     rollout
@@ -146,6 +150,11 @@ func startProvider(ctx context.Context, runner *config.RunnerConfig, deps execut
 	if err != nil {
 		return nil, fmt.Errorf("plugin %q rejected its configuration ([runners.autoscaler.plugin_config] / connector_config): %w", plugin, err)
 	}
+	claim, err := claimGroup(ctx, group, info, deps.SystemID, lease != nil, log)
+	if err != nil {
+		_ = group.Shutdown(ctx)
+		return nil, err
+	}
 
 	bgCtx, stopBg := context.WithCancel(context.Background())
 	p := &Provider{
@@ -168,9 +177,11 @@ func startProvider(ctx context.Context, runner *config.RunnerConfig, deps execut
 		stopBg:           stopBg,
 		retried:          make(chan struct{}),
 		lease:            lease,
+		groupClaim:       claim,
 	}
 	p.interruptionsDone = make(chan struct{})
 	p.leaseDone = make(chan struct{})
+	p.claimDone = make(chan struct{})
 	p.rolloutDone = make(chan struct{})
 	p.rollout = rollout{pace: ac.GetRolloutMaxDraining(), draining: map[string]bool{}}
 	p.notices = notices{seen: map[string]notice{}, attempts: map[string]map[*scriptWatch]context.CancelCauseFunc{}}
@@ -207,6 +218,7 @@ func startProvider(ctx context.Context, runner *config.RunnerConfig, deps execut
 	go p.retryLeftovers(ac.GetUpdateInterval())
 	go p.watchInterruptions(ac.GetInterruptionCheckInterval())
 	go p.keepLease()
+	go p.keepClaim()
 	// Outdated instances are checked as often as interruption notices: the aws plugin answers both from
 	// its last listing, and a roll-out moves on as soon as a drained instance has left.
 	go p.watchRollout(ac.GetInterruptionCheckInterval())
@@ -220,6 +232,9 @@ func startProvider(ctx context.Context, runner *config.RunnerConfig, deps execut
 // abandon undoes a provider that failed to start, before anything ran in the background.
 func (p *Provider) abandon(ctx context.Context) {
 	p.stopBg()
+	if err := p.releaseClaim(ctx); err != nil {
+		p.log.WithError(err).Warn("could not release the claim on the group after a failed start")
+	}
 	_ = p.group.Shutdown(ctx)
 }
 
@@ -358,7 +373,8 @@ func (p *Provider) Stats() taskscaler.Stats { return p.ts.Stats() }
 func (p *Provider) Instances() []taskscaler.InstanceInfo { return p.ts.Instances() }
 
 // Shutdown implements executors.Provider: the taskscaler stops (deleting the instances only with
-// delete_instances_on_shutdown), then the plugin, then every SSH connection.
+// delete_instances_on_shutdown), the claim on the group goes, then the plugin, then every SSH
+// connection.
 func (p *Provider) Shutdown(ctx context.Context) error {
 	var err error
 	p.shutdown.Do(func() {
@@ -366,11 +382,15 @@ func (p *Provider) Shutdown(ctx context.Context) error {
 		<-p.retried
 		<-p.interruptionsDone
 		<-p.leaseDone
+		<-p.claimDone
 		<-p.rolloutDone
 		p.bg.Wait()
 		var errs []error
 		if e := p.ts.Shutdown(ctx); e != nil {
 			errs = append(errs, fmt.Errorf("taskscaler shutdown: %w", e))
+		}
+		if e := p.releaseClaim(ctx); e != nil {
+			errs = append(errs, e)
 		}
 		if e := p.group.Shutdown(ctx); e != nil {
 			errs = append(errs, fmt.Errorf("plugin %q shutdown: %w", p.plugin, e))

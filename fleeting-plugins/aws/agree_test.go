@@ -1,6 +1,7 @@
 package aws
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"reflect"
@@ -32,6 +33,9 @@ type observed struct {
 	UnknownInstanceCode   string
 	TerminateActivityGrp  string
 	TerminateActivityCode string
+	// ClaimTagged and ClaimUntagged are the group's tags after CreateOrUpdateTags and DeleteTags of the
+	// claim's tag.
+	ClaimTagged, ClaimUntagged map[string]string
 }
 
 func observe(t *testing.T, cfg awssdk.Config, name string) observed {
@@ -94,6 +98,19 @@ func observe(t *testing.T, cfg awssdk.Config, name string) observed {
 		o.UnknownInstanceCode = apiErr.ErrorCode()
 	}
 
+	if err := c.TagGroup(ctx, name, ClaimTag, "s_0123456789ab on host-1 at 2026-12-07T04:00:00Z"); err != nil {
+		t.Fatalf("TagGroup: %v", err)
+	}
+	if o.ClaimTagged, err = tagsOf(ctx, c, name); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.UntagGroup(ctx, name, ClaimTag); err != nil {
+		t.Fatalf("UntagGroup: %v", err)
+	}
+	if o.ClaimUntagged, err = tagsOf(ctx, c, name); err != nil {
+		t.Fatal(err)
+	}
+
 	term, err := autoscaling.NewFromConfig(cfg).TerminateInstanceInAutoScalingGroup(ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{
 		InstanceId: awssdk.String(id), ShouldDecrementDesiredCapacity: awssdk.Bool(true),
 	})
@@ -102,6 +119,15 @@ func observe(t *testing.T, cfg awssdk.Config, name string) observed {
 	}
 	o.TerminateActivityGrp, o.TerminateActivityCode = awssdk.ToString(term.Activity.AutoScalingGroupName), string(term.Activity.StatusCode)
 	return o
+}
+
+// tagsOf reads the group's tags, never nil.
+func tagsOf(ctx context.Context, c awsclient.Client, name string) (map[string]string, error) {
+	grp, err := c.Group(ctx, name)
+	if grp.Tags == nil {
+		grp.Tags = map[string]string{}
+	}
+	return grp.Tags, err
 }
 
 // TestAWSSimAgreesWithMoto makes the same calls against awssim and moto and compares, field by field,

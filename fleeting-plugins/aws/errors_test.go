@@ -39,6 +39,8 @@ func TestIAMAction(t *testing.T) {
 		"DescribeInstances":            "ec2:DescribeInstances",
 		"DescribeSpotInstanceRequests": "ec2:DescribeSpotInstanceRequests",
 		"SendSSHPublicKey":             "ec2-instance-connect:SendSSHPublicKey",
+		"CreateOrUpdateTags":           "autoscaling:CreateOrUpdateTags",
+		"DeleteTags":                   "autoscaling:DeleteTags",
 	} {
 		if got := iamAction(call); got != want {
 			t.Errorf("iamAction(%s) = %s, want %s", call, got, want)

@@ -2,6 +2,7 @@ package aws
 
 import (
 	"context"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -44,6 +45,7 @@ func (f *fakeClient) Group(ctx context.Context, name string) (awsclient.Group, e
 	f.mu.Lock()
 	snap := f.grp
 	snap.Members = slices.Clone(f.grp.Members)
+	snap.Tags = maps.Clone(f.grp.Tags)
 	hold := f.hold
 	f.hold = false
 	f.mu.Unlock()
@@ -122,6 +124,23 @@ func (f *fakeClient) WarmPool(context.Context, string) (awsclient.WarmPool, erro
 }
 
 // SpotRequests: the fake's instances are on-demand, so none has a spot request.
+func (f *fakeClient) TagGroup(_ context.Context, _, key, value string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.grp.Tags == nil {
+		f.grp.Tags = map[string]string{}
+	}
+	f.grp.Tags[key] = value
+	return nil
+}
+
+func (f *fakeClient) UntagGroup(_ context.Context, _, key string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.grp.Tags, key)
+	return nil
+}
+
 func (f *fakeClient) SpotRequests(context.Context, []string) ([]awsclient.SpotRequest, error) {
 	return nil, nil
 }
@@ -323,8 +342,10 @@ func TestDeployKit(t *testing.T) {
 		t.Fatalf("ManagerPolicy: %v", err)
 	}
 	// Exactly the calls the plugin makes (awsclient.API), no more; the warm pool and launch template
-	// reads serve the warm pool listing and the draining of instances of an older template version.
+	// reads serve the warm pool listing and the draining of instances of an older template version, the
+	// tag writes the manager's claim on the group (claim.go).
 	want := []string{
+		"autoscaling:CreateOrUpdateTags", "autoscaling:DeleteTags",
 		"autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribePolicies", "autoscaling:DescribeWarmPool",
 		"autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup",
 		"ec2-instance-connect:SendSSHPublicKey", "ec2:DescribeInstances",
@@ -335,7 +356,15 @@ func TestDeployKit(t *testing.T) {
 		for _, st := range stmts {
 			actions = append(actions, st.Action...)
 			for _, cond := range st.Condition {
-				for key := range cond {
+				for key, values := range cond {
+					if key == "aws:TagKeys" {
+						// The tag keys a request may write: the claim's only.
+						var keys []string
+						if err := values.Decode(&keys); err != nil || !slices.Equal(keys, []string{ClaimTag}) {
+							t.Errorf("%s: aws:TagKeys %v (%v), want exactly [%s]", name, keys, err, ClaimTag)
+						}
+						continue
+					}
 					tag := key[strings.Index(key, "/")+1:]
 					if !tagKeys[tag] {
 						t.Errorf("%s: condition on tag %s, which neither the template's group nor AWS sets", name, tag)

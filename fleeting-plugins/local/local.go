@@ -7,7 +7,9 @@
 // then running although sshd only listens sshd_delay later, and the Docker Engine answers docker_delay
 // after that. timeout means its sshd died without a Decrease (Kill, a crash, or sshd failing to start).
 // Decreased instances stop, lose their directory and disappear from Update. With state_dir set, instances outlive the
-// manager: Shutdown leaves them running and the next InstanceGroup on the same state_dir adopts them.
+// manager: Shutdown leaves them running and the next InstanceGroup on the same state_dir adopts them. A
+// manager claims the group in claim.json there (claim.go), so that a second manager on the same
+// state_dir is refused rather than adopting and removing the first's instances.
 package local
 
 import (

@@ -160,6 +160,9 @@ func (s *Server) autoScaling(action string, form url.Values) (any, *apiError) {
 	if result, err, ok := s.warmPoolAction(action, form); ok {
 		return result, err
 	}
+	if result, err, ok := s.tagAction(action, form); ok {
+		return result, err
+	}
 	switch action {
 	case "DescribeAutoScalingGroups":
 		return s.describeGroups(form)
@@ -218,9 +221,7 @@ func (s *Server) describeGroups(form url.Values) (any, *apiError) {
 		if g.spec.SuspendAZRebalance {
 			out.SuspendedProcesses = []asgSuspended{{ProcessName: "AZRebalance", SuspensionReason: "User suspended at " + awsTime(g.created)}}
 		}
-		for _, k := range sortedKeys(g.spec.Tags) {
-			out.Tags = append(out.Tags, asgTag{ResourceID: n, ResourceType: "auto-scaling-group", Key: k, Value: g.spec.Tags[k], PropagateAtLaunch: true})
-		}
+		out.Tags = groupTagsXML(n, g)
 		for _, inst := range s.sortedInstances() {
 			if inst.group == n && inst.lifecycle != lifecycleTerminated && !warmed(inst) && listed(inst, cutoff) {
 				out.Instances = append(out.Instances, asgInstance{

@@ -14,7 +14,9 @@
 // (SetFaults) throttle calls, fail launches for lack of capacity or during boot, slow boots and keep
 // instances unhealthy; ReplaceInstance and TerminateFromOutside replace an instance the way the group
 // or EC2 does by itself. A group may have a warm pool (PutWarmPool, warmpool.go): stopped instances
-// outside its listing that it takes first when it grows, which run after GroupSpec.WarmStart.
+// outside its listing that it takes first when it grows, which run after GroupSpec.WarmStart. Its tags
+// change with CreateOrUpdateTags and DeleteTags (tags.go); only those propagated at launch reach its
+// instances.
 package awssim
 
 import (
@@ -379,6 +381,7 @@ func (s *Server) CreateGroup(spec GroupSpec) error {
 		arn:     fmt.Sprintf("arn:aws:autoscaling:%s:%s:autoScalingGroup:%s:autoScalingGroupName/%s", s.opts.Region, s.opts.AccountID, newUUID(s.rng), spec.Name),
 		desired: spec.DesiredCapacity,
 		created: time.Now().UTC(),
+		tags:    specTags(spec),
 	}
 	s.kickLocked()
 	return nil

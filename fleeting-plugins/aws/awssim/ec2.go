@@ -151,8 +151,10 @@ func parseFilters(form url.Values, known func(name string) bool) ([]ec2Filter, *
 func (s *Server) tags(inst *instance) map[string]string {
 	tags := map[string]string{}
 	if g, ok := s.groups[inst.group]; ok {
-		for k, v := range g.spec.Tags {
-			tags[k] = v
+		for k, t := range g.tags {
+			if t.propagate {
+				tags[k] = t.value
+			}
 		}
 		tags["aws:autoscaling:groupName"] = inst.group
 	}

@@ -46,6 +46,8 @@ type group struct {
 	pool *warmPool
 	// template is the launch template it launches from (launchtemplates.go).
 	template launchTemplate
+	// tags are the group's tags by key (tags.go).
+	tags map[string]groupTag
 }
 
 // Activity is one scaling activity of a group, as DescribeScalingActivities describes it.

@@ -43,6 +43,10 @@ type Client interface {
 	// LaunchTemplates is DescribeLaunchTemplates for these launch template IDs: their latest and default
 	// version numbers.
 	LaunchTemplates(ctx context.Context, ids []string) ([]LaunchTemplate, error)
+	// TagGroup is CreateOrUpdateTags for one tag on the group, not propagated to its instances.
+	TagGroup(ctx context.Context, group, key, value string) error
+	// UntagGroup is DeleteTags for one tag key of the group.
+	UntagGroup(ctx context.Context, group, key string) error
 }
 
 // TemplateSpec names a launch template and a version of it. In a group's spec Version is a number,
@@ -102,7 +106,9 @@ type Group struct {
 	// Templates are the launch templates the group launches from: its LaunchTemplate, or its
 	// MixedInstancesPolicy's and the overrides' that name one of their own.
 	Templates []TemplateSpec
-	Members   []Member
+	// Tags are the group's own tags, by key.
+	Tags    map[string]string
+	Members []Member
 }
 
 // Member is one instance as the group sees it.
@@ -172,6 +178,12 @@ func (a *API) Group(ctx context.Context, name string) (Group, error) {
 				AvailabilityZones:       g.AvailabilityZones,
 				LaunchConfigurationName: aws.ToString(g.LaunchConfigurationName),
 				Templates:               groupTemplates(g),
+			}
+			for _, t := range g.Tags {
+				if out.Tags == nil {
+					out.Tags = map[string]string{}
+				}
+				out.Tags[aws.ToString(t.Key)] = aws.ToString(t.Value)
 			}
 			for _, sp := range g.SuspendedProcesses {
 				out.SuspendedProcesses = append(out.SuspendedProcesses, aws.ToString(sp.ProcessName))
@@ -375,6 +387,26 @@ func (a *API) LaunchTemplates(ctx context.Context, ids []string) ([]LaunchTempla
 		}
 	}
 	return out, nil
+}
+
+// groupResourceType is the ResourceType of an Auto Scaling group's tags.
+const groupResourceType = "auto-scaling-group"
+
+// TagGroup implements Client.
+func (a *API) TagGroup(ctx context.Context, group, key, value string) error {
+	_, err := a.AutoScaling.CreateOrUpdateTags(ctx, &autoscaling.CreateOrUpdateTagsInput{Tags: []asgtypes.Tag{{
+		ResourceId: aws.String(group), ResourceType: aws.String(groupResourceType),
+		Key: aws.String(key), Value: aws.String(value), PropagateAtLaunch: aws.Bool(false),
+	}}})
+	return err
+}
+
+// UntagGroup implements Client.
+func (a *API) UntagGroup(ctx context.Context, group, key string) error {
+	_, err := a.AutoScaling.DeleteTags(ctx, &autoscaling.DeleteTagsInput{Tags: []asgtypes.Tag{{
+		ResourceId: aws.String(group), ResourceType: aws.String(groupResourceType), Key: aws.String(key),
+	}}})
+	return err
 }
 
 // SendSSHPublicKey implements Client.
