@@ -13,6 +13,9 @@ import (
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
 )
 
+// errClaimLost is why a provider whose group another manager claimed takes no job.
+var errClaimLost = errors.New("another manager claimed this runner's group; this manager no longer scales it")
+
 // claimMaxAge is how long this manager's claim on its group keeps other managers off it after its last
 // refresh. The claim is refreshed every third of it (a minute), so two refreshes in a row may fail (an
 // API hiccup) before it lapses, and the group of a manager that crashed is free after at most this
@@ -65,8 +68,9 @@ func (p *Provider) keepClaim() {
 
 // refreshClaim claims the group again, without taking it over: the takeover, if any, happened at
 // start. Finding another manager's fresh claim means that manager took the group over (an operator
-// started one with the dynamodb backend, or two started together): this one stops refreshing rather
-// than fight over the claim, and says so. After a lost lease the new holder claims the group, and
+// started one with the dynamodb backend, or two started together): this one gives the group up rather
+// than fight over it: it stops scaling, and Reserve sends the manager to build the provider again,
+// which is refused with the other manager's name while its claim lasts. After a lost lease the new holder claims the group, and
 // nothing here scales it any more.
 func (p *Provider) refreshClaim() {
 	if p.groupClaim.lost.Load() || p.lease != nil && p.lease.lost.Load() {
@@ -83,7 +87,8 @@ func (p *Provider) refreshClaim() {
 	case errors.As(err, &held):
 		p.groupClaim.lost.Store(true)
 		p.log.WithError(err).WithFields(logrus.Fields{"group": p.info.ID, "holder": held.SystemID + " on " + held.Host}).
-			Error("another manager claimed this runner's group: two managers now scale it and may remove each other's instances; stop one of them")
+			Error("another manager claimed this runner's group: this one stops scaling it and taking its jobs, so that the two do not remove each other's instances; jobs running now go on")
+		p.ts.Abandon()
 	case p.bgCtx.Err() == nil:
 		p.log.WithError(err).Warn("could not refresh this manager's claim on the group; trying again (other managers may take the group once the claim is " + claimMaxAge.String() + " old)")
 	}

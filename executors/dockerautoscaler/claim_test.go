@@ -88,6 +88,10 @@ func TestOneManagerPerGroup(t *testing.T) {
 	if !second.groupClaim.lost.Load() {
 		t.Error("the second manager's refresh did not notice the third's claim")
 	}
+	var standby *executors.StandbyError
+	if _, err := second.Reserve(t.Context()); !errors.As(err, &standby) || !errors.Is(err, errClaimLost) {
+		t.Errorf("Reserve after the group was claimed away = %v; want a StandbyError wrapping errClaimLost, so the manager builds the provider again", err)
+	}
 	stop(second)
 	if err := taker.Claim(t.Context(), fleeting.Claim{SystemID: "s_fourth", Host: "h", MaxAge: claimMaxAge}); !errors.Is(err, fleeting.ErrGroupClaimed) {
 		t.Errorf("after the second manager's stop the group is free (%v); the third's claim should stand", err)

@@ -329,6 +329,9 @@ func (p *Provider) Reserve(context.Context) (executors.Reservation, error) {
 	if p.lease != nil && p.lease.lost.Load() {
 		return nil, &executors.StandbyError{RetryAt: time.Now(), Err: fmt.Errorf("%w: %w", executors.ErrNoCapacity, errLeaseLost)}
 	}
+	if p.groupClaim != nil && p.groupClaim.lost.Load() {
+		return nil, &executors.StandbyError{RetryAt: time.Now(), Err: fmt.Errorf("%w: %w", executors.ErrNoCapacity, errClaimLost)}
+	}
 	key := uuid.NewString()
 	if err := p.ts.Reserve(key); err != nil {
 		if errors.Is(err, taskscaler.ErrNoCapacity) {
