@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sirupsen/logrus"
 
@@ -34,8 +35,12 @@ type groupClaim struct {
 func claimValue(c fleeting.Claim, at time.Time) string {
 	prefix, suffix := c.SystemID+" on ", " at "+at.UTC().Format(time.RFC3339)
 	host := c.Host
-	if room := maxTagValue - len(prefix) - len(suffix); len(host) > room {
-		host = strings.ToValidUTF8(host[:max(room, 0)], "")
+	if room := max(maxTagValue-len(prefix)-len(suffix), 0); len(host) > room {
+		// Cut at a character boundary, so that a multi-byte character is not split.
+		for room > 0 && !utf8.RuneStart(host[room]) {
+			room--
+		}
+		host = host[:room]
 	}
 	return prefix + host + suffix
 }
