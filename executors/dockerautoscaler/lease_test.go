@@ -11,21 +11,36 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
-
 	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/gitlab/gitlabsim"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
 	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
-	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/state"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler/state/dynamostate"
 )
+
+// lease is the lease every test here gives the runner: short, so that takeovers take seconds.
+const lease = 3 * time.Second
+
+// newLeaseRig is the rig with the dynamodb state backend on moto's DynamoDB (testrig.StateTable) and the
+// local plugin keeping its instances in pluginDir, so that every manager on the rig's config shares the
+// fleet as managers on different hosts share an Auto Scaling group.
+func newLeaseRig(t *testing.T, capacity, maxInstances int, idleTime time.Duration) (r *rig, pluginDir, endpoint string) {
+	t.Helper()
+	endpoint = testrig.StateTable(t)
+	r = newRig(t)
+	pluginDir = filepath.Join(r.dir, "local-state")
+	ac := r.runner.Autoscaler
+	ac.CapacityPerInstance, ac.MaxInstances = capacity, maxInstances
+	ac.PluginConfig["state_dir"] = pluginDir
+	ac.Policy = []config.AutoscalerPolicyConfig{{IdleCount: 1, IdleTime: idleTime}}
+	ac.StateStorage = config.StateStorage{Backend: config.StateBackendDynamoDB, DynamoDBTable: testrig.StateTableName,
+		DynamoDBRegion: testrig.MotoRegion, DynamoDBEndpoint: endpoint, LeaseDuration: lease}
+	removeInstancesAtEnd(t, pluginDir, ac.PluginConfig["base_address"].(string))
+	return r, pluginDir, endpoint
+}
 
 // TestStateLease runs the provider on the dynamodb state backend (moto's DynamoDB, the local plugin's
 // real sshd instances): a second manager on the same runner is refused and told who holds the fleet;
@@ -33,22 +48,7 @@ import (
 // a manager whose lease another took over (as after a pause longer than the lease) stops taking jobs
 // and scaling, and its stop leaves the new holder's lease alone.
 func TestStateLease(t *testing.T) {
-	moto := testenv.StartMoto(t)
-	t.Setenv("AWS_ACCESS_KEY_ID", "test")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	const table = "fleetrunner-state"
-	createStateTable(t, moto.URL, table)
-
-	r := newRig(t)
-	pluginDir := filepath.Join(r.dir, "local-state")
-	ac := r.runner.Autoscaler
-	ac.CapacityPerInstance, ac.MaxInstances = 1, 2
-	ac.PluginConfig["state_dir"] = pluginDir
-	ac.Policy = []config.AutoscalerPolicyConfig{{IdleCount: 1, IdleTime: time.Minute}}
-	ac.StateStorage = config.StateStorage{Backend: config.StateBackendDynamoDB, DynamoDBTable: table,
-		DynamoDBRegion: "us-east-1", DynamoDBEndpoint: moto.URL, LeaseDuration: 3 * time.Second}
-	removeInstancesAtEnd(t, pluginDir, ac.PluginConfig["base_address"].(string))
+	r, pluginDir, endpoint := newLeaseRig(t, 1, 2, time.Minute)
 	start := func(systemID string) (*Provider, error) {
 		return newProvider(r.runner, executors.Deps{Logger: testLogger(t), ConfigDir: r.dir, SystemID: systemID}, testPlugins, docker.Options{})
 	}
@@ -85,12 +85,12 @@ func TestStateLease(t *testing.T) {
 	}
 
 	// A third manager takes the lease as if the second had been cut off past its expiry.
-	later, err := dynamostate.New(t.Context(), dynamostate.Config{Table: table, Region: "us-east-1", Endpoint: moto.URL,
+	later, err := dynamostate.New(t.Context(), dynamostate.Config{Table: testrig.StateTableName, Region: testrig.MotoRegion, Endpoint: endpoint,
 		Now: func() time.Time { return time.Now().Add(time.Minute) }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	third := later.Lease(state.Key(stateRunner(r.runner)), state.Holder{SystemID: "s_third", Host: "elsewhere", PID: 1}, 3*time.Second)
+	third := later.Lease(state.Key(stateRunner(r.runner)), state.Holder{SystemID: "s_third", Host: "elsewhere", PID: 1}, lease)
 	if _, err := third.Acquire(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -111,46 +111,13 @@ func TestStateLease(t *testing.T) {
 	}
 }
 
-// createStateTable creates the state table as deploy/aws/fleetrunner-state-table.yaml does.
-func createStateTable(t *testing.T, endpoint, name string) {
-	t.Helper()
-	cfg, err := awsconfig.LoadDefaultConfig(t.Context(), awsconfig.WithRegion("us-east-1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(endpoint) })
-	if _, err := client.CreateTable(t.Context(), &dynamodb.CreateTableInput{
-		TableName:            aws.String(name),
-		AttributeDefinitions: []types.AttributeDefinition{{AttributeName: aws.String(dynamostate.KeyAttribute), AttributeType: types.ScalarAttributeTypeS}},
-		KeySchema:            []types.KeySchemaElement{{AttributeName: aws.String(dynamostate.KeyAttribute), KeyType: types.KeyTypeHash}},
-		BillingMode:          types.BillingModePayPerRequest,
-	}); err != nil {
-		t.Fatalf("CreateTable: %v", err)
-	}
-}
-
 // TestStandbyTakesOver runs two real managers (child processes) on one runner with the dynamodb state
 // backend: the second waits on standby while the first serves; kill -9 of the first while a job runs
 // makes the second take the fleet over once the lease runs out: it adopts the instances, reports the
 // job the first was running as a system failure at once, and takes new jobs. A graceful stop of the
 // second hands the lease back. The figure: seconds from the kill to the standby's first job starting.
 func TestStandbyTakesOver(t *testing.T) {
-	moto := testenv.StartMoto(t)
-	t.Setenv("AWS_ACCESS_KEY_ID", "test")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	const table, lease = "fleetrunner-state", 3 * time.Second
-	createStateTable(t, moto.URL, table)
-
-	r := newRig(t)
-	pluginDir := filepath.Join(r.dir, "local-state")
-	ac := r.runner.Autoscaler
-	ac.CapacityPerInstance, ac.MaxInstances = 1, 3
-	ac.PluginConfig["state_dir"] = pluginDir
-	ac.Policy = []config.AutoscalerPolicyConfig{{IdleCount: 1, IdleTime: time.Minute}}
-	ac.StateStorage = config.StateStorage{Backend: config.StateBackendDynamoDB, DynamoDBTable: table,
-		DynamoDBRegion: "us-east-1", DynamoDBEndpoint: moto.URL, LeaseDuration: lease}
-	removeInstancesAtEnd(t, pluginDir, ac.PluginConfig["base_address"].(string))
+	r, _, _ := newLeaseRig(t, 1, 3, time.Minute)
 	configPath, logA := r.managerFiles(t)
 	logB := filepath.Join(r.dir, "standby.log")
 	dumpFile(t, logB)
@@ -206,22 +173,7 @@ func fileHas(path, s string) bool {
 // after a pause or a network cut longer than the lease, gives the fleet up and waits on standby; when
 // the other manager hands the lease back, it takes the fleet over again and runs jobs.
 func TestLostLeaseReturnsToStandby(t *testing.T) {
-	moto := testenv.StartMoto(t)
-	t.Setenv("AWS_ACCESS_KEY_ID", "test")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	const table, lease = "fleetrunner-state", 3 * time.Second
-	createStateTable(t, moto.URL, table)
-
-	r := newRig(t)
-	pluginDir := filepath.Join(r.dir, "local-state")
-	ac := r.runner.Autoscaler
-	ac.CapacityPerInstance, ac.MaxInstances = 1, 2
-	ac.PluginConfig["state_dir"] = pluginDir
-	ac.Policy = []config.AutoscalerPolicyConfig{{IdleCount: 1, IdleTime: time.Minute}}
-	ac.StateStorage = config.StateStorage{Backend: config.StateBackendDynamoDB, DynamoDBTable: table,
-		DynamoDBRegion: "us-east-1", DynamoDBEndpoint: moto.URL, LeaseDuration: lease}
-	removeInstancesAtEnd(t, pluginDir, ac.PluginConfig["base_address"].(string))
+	r, pluginDir, endpoint := newLeaseRig(t, 1, 2, time.Minute)
 	configPath, logPath := r.managerFiles(t)
 
 	m := startChild(t, configPath, logPath)
@@ -229,7 +181,7 @@ func TestLostLeaseReturnsToStandby(t *testing.T) {
 	testrig.WaitFor(t, 30*time.Second, "the manager's idle instance ready", func() bool { return fileHas(logPath, "instance ready") })
 	before := pluginInstances(t, pluginDir)
 
-	later, err := dynamostate.New(t.Context(), dynamostate.Config{Table: table, Region: "us-east-1", Endpoint: moto.URL,
+	later, err := dynamostate.New(t.Context(), dynamostate.Config{Table: testrig.StateTableName, Region: testrig.MotoRegion, Endpoint: endpoint,
 		Now: func() time.Time { return time.Now().Add(time.Minute) }})
 	if err != nil {
 		t.Fatal(err)
@@ -271,22 +223,7 @@ func TestFailovers(t *testing.T) {
 	if os.Getenv("FLEETRUNNER_SOAK") == "long" {
 		failovers = 20
 	}
-	moto := testenv.StartMoto(t)
-	t.Setenv("AWS_ACCESS_KEY_ID", "test")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	const table, lease = "fleetrunner-state", 3 * time.Second
-	createStateTable(t, moto.URL, table)
-
-	r := newRig(t)
-	pluginDir := filepath.Join(r.dir, "local-state")
-	ac := r.runner.Autoscaler
-	ac.CapacityPerInstance, ac.MaxInstances = 2, 3
-	ac.PluginConfig["state_dir"] = pluginDir
-	ac.Policy = []config.AutoscalerPolicyConfig{{IdleCount: 1, IdleTime: 20 * time.Second}}
-	ac.StateStorage = config.StateStorage{Backend: config.StateBackendDynamoDB, DynamoDBTable: table,
-		DynamoDBRegion: "us-east-1", DynamoDBEndpoint: moto.URL, LeaseDuration: lease}
-	removeInstancesAtEnd(t, pluginDir, ac.PluginConfig["base_address"].(string))
+	r, pluginDir, endpoint := newLeaseRig(t, 2, 3, 20*time.Second)
 	configPath, _ := r.managerFiles(t)
 	start := func(n int) (*child, string) {
 		logPath := filepath.Join(r.dir, fmt.Sprintf("manager-%02d.log", n))
@@ -343,7 +280,7 @@ func TestFailovers(t *testing.T) {
 	testrig.WaitFor(t, 30*time.Second, "the last manager on standby", func() bool { return fileHas(standbyLog, "standby: another manager manages") })
 	standby.stop(t)
 	active.stop(t)
-	store := mustTable(t, moto.URL, table).Lease(state.Key(stateRunner(r.runner)), state.Holder{SystemID: "s_reader"}, lease).Store(t.Context())
+	store := mustTable(t, endpoint).Lease(state.Key(stateRunner(r.runner)), state.Holder{SystemID: "s_reader"}, lease).Store(t.Context())
 	snap, err := store.Load()
 	if err != nil || snap == nil {
 		t.Fatalf("the final state: %v, %v", snap, err)
@@ -355,9 +292,9 @@ func TestFailovers(t *testing.T) {
 	}
 }
 
-func mustTable(t *testing.T, endpoint, name string) *dynamostate.Table {
+func mustTable(t *testing.T, endpoint string) *dynamostate.Table {
 	t.Helper()
-	tbl, err := dynamostate.New(t.Context(), dynamostate.Config{Table: name, Region: "us-east-1", Endpoint: endpoint})
+	tbl, err := dynamostate.New(t.Context(), dynamostate.Config{Table: testrig.StateTableName, Region: testrig.MotoRegion, Endpoint: endpoint})
 	if err != nil {
 		t.Fatal(err)
 	}

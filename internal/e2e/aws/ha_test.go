@@ -6,16 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
-
 	"gitlab.com/fleetrunner/fleetrunner/executors/dockerautoscaler"
 	"gitlab.com/fleetrunner/fleetrunner/fleeting-plugins/builtin"
-	"gitlab.com/fleetrunner/fleetrunner/internal/testenv"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
-	"gitlab.com/fleetrunner/fleetrunner/taskscaler/state/dynamostate"
 )
 
 // TestHAPairHandsOver: two managers share a runner on an awssim group, their state in moto's DynamoDB.
@@ -23,17 +16,13 @@ import (
 // hands the lease over, and the second adopts the same instances (none terminated, none launched for
 // the handover, the group's desired capacity unchanged) and runs jobs on them.
 func TestHAPairHandsOver(t *testing.T) {
-	moto := testenv.StartMoto(t)
-	// awssim checks no credentials; the state table's client takes them from the environment.
-	t.Setenv("AWS_ACCESS_KEY_ID", "test")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
-	const table = "fleetrunner-state"
-	createStateTable(t, moto.URL, table)
+	// awssim checks no credentials, so the made-up ones StateTable puts in the environment do too.
+	endpoint := testrig.StateTable(t)
 
 	r := newJobRig(t)
 	w := newAWSWorld(t, groupSpec("fleetrunner-e2e-ha", 3), watchedSim)
 	path := r.writeConfig(t, w, fleet{capacity: 1, maxInstances: 3, idleCount: 2, idleTime: time.Minute,
-		stateStorage: fmt.Sprintf("backend = \"dynamodb\"\n      dynamodb_table = %q\n      dynamodb_region = \"us-east-1\"\n      dynamodb_endpoint = %q\n      lease_duration = \"3s\"", table, moto.URL)})
+		stateStorage: fmt.Sprintf("backend = \"dynamodb\"\n      dynamodb_table = %q\n      dynamodb_region = \"us-east-1\"\n      dynamodb_endpoint = %q\n      lease_duration = \"3s\"", testrig.StateTableName, endpoint)})
 	first, stopFirst := testrig.StartManager(t, r.log.logger, path, "s_first", dockerautoscaler.Name, dockerautoscaler.New(builtin.Plugins()))
 	p1 := first.(*dockerautoscaler.Provider)
 	testrig.WaitFor(t, time.Minute, "two ready instances", func() bool { return settledAt(w, p1, 2) })
@@ -68,23 +57,5 @@ func TestHAPairHandsOver(t *testing.T) {
 	}
 	if !r.log.contains("standby: another manager manages this runner's fleet") || !r.log.contains("released the runner's state lease") {
 		t.Error("the log does not show the standby waiting and the lease handed over")
-	}
-}
-
-// createStateTable creates the state table as deploy/aws/fleetrunner-state-table.yaml does.
-func createStateTable(t *testing.T, endpoint, name string) {
-	t.Helper()
-	cfg, err := awsconfig.LoadDefaultConfig(t.Context(), awsconfig.WithRegion("us-east-1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(endpoint) })
-	if _, err := client.CreateTable(t.Context(), &dynamodb.CreateTableInput{
-		TableName:            aws.String(name),
-		AttributeDefinitions: []types.AttributeDefinition{{AttributeName: aws.String(dynamostate.KeyAttribute), AttributeType: types.ScalarAttributeTypeS}},
-		KeySchema:            []types.KeySchemaElement{{AttributeName: aws.String(dynamostate.KeyAttribute), KeyType: types.KeyTypeHash}},
-		BillingMode:          types.BillingModePayPerRequest,
-	}); err != nil {
-		t.Fatalf("CreateTable: %v", err)
 	}
 }
