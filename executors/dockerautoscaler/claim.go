@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -29,8 +28,6 @@ const claimMaxAge = 3 * time.Minute
 type managerClaim struct {
 	claimer fleeting.GroupClaimer
 	claim   fleeting.Claim
-	// lost is set once a refresh found another manager's claim: refreshes and the release stop.
-	lost atomic.Bool
 }
 
 // claimGroup claims the group for this manager before anything scales it, or returns an error that
@@ -70,10 +67,10 @@ func (p *Provider) keepClaim() {
 // start. Finding another manager's fresh claim means that manager took the group over (an operator
 // started one with the dynamodb backend, or two started together): this one gives the group up rather
 // than fight over it: it stops scaling, and Reserve sends the manager to build the provider again,
-// which is refused with the other manager's name while its claim lasts. After a lost lease the new holder claims the group, and
-// nothing here scales it any more.
+// which is refused with the other manager's name while its claim lasts. After a lost lease the new holder
+// claims the group, and nothing here scales it any more.
 func (p *Provider) refreshClaim() {
-	if p.groupClaim.lost.Load() || p.lease != nil && p.lease.lost.Load() {
+	if p.gaveUp.Load() != nil {
 		return
 	}
 	refresh := p.groupClaim.claim
@@ -85,10 +82,7 @@ func (p *Provider) refreshClaim() {
 	switch {
 	case err == nil:
 	case errors.As(err, &held):
-		p.groupClaim.lost.Store(true)
-		p.log.WithError(err).WithFields(logrus.Fields{"group": p.info.ID, "holder": held.SystemID + " on " + held.Host}).
-			Error("another manager claimed this runner's group: this one stops scaling it and taking its jobs, so that the two do not remove each other's instances; jobs running now go on")
-		p.ts.Abandon()
+		p.giveUp(errClaimLost, err, "another manager ("+held.SystemID+" on "+held.Host+") claimed this runner's group, so that the two would remove each other's instances")
 	case p.bgCtx.Err() == nil:
 		p.log.WithError(err).Warn("could not refresh this manager's claim on the group; trying again (other managers may take the group once the claim is " + claimMaxAge.String() + " old)")
 	}
@@ -97,7 +91,7 @@ func (p *Provider) refreshClaim() {
 // releaseClaim removes the claim after the group was let go, so that the next manager anywhere may
 // claim it at once.
 func (p *Provider) releaseClaim(ctx context.Context) error {
-	if p.groupClaim == nil || p.groupClaim.lost.Load() {
+	if p.groupClaim == nil || p.gaveUp.Load() != nil {
 		return nil
 	}
 	if err := p.groupClaim.claimer.Unclaim(ctx, p.groupClaim.claim); err != nil {

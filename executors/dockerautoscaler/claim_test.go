@@ -1,19 +1,15 @@
 package dockerautoscaler
 
 import (
-	"context"
 	"errors"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"gitlab.com/fleetrunner/fleetrunner/common/config"
 	"gitlab.com/fleetrunner/fleetrunner/common/fleeting"
 	"gitlab.com/fleetrunner/fleetrunner/executors"
-	"gitlab.com/fleetrunner/fleetrunner/executors/docker"
 	"gitlab.com/fleetrunner/fleetrunner/internal/testrig"
 	"gitlab.com/fleetrunner/fleetrunner/taskscaler"
 )
@@ -24,23 +20,9 @@ import (
 // starts at once and adopts it. A refresh that finds another manager's claim stops refreshing and
 // leaves that claim at the stop.
 func TestOneManagerPerGroup(t *testing.T) {
-	r := newRig(t)
-	pluginDir := filepath.Join(r.dir, "local-state")
-	ac := r.runner.Autoscaler
-	ac.CapacityPerInstance, ac.MaxInstances = 1, 1
-	ac.PluginConfig["state_dir"] = pluginDir
-	ac.Policy = []config.AutoscalerPolicyConfig{{IdleCount: 1, IdleTime: time.Minute}}
-	removeInstancesAtEnd(t, pluginDir, ac.PluginConfig["base_address"].(string))
-	start := func(systemID string) (*Provider, error) {
-		return newProvider(r.runner, executors.Deps{Logger: testLogger(t), ConfigDir: r.dir, SystemID: systemID}, testPlugins, docker.Options{})
-	}
-	stop := func(p *Provider) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := p.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	}
+	r, pluginDir := newSharedRig(t, 1, 1, time.Minute)
+	start := func(systemID string) (*Provider, error) { return r.startAs(t, systemID) }
+	stop := func(p *Provider) { stopProvider(t, p) }
 	host, _ := os.Hostname()
 
 	first, err := start("s_first")
@@ -85,7 +67,7 @@ func TestOneManagerPerGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	second.refreshClaim()
-	if !second.groupClaim.lost.Load() {
+	if second.gaveUp.Load() == nil {
 		t.Error("the second manager's refresh did not notice the third's claim")
 	}
 	var standby *executors.StandbyError

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -33,8 +32,6 @@ type runnerLease struct {
 	token    state.Token
 	holder   string
 	duration time.Duration
-	// lost is set once a renewal found another holder: the taskscaler is abandoned, Reserve refuses.
-	lost atomic.Bool
 }
 
 // acquireLease takes the runner's lease in the DynamoDB state table. While another manager holds it,
@@ -105,7 +102,7 @@ func (p *Provider) keepLease() {
 	every := state.RenewInterval(p.lease.duration)
 	renewed := p.lease.acquired
 	p.tick(every, func() {
-		if p.lease.lost.Load() {
+		if p.gaveUp.Load() != nil {
 			return
 		}
 		giveUp := renewed.Add(p.lease.duration - every)
@@ -118,29 +115,31 @@ func (p *Provider) keepLease() {
 			renewed = sent
 		case p.bgCtx.Err() != nil:
 		case errors.Is(err, state.ErrLost):
-			p.lose(err, "lost the runner's state lease to another manager")
+			p.giveUp(errLeaseLost, err, "lost the runner's state lease to another manager")
 		case !time.Now().Before(giveUp):
-			p.lose(err, "could not renew the runner's state lease before it runs out")
+			p.giveUp(errLeaseLost, err, "could not renew the runner's state lease before it runs out")
 		default:
 			p.log.WithError(err).Warn("could not renew the runner's state lease; trying again before it runs out")
 		}
 	})
 }
 
-// lose gives the fleet up: the taskscaler is abandoned at once without touching an instance (the next
-// holder scales the group, and its state is fenced against this manager's writes), and Reserve sends the
-// manager back to standby once this provider's running jobs ended.
-func (p *Provider) lose(err error, what string) {
-	if !p.lease.lost.CompareAndSwap(false, true) {
+// giveUp gives the fleet up once another manager has the right to it (reason: errLeaseLost or
+// errClaimLost; err says how it was found): the taskscaler is abandoned at once without touching an
+// instance or writing state, the lease and the claim are neither renewed nor released, and Reserve
+// sends the manager to build the provider again once this one's running jobs ended, which waits on
+// standby or is refused naming the other manager.
+func (p *Provider) giveUp(reason, err error, what string) {
+	if !p.gaveUp.CompareAndSwap(nil, &reason) {
 		return
 	}
-	p.log.WithError(err).Error(what + ": this manager stops scaling the group and taking jobs for the runner; jobs running now go on, then it waits on standby")
+	p.log.WithError(err).Error(what + ": this manager stops scaling the group and taking jobs for the runner; jobs running now go on")
 	p.ts.Abandon()
 }
 
 // releaseLease hands the lease over after the last state was written, so a standby takes over at once.
 func (p *Provider) releaseLease(ctx context.Context) error {
-	if p.lease == nil || p.lease.lost.Load() {
+	if p.lease == nil || p.gaveUp.Load() != nil {
 		return nil
 	}
 	if err := p.lease.lease.Release(ctx); err != nil {

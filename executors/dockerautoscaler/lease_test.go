@@ -30,16 +30,38 @@ const lease = 3 * time.Second
 func newLeaseRig(t *testing.T, capacity, maxInstances int, idleTime time.Duration) (r *rig, pluginDir, endpoint string) {
 	t.Helper()
 	endpoint = testrig.StateTable(t)
+	r, pluginDir = newSharedRig(t, capacity, maxInstances, idleTime)
+	r.runner.Autoscaler.StateStorage = config.StateStorage{Backend: config.StateBackendDynamoDB, DynamoDBTable: testrig.StateTableName,
+		DynamoDBRegion: testrig.MotoRegion, DynamoDBEndpoint: endpoint, LeaseDuration: lease}
+	return r, pluginDir, endpoint
+}
+
+// newSharedRig is the rig with the local plugin keeping its instances in pluginDir, where every
+// provider on the rig's runner finds them, and one idle instance wanted.
+func newSharedRig(t *testing.T, capacity, maxInstances int, idleTime time.Duration) (r *rig, pluginDir string) {
+	t.Helper()
 	r = newRig(t)
 	pluginDir = filepath.Join(r.dir, "local-state")
 	ac := r.runner.Autoscaler
 	ac.CapacityPerInstance, ac.MaxInstances = capacity, maxInstances
 	ac.PluginConfig["state_dir"] = pluginDir
 	ac.Policy = []config.AutoscalerPolicyConfig{{IdleCount: 1, IdleTime: idleTime}}
-	ac.StateStorage = config.StateStorage{Backend: config.StateBackendDynamoDB, DynamoDBTable: testrig.StateTableName,
-		DynamoDBRegion: testrig.MotoRegion, DynamoDBEndpoint: endpoint, LeaseDuration: lease}
 	removeInstancesAtEnd(t, pluginDir, ac.PluginConfig["base_address"].(string))
-	return r, pluginDir, endpoint
+	return r, pluginDir
+}
+
+// startAs starts a provider on the rig's runner as the manager with systemID; stopProvider shuts one
+// down. Unlike newProvider they leave its stop to the test, which plays several managers in turn.
+func (r *rig) startAs(t *testing.T, systemID string) (*Provider, error) {
+	return newProvider(r.runner, executors.Deps{Logger: testLogger(t), ConfigDir: r.dir, SystemID: systemID}, testPlugins, docker.Options{})
+}
+
+func stopProvider(t *testing.T, p *Provider) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.Shutdown(ctx); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
 }
 
 // TestStateLease runs the provider on the dynamodb state backend (moto's DynamoDB, the local plugin's
@@ -49,16 +71,8 @@ func newLeaseRig(t *testing.T, capacity, maxInstances int, idleTime time.Duratio
 // and scaling, and its stop leaves the new holder's lease alone.
 func TestStateLease(t *testing.T) {
 	r, pluginDir, endpoint := newLeaseRig(t, 1, 2, time.Minute)
-	start := func(systemID string) (*Provider, error) {
-		return newProvider(r.runner, executors.Deps{Logger: testLogger(t), ConfigDir: r.dir, SystemID: systemID}, testPlugins, docker.Options{})
-	}
-	stop := func(p *Provider) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := p.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	}
+	start := func(systemID string) (*Provider, error) { return r.startAs(t, systemID) }
+	stop := func(p *Provider) { stopProvider(t, p) }
 
 	first, err := start("s_first")
 	if err != nil {

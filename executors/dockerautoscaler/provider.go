@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -72,6 +73,8 @@ type Provider struct {
 	retried chan struct{} // closed when the leftover retries have ended
 	// interruptionsDone is closed when the interruption watch has ended (interruptions.go).
 	interruptionsDone chan struct{}
+	// gaveUp is why the provider gave its fleet up to another manager (giveUp), nil while it serves.
+	gaveUp atomic.Pointer[error]
 	// lease is the runner's state lease (lease.go), nil on the file backend; leaseDone closes when its
 	// renewals ended.
 	lease     *runnerLease
@@ -263,7 +266,7 @@ func (p *Provider) taskscalerOptions(ctx context.Context, configDir string) (tas
 	switch {
 	case p.lease != nil:
 		// The taskscaler's own goroutines save; Abandon waits for them, so it runs apart.
-		opts.State = p.lease.store(func(err error) { go p.lose(err, "another manager took the runner's state lease over") })
+		opts.State = p.lease.store(func(err error) { go p.giveUp(errLeaseLost, err, "another manager took the runner's state lease over") })
 		p.statePath = fmt.Sprintf("DynamoDB table %s, item %s", p.lease.table, p.lease.key)
 	case ac.StateStorageEnabled():
 		path := p.stateFile(configDir)
@@ -326,11 +329,8 @@ func (r *reservation) consume() { r.once.Do(func() {}) }
 // Reserve implements executors.Provider: it holds taskscaler capacity under a fresh key. No capacity
 // is executors.ErrNoCapacity, wrapping the taskscaler's reason.
 func (p *Provider) Reserve(context.Context) (executors.Reservation, error) {
-	if p.lease != nil && p.lease.lost.Load() {
-		return nil, &executors.StandbyError{RetryAt: time.Now(), Err: fmt.Errorf("%w: %w", executors.ErrNoCapacity, errLeaseLost)}
-	}
-	if p.groupClaim != nil && p.groupClaim.lost.Load() {
-		return nil, &executors.StandbyError{RetryAt: time.Now(), Err: fmt.Errorf("%w: %w", executors.ErrNoCapacity, errClaimLost)}
+	if reason := p.gaveUp.Load(); reason != nil {
+		return nil, &executors.StandbyError{RetryAt: time.Now(), Err: fmt.Errorf("%w: %w", executors.ErrNoCapacity, *reason)}
 	}
 	key := uuid.NewString()
 	if err := p.ts.Reserve(key); err != nil {

@@ -25,7 +25,7 @@ func (p *Provider) FleetStatus() executors.FleetStatus {
 		Instances:        p.AutoscalerInstances(),
 		Decisions:        make([]executors.ScaleDecision, 0, len(decisions)),
 	}
-	if p.lease != nil && !p.lease.lost.Load() {
+	if p.lease != nil && p.gaveUp.Load() == nil {
 		out.Lease = &executors.FleetLease{Holder: p.lease.holder, Since: p.lease.acquired, Token: int64(p.lease.token)}
 	}
 	for _, d := range decisions {

@@ -186,22 +186,11 @@ func (l *Lease) Acquire(ctx context.Context) (state.Token, error) {
 func (l *Lease) Renew(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, l.duration)
 	defer cancel()
-	token, expiresBefore := l.held()
+	_, expiresBefore := l.held()
 	now := l.table.now()
 	expires := now.Add(l.duration)
-	_, err := l.table.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                aws.String(l.table.name),
-		Key:                      l.itemKey(),
-		UpdateExpression:         aws.String("SET #renewed = :now, #expires = :expires"),
-		ConditionExpression:      aws.String("#holder = :me AND #token = :token"),
-		ExpressionAttributeNames: names(attrHolder, attrToken, attrRenewed, attrExpires),
-		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":me":      str(l.me.String()),
-			":token":   num(int64(token)),
-			":now":     millis(now),
-			":expires": millis(expires),
-		},
-	})
+	err := l.updateAsHolder(ctx, "SET #renewed = :now, #expires = :expires", []string{attrRenewed, attrExpires},
+		map[string]types.AttributeValue{":now": millis(now), ":expires": millis(expires)})
 	var failed *types.ConditionalCheckFailedException
 	switch {
 	case errors.As(err, &failed):
@@ -222,19 +211,7 @@ func (l *Lease) Renew(ctx context.Context) error {
 func (l *Lease) Release(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, l.duration)
 	defer cancel()
-	token, _ := l.held()
-	_, err := l.table.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                aws.String(l.table.name),
-		Key:                      l.itemKey(),
-		UpdateExpression:         aws.String("SET #expires = :zero"),
-		ConditionExpression:      aws.String("#holder = :me AND #token = :token"),
-		ExpressionAttributeNames: names(attrHolder, attrToken, attrExpires),
-		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":me":    str(l.me.String()),
-			":token": num(int64(token)),
-			":zero":  num(0),
-		},
-	})
+	err := l.updateAsHolder(ctx, "SET #expires = :zero", []string{attrExpires}, map[string]types.AttributeValue{":zero": num(0)})
 	if err != nil {
 		return l.refusal(ctx, "release", state.ErrLost, err)
 	}
@@ -274,6 +251,22 @@ func (l *Lease) held() (state.Token, time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.token, l.expires
+}
+
+// updateAsHolder runs the update set on the lease's item, fenced: only while this holder, with the
+// token it acquired, still holds the lease. attrs are the attributes set names, values its values.
+func (l *Lease) updateAsHolder(ctx context.Context, set string, attrs []string, values map[string]types.AttributeValue) error {
+	token, _ := l.held()
+	values[":me"], values[":token"] = str(l.me.String()), num(int64(token))
+	_, err := l.table.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(l.table.name),
+		Key:                       l.itemKey(),
+		UpdateExpression:          aws.String(set),
+		ConditionExpression:       aws.String("#holder = :me AND #token = :token"),
+		ExpressionAttributeNames:  names(append([]string{attrHolder, attrToken}, attrs...)...),
+		ExpressionAttributeValues: values,
+	})
+	return err
 }
 
 func (l *Lease) itemKey() map[string]types.AttributeValue {
@@ -344,20 +337,8 @@ func (s *Store) Save(snap *state.Snapshot) error {
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, l.duration)
 	defer cancel()
-	token, _ := l.held()
-	_, err = l.table.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                aws.String(l.table.name),
-		Key:                      l.itemKey(),
-		UpdateExpression:         aws.String("SET #state = :state, #saved = :now"),
-		ConditionExpression:      aws.String("#holder = :me AND #token = :token"),
-		ExpressionAttributeNames: names(attrHolder, attrToken, attrState, attrSaved),
-		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":me":    str(l.me.String()),
-			":token": num(int64(token)),
-			":state": &types.AttributeValueMemberB{Value: b},
-			":now":   millis(l.table.now()),
-		},
-	})
+	err = l.updateAsHolder(ctx, "SET #state = :state, #saved = :now", []string{attrState, attrSaved},
+		map[string]types.AttributeValue{":state": &types.AttributeValueMemberB{Value: b}, ":now": millis(l.table.now())})
 	if err != nil {
 		return l.refusal(ctx, "write state under", state.ErrFenced, err)
 	}
